@@ -1,0 +1,311 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tiny_dit.model import TinyDiT, get_3d_sincos_pos_embed, patchify, unpatchify
+
+torch.set_num_threads(1)
+
+TEXT_DIM = 16
+TEXT_LEN = 5
+
+
+def make_model(**overrides) -> TinyDiT:
+    config = dict(
+        in_channels=4,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        patch_size=2,
+        patch_size_t=2,
+        text_embed_dim=TEXT_DIM,
+        pooled_embed_dim=TEXT_DIM,
+    )
+    config.update(overrides)
+    torch.manual_seed(0)
+    return TinyDiT(**config).eval()
+
+
+def perturb(model: TinyDiT, std: float = 0.1, seed: int = 1) -> TinyDiT:
+    """Move every weight away from the (mostly zero) initialisation so outputs are nontrivial."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def make_inputs(shape=(2, 4, 4, 8, 8), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B = shape[0]
+    latents = torch.randn(shape, generator=g)
+    timestep = torch.rand(B, generator=g) * 1000
+    lengths = torch.arange(B) % TEXT_LEN + 1  # different prompt lengths, so padding matters
+    cond = dict(
+        encoder_hidden_states=torch.randn(B, TEXT_LEN, TEXT_DIM, generator=g),
+        pooled_projections=torch.randn(B, TEXT_DIM, generator=g),
+        encoder_attention_mask=torch.arange(TEXT_LEN)[None, :] < lengths[:, None],
+    )
+    return latents, timestep, cond
+
+
+def empty_prompt(seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        encoder_hidden_states=torch.randn(1, TEXT_LEN, TEXT_DIM, generator=g),
+        pooled_projections=torch.randn(1, TEXT_DIM, generator=g),
+        encoder_attention_mask=torch.tensor([[True, True, False, False, False]]),
+    )
+
+
+# --- tubelets and positions -------------------------------------------------
+
+
+def test_patchify_round_trip_and_token_order():
+    x = torch.randn(2, 4, 4, 8, 12)
+    tokens = patchify(x, 2, 2)
+    assert tokens.shape == (2, 2 * 4 * 6, 4 * 2 * 2 * 2)
+    assert torch.equal(unpatchify(tokens, (2, 4, 6), 2, 2, 4), x)
+    # Token 0 is the first tubelet with features in (C, pt, p, p) order ...
+    assert torch.equal(tokens[:, 0], x[:, :, 0:2, 0:2, 0:2].reshape(2, -1))
+    # ... and the order is time-major: token (t=1, h=2, w=3) sits at (1 * 4 + 2) * 6 + 3.
+    assert torch.equal(tokens[:, (1 * 4 + 2) * 6 + 3], x[:, :, 2:4, 4:6, 6:8].reshape(2, -1))
+    with pytest.raises(ValueError):
+        patchify(torch.randn(1, 4, 3, 8, 8), 2, 2)
+
+
+def test_patch_embedding_is_a_strided_conv3d():
+    model = make_model()
+    x = torch.randn(2, 4, 4, 8, 8)
+    linear = model.patch_embed
+    conv = F.conv3d(x, linear.weight.reshape(32, 4, 2, 2, 2), linear.bias, stride=(2, 2, 2))  # (B, D, T', H', W')
+    expected = conv.flatten(2).transpose(1, 2)  # (B, N, D), time-major
+    torch.testing.assert_close(linear(patchify(x, 2, 2)), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_3d_sincos_positional_embedding():
+    long = get_3d_sincos_pos_embed(32, (4, 4, 6))
+    short = get_3d_sincos_pos_embed(32, (2, 4, 6))
+    assert long.shape == (96, 32) and short.shape == (48, 32)
+    # A shorter clip gets exactly the embeddings of the first frame slots of a longer one.
+    assert torch.equal(long[:48], short)
+    # Every position is distinguishable.
+    distances = torch.cdist(long, long) + torch.eye(96) * 1e3
+    assert distances.min() > 1e-3
+    assert long.abs().max() <= 1.0
+    # Cached per grid.
+    assert get_3d_sincos_pos_embed(32, (4, 4, 6)) is long
+
+
+# --- initialisation and shapes -------------------------------------------------
+
+
+@pytest.mark.parametrize("attention_type", ["full", "factorized"])
+@pytest.mark.parametrize("cross_attention", [False, True])
+def test_output_is_exactly_zero_at_init(attention_type, cross_attention):
+    model = make_model(attention_type=attention_type, cross_attention=cross_attention)
+    latents, timestep, cond = make_inputs()
+    out = model(latents, timestep, **cond)
+    assert out.sample.shape == latents.shape
+    assert torch.count_nonzero(out.sample) == 0
+    assert out.attentions is None
+
+
+@pytest.mark.parametrize("attention_type", ["full", "factorized"])
+@pytest.mark.parametrize("shape", [(2, 4, 4, 8, 8), (2, 4, 8, 8, 8), (2, 4, 4, 8, 12)])
+def test_perturbed_model_any_clip_length_and_aspect(attention_type, shape):
+    model = perturb(make_model(attention_type=attention_type))
+    latents, timestep, cond = make_inputs(shape)
+    sample = model(latents, timestep, **cond).sample
+    assert sample.shape == shape
+    assert torch.isfinite(sample).all()
+    assert sample.abs().mean() > 1e-2
+    # With identical content everywhere, only the positional embedding tells tokens apart.
+    flat = model(torch.zeros(shape), timestep, **cond).sample
+    tokens = patchify(flat, 2, 2)  # (B, N, features)
+    assert (tokens - tokens[:, :1]).abs().amax(dim=2)[:, 1:].min() > 1e-4
+
+
+def test_out_channels():
+    model = perturb(make_model(out_channels=8))
+    latents, timestep, cond = make_inputs()
+    assert model(latents, timestep, **cond).sample.shape == (2, 8, 4, 8, 8)
+
+
+def test_scalar_timestep_and_tuple_output():
+    model = perturb(make_model())
+    latents, _, cond = make_inputs()
+    by_scalar = model(latents, 500.0, **cond).sample
+    by_vector = model(latents, torch.tensor([500.0, 500.0]), **cond).sample
+    torch.testing.assert_close(by_scalar, by_vector)
+    as_tuple = model(latents, 500.0, **cond, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1
+    torch.testing.assert_close(as_tuple[0], by_scalar)
+    # The timestep actually matters.
+    assert (model(latents, 100.0, **cond).sample - by_scalar).abs().max() > 1e-3
+
+
+def test_num_tokens():
+    model = TinyDiT()
+    assert model.num_tokens(16, 32, 32) == 256
+    assert model.token_grid(16, 32, 48) == (4, 8, 12)
+    with pytest.raises(ValueError):
+        model.num_tokens(15, 32, 32)
+
+
+def test_input_validation():
+    model = make_model(cross_attention=True)
+    latents, timestep, cond = make_inputs()
+    with pytest.raises(ValueError):
+        model(latents, timestep, cond["encoder_hidden_states"], None)
+    with pytest.raises(ValueError):
+        model(latents, timestep, pooled_projections=cond["pooled_projections"])
+    with pytest.raises(ValueError):
+        model(latents, timestep, **cond, capture_attention_layers=[2])
+
+
+# --- classifier-free guidance batching ------------------------------------
+
+
+@pytest.mark.parametrize("attention_type", ["full", "factorized"])
+def test_cfg_batch_equals_separate_forwards(attention_type):
+    model = perturb(make_model(attention_type=attention_type, cross_attention=True))
+    latents, timestep, cond = make_inputs()
+    uncond = {k: v.expand(2, *v.shape[1:]) for k, v in empty_prompt().items()}
+    both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+    batched = model(torch.cat([latents, latents]), torch.cat([timestep, timestep]), **both).sample
+    separate_uncond = model(latents, timestep, **uncond).sample
+    separate_cond = model(latents, timestep, **cond).sample
+    torch.testing.assert_close(batched[:2], separate_uncond, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[2:], separate_cond, atol=1e-5, rtol=1e-5)
+    assert (separate_cond - separate_uncond).abs().max() > 1e-3  # the prompt matters
+
+
+# --- attention capture ------------------------------------------------------
+
+
+def reference_attention(block_input, attn, layout, grid):
+    """softmax(Q K^T / sqrt(d)) from the block's qkv weights, written independently with einsum."""
+    B, N, D = block_input.shape
+    heads, hd = attn.num_heads, attn.head_dim
+    q, k, _ = F.linear(block_input, attn.qkv.weight, attn.qkv.bias).split(D, dim=-1)
+    Tg, Hg, Wg = grid
+    if layout == "full":
+        q, k = q.reshape(B, N, heads, hd), k.reshape(B, N, heads, hd)
+        scores = torch.einsum("bnhd,bmhd->bhnm", q, k)
+    else:
+        q, k = q.reshape(B, Tg, Hg * Wg, heads, hd), k.reshape(B, Tg, Hg * Wg, heads, hd)
+        if layout == "spatial":
+            scores = torch.einsum("btnhd,btmhd->bhtnm", q, k)  # within a frame slot t
+        else:
+            scores = torch.einsum("bnshd,bmshd->bhsnm", q, k)  # across time, at position s
+    return (scores / math.sqrt(hd)).softmax(dim=-1)
+
+
+@pytest.mark.parametrize("attention_type", ["full", "factorized"])
+def test_captured_attention(attention_type):
+    model = perturb(make_model(attention_type=attention_type, cross_attention=True))
+    latents, timestep, cond = make_inputs()
+    grid = (2, 4, 4)
+    N, S = 32, 16
+
+    block_inputs = {}
+    hooks = [
+        block.attn.register_forward_hook(lambda mod, args, out, i=i: block_inputs.__setitem__(i, args[0]))
+        for i, block in enumerate(model.blocks)
+    ]
+    captured = model(latents, timestep, **cond, capture_attention_layers=[0, 1])
+    for hook in hooks:
+        hook.remove()
+    plain = model(latents, timestep, **cond)
+
+    torch.testing.assert_close(captured.sample, plain.sample, atol=1e-5, rtol=1e-5)
+    assert plain.attentions is None
+    assert sorted(captured.attentions) == [0, 1]
+
+    expected_shapes = {
+        "full": [(2, 2, N, N), (2, 2, N, N)],
+        "factorized": [(2, 2, 2, S, S), (2, 2, S, 2, 2)],  # spatial block, then temporal block
+    }[attention_type]
+    for i, block in enumerate(model.blocks):
+        probs = captured.attentions[i]
+        assert probs.shape == expected_shapes[i]
+        torch.testing.assert_close(probs.sum(dim=-1), torch.ones(probs.shape[:-1]))
+        expected = reference_attention(block_inputs[i], block.attn, block.attn.layout, grid)
+        torch.testing.assert_close(probs, expected, atol=1e-6, rtol=1e-5)
+        # Far from uniform, so the comparison above is not vacuous.
+        assert (probs.amax(dim=-1) - probs.amin(dim=-1)).max() > 0.1
+
+
+def test_factorized_spatial_block_keeps_frame_slots_apart():
+    latents, timestep, cond = make_inputs()
+    changed = latents.clone()
+    changed[:, :, :2] += 1.0  # change only frame slot 0 (patch_size_t = 2)
+    # One factorized block = spatial attention only: frame slot 1 cannot see slot 0.
+    spatial = perturb(make_model(attention_type="factorized", depth=1))
+    torch.testing.assert_close(
+        spatial(changed, timestep, **cond).sample[:, :, 2:], spatial(latents, timestep, **cond).sample[:, :, 2:]
+    )
+    # Full attention mixes all frames.
+    full = perturb(make_model(attention_type="full", depth=1))
+    diff = full(changed, timestep, **cond).sample[:, :, 2:] - full(latents, timestep, **cond).sample[:, :, 2:]
+    assert diff.abs().max() > 1e-3
+
+
+# --- cross-attention ----------------------------------------------------------
+
+
+def test_cross_attention_flag():
+    latents, timestep, cond = make_inputs()
+    other_states = torch.randn_like(cond["encoder_hidden_states"])
+
+    without = perturb(make_model(cross_attention=False))
+    assert not any("cross_attn" in name for name, _ in without.named_parameters())
+    reference = without(latents, timestep, **cond).sample
+    ignored = without(latents, timestep, other_states, cond["pooled_projections"]).sample
+    assert torch.equal(reference, ignored)  # token states are ignored without cross-attention
+
+    with_ca = perturb(make_model(cross_attention=True))
+    assert any("cross_attn" in name for name, _ in with_ca.named_parameters())
+    reference = with_ca(latents, timestep, **cond).sample
+    changed = with_ca(latents, timestep, **{**cond, "encoder_hidden_states": other_states}).sample
+    assert (changed - reference).abs().max() > 1e-3
+
+    # Sample 0 has a 1-token prompt: changing its padded positions must not matter.
+    padded_only = cond["encoder_hidden_states"].clone()
+    padded_only[0, 1:] = torch.randn(TEXT_LEN - 1, TEXT_DIM)
+    masked = with_ca(latents, timestep, **{**cond, "encoder_hidden_states": padded_only}).sample
+    torch.testing.assert_close(masked, reference, atol=1e-6, rtol=1e-5)
+
+
+# --- saving, loading, checkpointing ------------------------------------------
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = perturb(make_model(attention_type="factorized", cross_attention=True, out_channels=8))
+    model.save_pretrained(tmp_path)
+    loaded = TinyDiT.from_pretrained(tmp_path).eval()
+    for key in ("hidden_size", "depth", "attention_type", "cross_attention", "out_channels", "patch_size_t"):
+        assert loaded.config[key] == model.config[key]
+    latents, timestep, cond = make_inputs()
+    assert torch.equal(loaded(latents, timestep, **cond).sample, model(latents, timestep, **cond).sample)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    model = perturb(make_model(cross_attention=True)).train()
+    latents, timestep, cond = make_inputs()
+
+    def grads():
+        model.zero_grad()
+        model(latents, timestep, **cond).sample.square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.enable_gradient_checkpointing()
+    checkpointed = grads()
+    model.disable_gradient_checkpointing()
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b)
+    assert any(g.abs().max() > 0 for g in plain)

@@ -1,0 +1,318 @@
+"""The shapes world: the project's own training clips, rendered from nothing.
+
+tiny-dit must train and run with no network, so its default model learns from
+clips this file draws: one coloured shape on a plain background, moving or
+changing size over 16 frames. The contract (palette, sizes, speeds, captions,
+held-out pairs) is fixed in `shared/shapes-world.md`; this file implements it.
+
+How a frame is drawn, fast and anti-aliased:
+  every shape is stored once as a signed-distance field (SDF) on a unit grid
+  (negative inside, positive outside). To draw a frame we look the SDF up at
+  (pixel - centre) / half_extent with `grid_sample`, multiply by the half-extent
+  to get a distance in pixels, and turn it into coverage with
+  clamp(0.5 - distance, 0, 1): a one-pixel soft edge, exact flat colours
+  everywhere else. All frames of all clips are drawn in one batched call.
+
+Command line (writes an mp4 videofolder, see --help):
+  python -m tiny_dit.data.shapes --out data/shapes --num-clips 100 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------
+# The vocabulary (shared/shapes-world.md). RGB values are exact.
+# ----------------------------------------------------------------------------
+
+NUM_FRAMES = 16
+FRAME_SIZE = 128
+FPS = 8
+
+SHAPES = ("circle", "square", "triangle", "star")
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 90, 220),
+    "yellow": (235, 210, 40),
+    "purple": (150, 60, 200),
+    "orange": (245, 140, 30),
+}
+BACKGROUNDS = {"black": (15, 15, 15), "white": (245, 245, 245), "gray": (128, 128, 128)}
+MOTIONS = ("left", "right", "up", "down", "growing", "shrinking")
+
+# Colour-shape pairs that never appear in training: they test composition.
+HELD_OUT_PAIRS = frozenset(
+    {("green", "triangle"), ("purple", "circle"), ("orange", "square"), ("blue", "star")}
+)
+
+# Direction of travel in image coordinates (x right, y down).
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+# ----------------------------------------------------------------------------
+# Captions: a canonical form plus other phrasings, so the text encoder learns
+# the words and not one template. A word always means the same attribute.
+# ----------------------------------------------------------------------------
+
+# Ways of saying each motion.
+_MOTION_WORDS = (
+    {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
+     "growing": "growing", "shrinking": "shrinking"},
+    {"left": "moves to the left", "right": "moves to the right", "up": "moves up",
+     "down": "moves down", "growing": "gets bigger", "shrinking": "gets smaller"},
+    {"left": "slides left", "right": "slides right", "up": "slides up", "down": "slides down",
+     "growing": "grows", "shrinking": "shrinks"},
+    {"left": "going to the left", "right": "going to the right", "up": "going up",
+     "down": "going down", "growing": "getting bigger", "shrinking": "getting smaller"},
+)
+# (template, which motion words). Phrasing 0 is the canonical form of the spec.
+_PHRASINGS = (
+    ("a {color} {shape} {motion} on a {background} background", 0),
+    ("a {color} {shape} {motion} on a {background} background", 1),
+    ("on a {background} background, a {color} {shape} {motion}", 2),
+    ("a {background} background with a {color} {shape} {motion}", 3),
+    ("{color} {shape}, {motion}, {background} background", 0),
+)
+NUM_PHRASINGS = len(_PHRASINGS)
+
+
+def caption(color: str, shape: str, motion: str, background: str, phrasing: int = 0) -> str:
+    """The caption of a clip; phrasing 0 is the canonical form of the spec."""
+    template, words = _PHRASINGS[phrasing]
+    return template.format(color=color, shape=shape, motion=_MOTION_WORDS[words][motion],
+                           background=background)
+
+
+def all_attribute_combinations(split: str = "all") -> list[tuple[str, str, str, str]]:
+    """Every (color, shape, motion, background); split is "all", "train" or "heldout"."""
+    combos = []
+    for color in COLORS:
+        for shape in SHAPES:
+            held_out = (color, shape) in HELD_OUT_PAIRS
+            if (split == "train" and held_out) or (split == "heldout" and not held_out):
+                continue
+            for motion in MOTIONS:
+                for background in BACKGROUNDS:
+                    combos.append((color, shape, motion, background))
+    return combos
+
+
+# ----------------------------------------------------------------------------
+# What one clip is: attributes plus the drawn-at-random geometry.
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class ClipSpec:
+    color: str
+    shape: str
+    motion: str
+    background: str
+    center_x: float  # object centre in frame 0, pixels
+    center_y: float
+    velocity: float  # px per frame along the motion direction (0 for size changes)
+    size_start: float  # half-extent in frame 0, pixels
+    size_end: float  # half-extent in the last frame
+    phrasing: int
+
+    @property
+    def text(self) -> str:
+        return caption(self.color, self.shape, self.motion, self.background, self.phrasing)
+
+    def trajectory(self, num_frames: int = NUM_FRAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-frame centre x, centre y and half-extent, each of shape (num_frames,)."""
+        k = np.arange(num_frames, dtype=np.float64)
+        dx, dy = DIRECTIONS.get(self.motion, (0, 0))
+        cx = self.center_x + dx * self.velocity * k
+        cy = self.center_y + dy * self.velocity * k
+        size = self.size_start + (self.size_end - self.size_start) * k / (num_frames - 1)
+        return cx, cy, size
+
+
+MARGIN = 2.0  # px kept free between the object and the frame edge (room for the soft edge)
+
+
+def random_clip_spec(rng: np.random.Generator, color: str, shape: str, motion: str,
+                     background: str, phrasing: int | None = None) -> ClipSpec:
+    """Draw position, size and speed inside the ranges of the spec."""
+    steps = NUM_FRAMES - 1
+    if motion in DIRECTIONS:
+        size = rng.uniform(14, 22)
+        speed = rng.uniform(2, 4)
+        travel = speed * steps
+        lo, hi = size + MARGIN, FRAME_SIZE - size - MARGIN  # allowed centre range
+        # Along the motion the whole path must fit; across it anywhere in range.
+        along = rng.uniform(lo, hi - travel)
+        across = rng.uniform(lo, hi)
+        dx, dy = DIRECTIONS[motion]
+        if dx != 0:
+            cx, cy = (along if dx > 0 else FRAME_SIZE - along), across
+        else:
+            cx, cy = across, (along if dy > 0 else FRAME_SIZE - along)
+        size_start = size_end = size
+    else:
+        small, large = rng.uniform(7, 9), rng.uniform(28, 31)
+        size_start, size_end = (small, large) if motion == "growing" else (large, small)
+        speed = 0.0
+        lo, hi = large + MARGIN, FRAME_SIZE - large - MARGIN
+        cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    if phrasing is None:
+        phrasing = int(rng.integers(NUM_PHRASINGS))
+    return ClipSpec(color, shape, motion, background, float(cx), float(cy), float(speed),
+                    float(size_start), float(size_end), phrasing)
+
+
+def sample_clip_specs(num_clips: int, seed: int = 0, split: str = "train") -> list[ClipSpec]:
+    """num_clips random clips. split="train" never uses a held-out colour-shape pair,
+    split="heldout" uses only those (for evaluation), split="all" uses everything."""
+    rng = np.random.default_rng(seed)
+    combos = all_attribute_combinations(split)
+    picks = rng.integers(len(combos), size=num_clips)
+    return [random_clip_spec(rng, *combos[i]) for i in picks]
+
+
+# ----------------------------------------------------------------------------
+# Drawing: unit-shape SDFs, looked up per pixel.
+# ----------------------------------------------------------------------------
+
+_SDF_RESOLUTION = 512
+_SDF_EXTENT = 1.5  # the SDF grid covers [-1.5, 1.5]^2 in half-extent units
+
+
+def _polygon_vertices(shape: str) -> np.ndarray:
+    """Vertices (x, y) of a unit shape, y pointing down, half-extent 1."""
+    if shape == "square":
+        return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
+    if shape == "triangle":  # apex up, flat base
+        return np.array([[0, -1], [1, 1], [-1, 1]], dtype=np.float64)
+    if shape == "star":  # five points, one up, inner radius 0.45 of outer
+        angles = -np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
+        return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    raise ValueError(f"not a polygon: {shape}")
+
+
+def _polygon_sdf(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Exact signed distance from points (N, 2) to a closed polygon (after I. Quilez)."""
+    dist2 = np.full(len(points), np.inf)
+    sign = np.ones(len(points))
+    for i in range(len(vertices)):
+        a, b = vertices[i], vertices[i - 1]
+        edge, w = b - a, points - a
+        t = np.clip((w @ edge) / (edge @ edge), 0.0, 1.0)
+        closest = w - t[:, None] * edge
+        dist2 = np.minimum(dist2, (closest**2).sum(1))
+        # Crossing test for inside/outside.
+        c1, c2 = points[:, 1] >= a[1], points[:, 1] < b[1]
+        c3 = edge[0] * w[:, 1] > edge[1] * w[:, 0]
+        flip = (c1 & c2 & c3) | (~c1 & ~c2 & ~c3)
+        sign[flip] *= -1
+    return sign * np.sqrt(dist2)
+
+
+@lru_cache(maxsize=None)
+def unit_sdf(shape: str) -> torch.Tensor:
+    """The signed distance field of a unit shape, (1, 1, R, R), in half-extent units."""
+    axis = np.linspace(-_SDF_EXTENT, _SDF_EXTENT, _SDF_RESOLUTION)
+    xx, yy = np.meshgrid(axis, axis)  # rows are y (down), columns are x
+    points = np.stack([xx.ravel(), yy.ravel()], axis=1)
+    if shape == "circle":
+        sdf = np.linalg.norm(points, axis=1) - 1.0
+    else:
+        sdf = _polygon_sdf(points, _polygon_vertices(shape))
+    return torch.from_numpy(sdf.reshape(1, 1, _SDF_RESOLUTION, _SDF_RESOLUTION)).float()
+
+
+def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
+                 size: int = FRAME_SIZE) -> torch.Tensor:
+    """Draw clips. Returns uint8 frames (N, T, H, W, 3), T = NUM_FRAMES or len(frame_indices)
+    when only some frames are wanted (training the CLIP or the autoencoder)."""
+    frames = np.arange(NUM_FRAMES) if frame_indices is None else np.asarray(frame_indices)
+    n, num_frames = len(specs), len(frames)
+    out = torch.empty(n, num_frames, size, size, 3, dtype=torch.uint8)
+    pixel = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
+    for shape in SHAPES:  # one batched lookup per shape
+        idx = [i for i, s in enumerate(specs) if s.shape == shape]
+        if not idx:
+            continue
+        traj = np.stack([np.stack(specs[i].trajectory(), 0) for i in idx])[:, :, frames]  # (n, 3, T)
+        cx, cy, half = (torch.from_numpy(traj[:, j]).float().reshape(-1, 1) for j in range(3))  # (n*T, 1)
+        # Pixel coordinates in the unit frame of the shape, then in grid_sample's [-1, 1].
+        gx = (pixel[None, :] - cx) / half / _SDF_EXTENT  # (n*T, W)
+        gy = (pixel[None, :] - cy) / half / _SDF_EXTENT  # (n*T, H)
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (n*T, H, W, 2)
+        # One lookup for all frames: stack them along the grid's height (batch of 1).
+        dist = F.grid_sample(unit_sdf(shape), grid.reshape(1, -1, size, 2), mode="bilinear",
+                             padding_mode="border", align_corners=True)  # (1, 1, n*T*H, W)
+        dist = dist.reshape(-1, size, size) * half[:, :, None]  # (n*T, H, W), in pixels
+        coverage = (0.5 - dist).clamp(0, 1).reshape(len(idx), num_frames, size, size, 1)
+        fg = torch.tensor([COLORS[specs[i].color] for i in idx], dtype=torch.float32)
+        bg = torch.tensor([BACKGROUNDS[specs[i].background] for i in idx], dtype=torch.float32)
+        fg, bg = fg[:, None, None, None, :], bg[:, None, None, None, :]  # (n, 1, 1, 1, 3)
+        pixels = torch.addcmul(bg, coverage, fg - bg).round_()  # (n, T, H, W, 3)
+        out.index_copy_(0, torch.tensor(idx), pixels.to(torch.uint8))
+    return out
+
+
+def render_dataset(num_clips: int, seed: int = 0, split: str = "train",
+                   batch_size: int = 256):
+    """Yield (frames uint8 (B, T, H, W, 3), specs) batches of freshly rendered clips."""
+    specs = sample_clip_specs(num_clips, seed, split)
+    for start in range(0, num_clips, batch_size):
+        chunk = specs[start:start + batch_size]
+        yield render_clips(chunk), chunk
+
+
+# ----------------------------------------------------------------------------
+# Command line: write a videofolder (one H.264 mp4 per clip + metadata.jsonl).
+# ----------------------------------------------------------------------------
+
+
+def write_videofolder(out: Path, num_clips: int, seed: int, split: str) -> None:
+    from tqdm import tqdm
+
+    from tiny_dit.video import write_mp4
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "metadata.jsonl", "w") as meta, tqdm(total=num_clips, unit="clip") as bar:
+        for frames, specs in render_dataset(num_clips, seed, split, batch_size=64):
+            for clip, spec in zip(frames.numpy(), specs):
+                name = f"{bar.n:06d}.mp4"
+                write_mp4(out / name, clip, fps=FPS)
+                record = {"file_name": name, "text": spec.text}
+                record.update({k: v for k, v in asdict(spec).items()
+                               if k in ("color", "shape", "motion", "background")})
+                meta.write(json.dumps(record) + "\n")
+                bar.update(1)
+    print(f"wrote {num_clips} clips to {out}/ (metadata.jsonl + mp4)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tiny_dit.data.shapes",
+        description="Render shapes-world clips (16 frames, 128x128, 8 fps) to a videofolder: "
+                    "one H.264 mp4 per clip and a metadata.jsonl with file_name, text, color, "
+                    "shape, motion and background.")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--num-clips", type=int, default=100, help="how many clips (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same clips")
+    parser.add_argument("--held-out", action="store_true",
+                        help="render only the held-out colour-shape pairs (green triangle, purple "
+                             "circle, orange square, blue star), for evaluation only")
+    args = parser.parse_args(argv)
+    if args.num_clips < 1:
+        parser.error("--num-clips must be at least 1")
+    write_videofolder(args.out, args.num_clips, args.seed, "heldout" if args.held_out else "train")
+
+
+if __name__ == "__main__":
+    main()

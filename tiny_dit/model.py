@@ -1,0 +1,602 @@
+"""TinyDiT: a small, text-conditioned diffusion transformer for latent video.
+
+The idea
+--------
+A video autoencoder turns a clip into a latent tensor of shape (B, C, T, H, W).
+We cut that tensor into non-overlapping *tubelets* of `patch_size_t` frames by
+`patch_size` x `patch_size` latent pixels, flatten each tubelet into a vector
+and project it to `hidden_size`: the clip becomes a sequence of tokens, just as
+an image becomes a sequence of patches in ViT. Fixed sine-cosine embeddings of
+each token's (t, h, w) position tell the transformer where a token came from.
+
+The transformer is a stack of DiT blocks (Peebles & Xie, "Scalable Diffusion
+Models with Transformers", 2023). A DiT block is a standard pre-norm block
+(attention, then MLP), except that the LayerNorms have no learned affine
+parameters: their shift and scale, plus a gate on each residual branch, are
+regressed from a conditioning vector `c` ("adaLN"). `c` summarises everything
+that is the same for the whole clip: the noise level and the pooled CLIP
+embedding of the prompt. The gates start at zero ("adaLN-Zero"), so every
+block starts as the identity and the untrained model predicts exactly zero.
+
+Optionally a cross-attention layer in every block lets each video token look
+at the individual CLIP token states, which carries more detail about the
+prompt than the single pooled vector.
+
+Attention over all T*H*W tokens ("full") costs O(N^2). The "factorized"
+variant alternates, block by block, between spatial attention (tokens of the
+same frame slot attend to each other) and temporal attention (tokens at the
+same (h, w) position attend across time), as in Latte and TimeSformer.
+
+The model predicts a velocity for rectified flow (see `flow.py`); it does not
+care what the target is, only that it has the shape of the input latents.
+
+Shape legend used in the comments:
+    B  batch             C  latent channels      T, H, W  latent frames/height/width
+    pt, p  tubelet size  T', H', W' = T/pt, H/p, W/p  the token grid
+    N = T' * H' * W'  tokens   S = H' * W'  tokens per frame slot
+    D  hidden size       L  CLIP tokens          heads, hd = D / heads
+"""
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+
+
+# ---------------------------------------------------------------------------
+# Tubelets: latents <-> token sequences
+# ---------------------------------------------------------------------------
+
+
+def patchify(x: torch.Tensor, patch_size_t: int, patch_size: int) -> torch.Tensor:
+    """Cut latents into tubelets and flatten each one into a token vector.
+
+    A tubelet is `patch_size_t` consecutive frames of a `patch_size` x
+    `patch_size` square of latent pixels, across all channels. Tokens are
+    ordered time-major, (t, h, w), i.e. token index = (t * H' + h) * W' + w, so
+    all tokens of one frame slot are contiguous. The features of a token are
+    ordered (C, pt, p, p), the same order as a Conv3d kernel.
+
+    Args:
+        x: latents, (B, C, T, H, W); T, H, W must be divisible by the patch sizes.
+
+    Returns:
+        tokens, (B, N, C * pt * p * p) with N = T/pt * H/p * W/p.
+    """
+    B, C, T, H, W = x.shape
+    pt, p = patch_size_t, patch_size
+    if T % pt or H % p or W % p:
+        raise ValueError(f"latents of size T={T}, H={H}, W={W} do not split into tubelets of {pt}x{p}x{p}")
+    x = x.reshape(B, C, T // pt, pt, H // p, p, W // p, p)  # (B, C, T', pt, H', p, W', p)
+    x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, T', H', W', C, pt, p, p)
+    return x.reshape(B, (T // pt) * (H // p) * (W // p), C * pt * p * p)  # (B, N, C*pt*p*p)
+
+
+def unpatchify(
+    tokens: torch.Tensor, grid: tuple[int, int, int], patch_size_t: int, patch_size: int, channels: int
+) -> torch.Tensor:
+    """Inverse of `patchify`: put the tubelets back in their places.
+
+    Args:
+        tokens: (B, N, channels * pt * p * p), in `patchify`'s order.
+        grid: the token grid (T', H', W'), with N = T' * H' * W'.
+        channels: number of channels C of the output.
+
+    Returns:
+        latents, (B, C, T' * pt, H' * p, W' * p).
+    """
+    B = tokens.shape[0]
+    Tg, Hg, Wg = grid
+    pt, p = patch_size_t, patch_size
+    x = tokens.reshape(B, Tg, Hg, Wg, channels, pt, p, p)  # (B, T', H', W', C, pt, p, p)
+    x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, T', pt, H', p, W', p)
+    return x.reshape(B, channels, Tg * pt, Hg * p, Wg * p)  # (B, C, T, H, W)
+
+
+# ---------------------------------------------------------------------------
+# Positional embeddings: fixed 3-D sine-cosine
+# ---------------------------------------------------------------------------
+
+
+def get_1d_sincos_pos_embed(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """DiT/MAE 1-D sine-cosine embedding: (M,) positions -> (M, embed_dim).
+
+    Half of the channels are sin(pos * w_i), the other half cos(pos * w_i), with
+    frequencies w_i spaced geometrically from 1 down to 1/10000.
+    """
+    omega = torch.arange(embed_dim // 2, dtype=torch.float64) / (embed_dim / 2.0)
+    omega = 1.0 / 10000**omega  # (embed_dim/2,)
+    angles = positions.to(torch.float64)[:, None] * omega[None, :]  # (M, embed_dim/2)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).float()  # (M, embed_dim)
+
+
+@lru_cache(maxsize=32)
+def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """Fixed positional embedding for a (T', H', W') token grid: (N, embed_dim).
+
+    The channels are split between the three axes: h and w each get an even
+    share of about a third, t gets the rest. Each part is a 1-D sin-cos
+    embedding of that axis' integer coordinate, so a token's embedding is the
+    concatenation [emb_t(t), emb_h(h), emb_w(w)].
+
+    Nothing here is learned, and it is computed from the grid at forward time,
+    so one set of weights accepts any clip length and aspect ratio (the first
+    frames of a long clip get the same embeddings as those of a short one).
+    Results are cached per (embed_dim, grid); the returned CPU tensor is shared,
+    so do not modify it in place.
+    """
+    Tg, Hg, Wg = grid
+    dim_hw = 2 * (embed_dim // 6)  # even, so that sin and cos halves are equal
+    dim_t = embed_dim - 2 * dim_hw  # even too, because embed_dim is even
+    emb_t = get_1d_sincos_pos_embed(dim_t, torch.arange(Tg))  # (T', dim_t)
+    emb_h = get_1d_sincos_pos_embed(dim_hw, torch.arange(Hg))  # (H', dim_hw)
+    emb_w = get_1d_sincos_pos_embed(dim_hw, torch.arange(Wg))  # (W', dim_hw)
+    # Broadcast each axis' embedding over the other two axes, then concatenate.
+    emb = torch.cat(
+        [
+            emb_t[:, None, None, :].expand(Tg, Hg, Wg, dim_t),
+            emb_h[None, :, None, :].expand(Tg, Hg, Wg, dim_hw),
+            emb_w[None, None, :, :].expand(Tg, Hg, Wg, dim_hw),
+        ],
+        dim=-1,
+    )  # (T', H', W', D)
+    return emb.reshape(Tg * Hg * Wg, embed_dim)  # (N, D), time-major like patchify
+
+
+# ---------------------------------------------------------------------------
+# Conditioning: noise level and pooled text -> one vector c per clip
+# ---------------------------------------------------------------------------
+
+
+class TimestepEmbedder(nn.Module):
+    """DiT's timestep embedding: sinusoidal features of t, then a 2-layer MLP.
+
+    `t` is the flow-matching noise level times 1000 (a float in [0, 1000], as in
+    diffusers' FlowMatchEulerDiscreteScheduler), so the sinusoids see the same
+    range of values as DiT's integer DDPM timesteps.
+    """
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.frequency_embedding_size = frequency_embedding_size
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+
+    @staticmethod
+    def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+        """(B,) float timesteps -> (B, dim) features [cos(t * f_i), sin(t * f_i)]."""
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None, :]  # (B, dim/2)
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t_freq = self.timestep_embedding(t, self.frequency_embedding_size)  # (B, 256), float32
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))  # (B, D)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: per-clip shift and scale of normalised tokens. x (B, N, D); shift, scale (B, D)."""
+    return x * (1 + scale[:, None, :]) + shift[:, None, :]  # scale starts at 0, i.e. at "no change"
+
+
+# ---------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the tokens of a clip, in one of three layouts.
+
+    - "full":     one sequence of all N = T' * H' * W' tokens.
+    - "spatial":  B * T' independent sequences of S = H' * W' tokens (one per frame slot).
+    - "temporal": B * S independent sequences of T' tokens (one per (h, w) position).
+
+    The layouts differ only in how the (B, N, D) tokens are regrouped into a
+    batch of sequences before attention and put back afterwards; the weights
+    (one qkv Linear and one output Linear) are the same kind in all three.
+
+    With `return_probs=True` the attention is computed explicitly,
+    softmax(Q K^T / sqrt(hd)) V, and the probabilities are returned:
+        full:     (B, heads, N, N)
+        spatial:  (B, heads, T', S, S)   one S x S map per frame slot
+        temporal: (B, heads, S, T', T')  one T' x T' map per (h, w) position
+    always with queries on the second-to-last axis and keys on the last one.
+    Otherwise the fused `scaled_dot_product_attention` kernel is used and no
+    probabilities are materialised.
+    """
+
+    def __init__(self, dim: int, num_heads: int, layout: str = "full"):
+        super().__init__()
+        if layout not in ("full", "spatial", "temporal"):
+            raise ValueError(f"unknown attention layout {layout!r}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.layout = layout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, grid: tuple[int, int, int], return_probs: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, N, D = x.shape
+        Tg, Hg, Wg = grid
+        S = Hg * Wg
+
+        # 1. Regroup the tokens into a batch of independent sequences (b, n, D).
+        if self.layout == "spatial":
+            x = x.reshape(B * Tg, S, D)  # tokens are time-major, so each frame slot is contiguous
+        elif self.layout == "temporal":
+            x = x.reshape(B, Tg, S, D).transpose(1, 2).reshape(B * S, Tg, D)  # (B*S, T', D)
+        b, n, _ = x.shape
+
+        # 2. Multi-head attention within each sequence.
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)  # (b, n, 3, heads, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (b, heads, n, hd)
+        if return_probs:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (b, heads, n, n)
+            probs = scores.softmax(dim=-1, dtype=torch.float32)  # float32 for stable, inspectable maps
+            out = probs.to(v.dtype) @ v  # (b, heads, n, hd)
+        else:
+            probs = None
+            out = F.scaled_dot_product_attention(q, k, v)  # (b, heads, n, hd), same maths, fused
+        out = out.transpose(1, 2).reshape(b, n, D)  # (b, n, D): heads concatenated again
+
+        # 3. Put the tokens back in (B, N, D) order.
+        if self.layout == "spatial":
+            out = out.reshape(B, N, D)
+            if probs is not None:
+                probs = probs.reshape(B, Tg, self.num_heads, S, S).transpose(1, 2)  # (B, heads, T', S, S)
+        elif self.layout == "temporal":
+            out = out.reshape(B, S, Tg, D).transpose(1, 2).reshape(B, N, D)
+            if probs is not None:
+                probs = probs.reshape(B, S, self.num_heads, Tg, Tg).transpose(1, 2)  # (B, heads, S, T', T')
+        return self.proj(out), probs
+
+
+class CrossAttention(nn.Module):
+    """Video tokens (queries) attend to CLIP token states (keys and values).
+
+    It has its own pre-norm (with learned affine: the text does not modulate its
+    own read-out) and no adaLN gate; instead its output projection is
+    zero-initialised so that, like the rest of the block, it starts as a no-op.
+    """
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim, 2 * dim)  # projects text width -> hidden width
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        B, N, D = x.shape
+        L = context.shape[1]
+        q = self.q(self.norm(x)).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, hd)
+        kv = self.kv(context).reshape(B, L, 2, self.num_heads, self.head_dim)  # (B, L, 2, heads, hd)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, hd)
+        # Padding tokens of the prompt must not be attended to. SDPA's boolean
+        # mask means True = attend; it broadcasts over heads and queries.
+        attn_mask = None if context_mask is None else context_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, heads, N, hd)
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
+
+
+# ---------------------------------------------------------------------------
+# DiT block
+# ---------------------------------------------------------------------------
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero conditioning.
+
+        x = x + gate_msa * SelfAttn(modulate(LN(x), shift_msa, scale_msa))
+        x = x + CrossAttn(x, text)                 (only if cross_attention)
+        x = x + gate_mlp * MLP(modulate(LN(x), shift_mlp, scale_mlp))
+
+    The six (B, D) modulation vectors are one Linear of SiLU(c). That Linear is
+    zero-initialised, so all gates are 0 and the block starts as the identity.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        layout: str = "full",
+        context_dim: int | None = None,
+    ):
+        super().__init__()
+        # No affine parameters: shift and scale come from c instead.
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads, layout)
+        self.cross_attn = CrossAttention(dim, context_dim, num_heads) if context_dim is not None else None
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        mlp_hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_hidden), nn.GELU(approximate="tanh"), nn.Linear(mlp_hidden, dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        grid: tuple[int, int, int],
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        return_probs: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # x (B, N, D), c (B, D) -> six (B, D) vectors
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+
+        attn_out, probs = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), grid, return_probs)
+        x = x + gate_msa[:, None, :] * attn_out
+
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(x, context, context_mask)
+
+        x = x + gate_mlp[:, None, :] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x, probs  # (B, N, D), attention probabilities or None
+
+
+# ---------------------------------------------------------------------------
+# Final layer
+# ---------------------------------------------------------------------------
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm, then a Linear from D to one tubelet's worth of output values.
+
+    The Linear is zero-initialised, so the untrained model outputs exactly zero.
+    """
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)  # each (B, D)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, out_dim)
+
+
+# ---------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class TinyDiTOutput(BaseOutput):
+    """Output of `TinyDiT.forward`.
+
+    Args:
+        sample: the prediction, (B, out_channels, T, H, W), same layout as the input latents.
+        attentions: `{block_index: probabilities}` for the blocks named in
+            `capture_attention_layers`, else None. Shapes depend on the block's
+            layout, see `Attention`: (B, heads, N, N) for full attention,
+            (B, heads, T', S, S) for spatial and (B, heads, S, T', T') for temporal.
+    """
+
+    sample: torch.Tensor
+    attentions: dict[int, torch.Tensor] | None = None
+
+
+class TinyDiT(ModelMixin, ConfigMixin):
+    """Diffusion transformer over video latents, conditioned on a noise level and CLIP text embeddings.
+
+    Args:
+        in_channels: latent channels C of the input.
+        out_channels: channels of the prediction; None means `in_channels`.
+        num_frames, sample_size: the latent clip length and height/width the
+            model is meant for. Not used by the network itself (positional
+            embeddings are computed from the input), only recorded in the config.
+        patch_size: tubelet height and width p, in latent pixels.
+        patch_size_t: tubelet length pt, in latent frames.
+        hidden_size: token width D.
+        depth: number of DiT blocks.
+        num_heads: attention heads per block; must divide `hidden_size`.
+        mlp_ratio: MLP hidden width as a multiple of D.
+        text_embed_dim: width of the CLIP token states (`encoder_hidden_states`).
+        pooled_embed_dim: width of the pooled/projected CLIP embedding (`pooled_projections`).
+        cross_attention: add a cross-attention layer to CLIP token states in every block.
+        attention_type: "full" (all tokens attend to all tokens) or "factorized"
+            (even blocks attend spatially, odd blocks temporally).
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["DiTBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int | None = None,
+        num_frames: int = 16,
+        sample_size: int = 32,
+        patch_size: int = 4,
+        patch_size_t: int = 4,
+        hidden_size: int = 192,
+        depth: int = 6,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        text_embed_dim: int = 128,
+        pooled_embed_dim: int = 128,
+        cross_attention: bool = False,
+        attention_type: str = "full",
+    ):
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if hidden_size % 2 != 0:
+            raise ValueError("hidden_size must be even for the sine-cosine embeddings")
+        if attention_type not in ("full", "factorized"):
+            raise ValueError(f"attention_type must be 'full' or 'factorized', got {attention_type!r}")
+        self.out_channels = in_channels if out_channels is None else out_channels
+        tubelet = patch_size_t * patch_size * patch_size
+
+        # Patch embedding: a Linear on flattened tubelets. This is exactly a
+        # Conv3d with kernel = stride = (pt, p, p) (its weight, reshaped), but
+        # keeps the tubelet layout in one place, `patchify`, which the output
+        # side mirrors with `unpatchify`.
+        self.patch_embed = nn.Linear(in_channels * tubelet, hidden_size)
+        self.time_embed = TimestepEmbedder(hidden_size)
+        self.pooled_embed = nn.Sequential(
+            nn.Linear(pooled_embed_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+        def layout(i: int) -> str:
+            if attention_type == "full":
+                return "full"
+            return "spatial" if i % 2 == 0 else "temporal"
+
+        self.blocks = nn.ModuleList(
+            [
+                DiTBlock(
+                    hidden_size,
+                    num_heads,
+                    mlp_ratio,
+                    layout=layout(i),
+                    context_dim=text_embed_dim if cross_attention else None,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.final_layer = FinalLayer(hidden_size, tubelet * self.out_channels)
+        self.gradient_checkpointing = False
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT initialisation; afterwards the model output is exactly zero."""
+
+        def basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(basic_init)
+
+        # Conditioning MLPs: small normal weights, as DiT does for its timestep and label embedders.
+        for mlp in (self.time_embed.mlp, self.pooled_embed):
+            nn.init.normal_(mlp[0].weight, std=0.02)
+            nn.init.normal_(mlp[2].weight, std=0.02)
+
+        # adaLN-Zero: every block starts as the identity ...
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            if block.cross_attn is not None:
+                nn.init.zeros_(block.cross_attn.proj.weight)
+                nn.init.zeros_(block.cross_attn.proj.bias)
+
+        # ... and the output layer starts at zero.
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The token grid (T', H', W') = (T / pt, H / p, W / p) for latents of that size."""
+        pt, p = self.config.patch_size_t, self.config.patch_size
+        if num_frames % pt or height % p or width % p:
+            raise ValueError(
+                f"latent size (T={num_frames}, H={height}, W={width}) must be divisible by "
+                f"the tubelet size (pt={pt}, p={p}, p={p})"
+            )
+        return num_frames // pt, height // p, width // p
+
+    def num_tokens(self, num_frames: int, height: int, width: int) -> int:
+        """Tokens per clip: T/pt * H/p * W/p (latent sizes, not pixels).
+
+        For the default config, 16 latent frames of 32 x 32: 16/4 * 32/4 * 32/4 = 4 * 8 * 8 = 256.
+        """
+        Tg, Hg, Wg = self.token_grid(num_frames, height, width)
+        return Tg * Hg * Wg
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor | None = None,
+        pooled_projections: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        capture_attention_layers: list[int] | None = None,
+        return_dict: bool = True,
+    ) -> TinyDiTOutput | tuple:
+        """Predict the flow-matching velocity for noisy latents.
+
+        Args:
+            hidden_states: noisy latents, (B, C, T, H, W).
+            timestep: noise level times 1000, a float in [0, 1000]; shape (B,) or a scalar.
+            encoder_hidden_states: CLIP token states, (B, L, text_embed_dim). Required
+                if the model has cross-attention, ignored otherwise.
+            pooled_projections: pooled CLIP embedding, (B, pooled_embed_dim). Required:
+                for the unconditional branch of classifier-free guidance pass the
+                embedding of the empty prompt.
+            encoder_attention_mask: (B, L), True (or 1) for real prompt tokens, False
+                for padding. Only used by cross-attention.
+            capture_attention_layers: indices of blocks whose self-attention
+                probabilities to return (they compute attention explicitly instead of
+                with the fused kernel; the result is the same).
+            return_dict: return a `TinyDiTOutput` (default) or a tuple, `(sample,)`,
+                or `(sample, attentions)` when capturing (diffusers' `to_tuple` convention).
+        """
+        if pooled_projections is None:
+            raise ValueError("pooled_projections is required (use the empty-prompt embedding for 'unconditional')")
+        if self.config.cross_attention and encoder_hidden_states is None:
+            raise ValueError("this model has cross-attention: pass encoder_hidden_states")
+        capture = set(capture_attention_layers or ())
+        if any(not 0 <= i < len(self.blocks) for i in capture):
+            raise ValueError(f"capture_attention_layers {sorted(capture)} out of range for {len(self.blocks)} blocks")
+
+        B, _, T, H, W = hidden_states.shape
+        pt, p = self.config.patch_size_t, self.config.patch_size
+        grid = self.token_grid(T, H, W)  # (T', H', W')
+
+        # 1. Latents -> tokens, plus where each token is.
+        x = self.patch_embed(patchify(hidden_states, pt, p))  # (B, N, D)
+        pos = get_3d_sincos_pos_embed(self.config.hidden_size, grid)  # (N, D), cached on CPU
+        x = x + pos.to(device=x.device, dtype=x.dtype)
+
+        # 2. One conditioning vector per clip: noise level + pooled prompt.
+        timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(B)  # (B,)
+        c = self.time_embed(timestep) + self.pooled_embed(pooled_projections.to(x.dtype))  # (B, D)
+
+        context = context_mask = None
+        if self.config.cross_attention:
+            context = encoder_hidden_states.to(x.dtype)  # (B, L, text_embed_dim)
+            context_mask = encoder_attention_mask  # (B, L) or None
+
+        # 3. The transformer.
+        attentions = {}
+        for i, block in enumerate(self.blocks):
+            args = (x, c, grid, context, context_mask, i in capture)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x, probs = self._gradient_checkpointing_func(block, *args)  # recompute activations in backward
+            else:
+                x, probs = block(*args)  # x stays (B, N, D)
+            if probs is not None:
+                attentions[i] = probs
+
+        # 4. Tokens -> latents.
+        x = self.final_layer(x, c)  # (B, N, pt*p*p*C_out)
+        sample = unpatchify(x, grid, pt, p, self.out_channels)  # (B, C_out, T, H, W)
+
+        attentions = attentions if capture else None
+        if not return_dict:
+            return (sample,) if attentions is None else (sample, attentions)
+        return TinyDiTOutput(sample=sample, attentions=attentions)

@@ -1,0 +1,220 @@
+"""The CLIP that conditions the DiT: open_clip models, the tiny one trained here or a pretrained one.
+
+The DiT reads text through CLIP's text tower in two forms:
+  * the pooled embedding (one vector per prompt, CLIP's projected end-of-text
+    feature), added to the timestep embedding that drives adaLN-Zero;
+  * the per-token hidden states (after the final layer norm) with a mask of the
+    real tokens, for optional cross-attention.
+The empty prompt "" is the unconditional input for classifier-free guidance.
+
+A single frame cannot show motion, so CLIP's image tower sees a clip as a
+storyboard: four frames spread over the clip tiled 2x2 (first frame top left,
+reading order). Motion becomes a spatial pattern a plain ViT can learn, and a
+pretrained CLIP sees something it knows (a comic strip).
+
+The same class loads the tiny CLIP from `assets/tiny-clip` (open_clip's own
+folder layout: open_clip_config.json + open_clip_model.safetensors) or any
+open_clip model, e.g. `CLIPEncoder.from_pretrained("ViT-B-32", pretrained="laion2b_s34b_b79k")`
+or `"hf-hub:org/repo"` when a network is there. A new tiny CLIP for training is
+`CLIPEncoder()` (the config in tiny_dit/configs/tiny-clip-shapes.json).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from open_clip.factory import PreprocessCfg
+from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+from safetensors.torch import load_file, save_file
+
+TINY_CLIP_NAME = "tiny-clip-shapes"
+TINY_CLIP_CONFIG = Path(__file__).parent / "configs" / f"{TINY_CLIP_NAME}.json"
+open_clip.add_model_config(TINY_CLIP_CONFIG)  # makes "tiny-clip-shapes" a model name open_clip knows
+
+STORYBOARD_FRAMES = 4  # frames per storyboard, tiled 2 x 2
+OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
+
+
+@dataclass
+class TextEmbeddings:
+    """What the DiT is conditioned on, for a batch of B prompts."""
+    pooled: torch.Tensor  # (B, embed_dim): projected end-of-text feature (not normalised)
+    hidden_states: torch.Tensor  # (B, L, width): per-token states after the final layer norm
+    mask: torch.Tensor  # (B, L) bool: True for real tokens (start, words, end)
+
+
+def storyboard(frames: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 clips (N, T, H, W, 3) -> float images (N, 3, image_size, image_size) in [0, 1].
+
+    Four frames spread evenly over the clip, tiled 2 x 2 in reading order."""
+    n, t = frames.shape[:2]
+    idx = torch.linspace(0, t - 1, STORYBOARD_FRAMES).round().long()
+    x = frames[:, idx].permute(0, 1, 4, 2, 3).float() / 255  # (N, 4, 3, H, W)
+    top = torch.cat([x[:, 0], x[:, 1]], dim=-1)  # (N, 3, H, 2W)
+    bottom = torch.cat([x[:, 2], x[:, 3]], dim=-1)
+    grid = torch.cat([top, bottom], dim=-2)  # (N, 3, 2H, 2W)
+    if grid.shape[-1] != image_size:
+        grid = F.interpolate(grid, size=(image_size, image_size), mode="bilinear",
+                             antialias=True, align_corners=False)
+    return grid
+
+
+# Both classes below are diffusers ModelMixins so that a DiffusionPipeline can
+# register, save and load them as components (diffusers only loads components
+# that derive from one of its known base classes). They keep open_clip's own
+# formats: the tokenizer is open_clip's, the weights folder is open_clip's.
+
+
+class OpenCLIPTokenizer(ModelMixin, ConfigMixin):
+    """open_clip's tokenizer as a pipeline component (it has no weights, only a config)."""
+
+    @register_to_config
+    def __init__(self, context_length: int = 77, hf_tokenizer_name: str | None = None):
+        super().__init__()
+        self.tokenizer = (HFTokenizer(hf_tokenizer_name, context_length=context_length)
+                          if hf_tokenizer_name else SimpleTokenizer(context_length=context_length))
+
+    @classmethod
+    def from_text_cfg(cls, text_cfg: dict) -> "OpenCLIPTokenizer":
+        return cls(context_length=text_cfg.get("context_length", 77),
+                   hf_tokenizer_name=text_cfg.get("hf_tokenizer_name"))
+
+    def forward(self, prompts: str | list[str]) -> torch.Tensor:
+        """Token ids (B, context_length). Prompts longer than the context are truncated
+        (CLIP cannot read further), with a warning."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        context = self.config.context_length
+        encode = getattr(self.tokenizer, "encode", None)  # SimpleTokenizer: BPE ids without start/end
+        if encode is not None:
+            for prompt in prompts:
+                n = len(encode(prompt)) + 2
+                if n > context:
+                    warnings.warn(f"prompt has {n} tokens, CLIP reads {context}: truncated: "
+                                  f"{prompt[:60]!r}...", stacklevel=3)
+        return self.tokenizer(prompts)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        self.save_config(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs) -> "OpenCLIPTokenizer":
+        return cls.from_config(cls.load_config(path, subfolder=kwargs.get("subfolder")))
+
+
+def _build_open_clip(model_cfg: dict) -> nn.Module:
+    """An open_clip CLIP model (random weights) from its config dict."""
+    cfg = dict(model_cfg)
+    custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+    return (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg)
+
+
+class CLIPEncoder(ModelMixin, ConfigMixin):
+    """An open_clip CLIP model (both towers) with the entry points tiny-dit needs.
+
+    Saved and loaded in open_clip's folder layout, so `open_clip.create_model("local-dir:PATH")`
+    reads the same folder."""
+
+    @register_to_config
+    def __init__(self, model_cfg: dict | None = None, preprocess_cfg: dict | None = None):
+        super().__init__()
+        model_cfg = model_cfg or json.loads(TINY_CLIP_CONFIG.read_text())
+        self.model = _build_open_clip(model_cfg)
+        preprocess = {**asdict(PreprocessCfg()), **(preprocess_cfg or {})}
+        open_clip.set_model_preprocess_cfg(self.model, preprocess)
+        size = model_cfg["vision_cfg"].get("image_size", 224)
+        self.image_size = size[0] if isinstance(size, (list, tuple)) else size
+        self.register_buffer("image_mean", torch.tensor(preprocess["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(preprocess["std"]).view(1, 3, 1, 1), persistent=False)
+        # Derived from the config (no state of its own): lets encode_text take strings.
+        self.tokenizer = OpenCLIPTokenizer.from_text_cfg(model_cfg["text_cfg"])
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, pretrained: str | None = None,
+                        subfolder: str | None = None, torch_dtype: torch.dtype | None = None,
+                        **kwargs) -> "CLIPEncoder":
+        """A folder in open_clip's layout (e.g. assets/tiny-clip, or a pipeline's text_encoder/),
+        an open_clip model name with a `pretrained` tag (e.g. "ViT-B-32", "laion2b_s34b_b79k"),
+        or "hf-hub:org/repo". Pretrained weights need the Hugging Face Hub."""
+        path = Path(name_or_path) / (subfolder or "")
+        if path.is_dir():
+            if not (path / OPEN_CLIP_CONFIG).is_file():
+                raise FileNotFoundError(f"{path} has no {OPEN_CLIP_CONFIG}: not an open_clip model folder")
+            config = json.loads((path / OPEN_CLIP_CONFIG).read_text())
+            encoder = cls(config["model_cfg"], config.get("preprocess_cfg"))
+            encoder.model.load_state_dict(load_file(path / OPEN_CLIP_WEIGHTS))
+        else:
+            try:
+                model = open_clip.create_model(str(name_or_path), pretrained=pretrained)
+            except (OSError, RuntimeError, ValueError) as error:
+                raise OSError(
+                    f"could not load the CLIP model {name_or_path!r}"
+                    f"{f' with weights {pretrained!r}' if pretrained else ''}: {error}. Pretrained "
+                    "weights need a network connection to the Hugging Face Hub; offline, pass a "
+                    "local folder saved with CLIPEncoder.save_pretrained.") from error
+            encoder = cls(open_clip.get_model_config(str(name_or_path)),
+                          open_clip.get_model_preprocess_cfg(model))
+            encoder.model = model
+        if torch_dtype is not None:
+            encoder = encoder.to(torch_dtype)
+        return encoder.eval()
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+        """Write open_clip's folder layout: open_clip_config.json + open_clip_model.safetensors."""
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        config = {"model_cfg": self.config.model_cfg or json.loads(TINY_CLIP_CONFIG.read_text()),
+                  "preprocess_cfg": open_clip.get_model_preprocess_cfg(self.model)}
+        (out / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2))
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, out / OPEN_CLIP_WEIGHTS)
+
+    # -- text -----------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    def encode_text(self, prompts: str | list[str] | torch.Tensor) -> TextEmbeddings:
+        """Pooled embedding and per-token states for prompts or token ids ("" = unconditional)."""
+        model = self.model
+        tokens = prompts if torch.is_tensor(prompts) else self.tokenizer(prompts)
+        tokens = tokens.to(self.image_mean.device)  # (B, L)
+        x = model.token_embedding(tokens) + model.positional_embedding  # (B, L, width)
+        x = model.transformer(x, attn_mask=model.attn_mask)
+        hidden = model.ln_final(x)  # (B, L, width)
+        eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
+        pooled = hidden[torch.arange(len(tokens), device=tokens.device), eot]  # (B, width)
+        proj = model.text_projection
+        pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj  # (B, embed_dim)
+        mask = torch.arange(tokens.shape[1], device=tokens.device)[None] <= eot[:, None]  # (B, L)
+        return TextEmbeddings(pooled=pooled, hidden_states=hidden, mask=mask)
+
+    def text_features(self, prompts: str | list[str]) -> torch.Tensor:
+        """Unit-norm CLIP text features (B, embed_dim), for retrieval and CLIP scores."""
+        return F.normalize(self.encode_text(prompts).pooled, dim=-1)
+
+    # -- video ----------------------------------------------------------------
+
+    def video_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Unit-norm CLIP features (N, embed_dim) of uint8 clips (N, T, H, W, 3), via storyboards."""
+        images = storyboard(frames, self.image_size).to(self.image_mean.device)
+        images = (images - self.image_mean) / self.image_std
+        return F.normalize(self.model.encode_image(images), dim=-1)
+
+    @torch.no_grad()
+    def clip_score(self, frames: torch.Tensor, prompts: str | list[str]) -> torch.Tensor:
+        """Cosine similarity (N,) of each clip with its prompt (a single prompt is broadcast)."""
+        video = self.video_features(frames)
+        text = self.text_features(prompts)
+        return (video * text).sum(-1)

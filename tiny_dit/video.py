@@ -1,0 +1,47 @@
+"""Reading and writing mp4 clips with imageio-ffmpeg (which ships its own ffmpeg).
+
+Written clips are H.264, yuv420p, with the index at the front (faststart): the
+format every browser plays straight from a `<video>` tag without re-encoding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int = 18) -> Path:
+    """Write uint8 frames (T, H, W, 3) as a browser-playable H.264 mp4.
+
+    H and W must be even (yuv420p halves the chroma resolution)."""
+    frames = np.ascontiguousarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    height, width = frames.shape[1:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 yuv420p needs even sizes, got {width}x{height}")
+    path = Path(path)
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+        quality=None, macro_block_size=1, ffmpeg_log_level="error",
+        output_params=["-crf", str(crf), "-movflags", "+faststart"])
+    writer.send(None)  # start the generator
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+    return path
+
+
+def read_mp4(path: str | Path) -> tuple[np.ndarray, float]:
+    """Read every frame of a video as uint8 (T, H, W, 3); also return its fps.
+
+    Raises RuntimeError (or OSError) for a file ffmpeg cannot decode."""
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    meta = next(reader)
+    width, height = meta["size"]
+    frames = [np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3) for buf in reader]
+    if not frames:
+        raise RuntimeError(f"{path}: no frames could be decoded")
+    return np.stack(frames), float(meta.get("fps") or 0.0)
