@@ -85,7 +85,7 @@ def encode_clips(vae, frames: torch.Tensor, batch_size: int = 256) -> torch.Tens
                          for chunk in flat.split(batch_size)])  # (N*T, C, h, w)
     shift, scale = _latent_factors(vae)
     latents = (latents - shift) * scale
-    return latents.reshape(n, t, *latents.shape[1:]).transpose(1, 2)  # (N, C, T, h, w)
+    return latents.reshape(n, t, *latents.shape[1:]).transpose(1, 2).contiguous()  # (N, C, T, h, w)
 
 
 @torch.no_grad()

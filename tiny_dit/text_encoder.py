@@ -80,6 +80,9 @@ class OpenCLIPTokenizer(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, context_length: int = 77, hf_tokenizer_name: str | None = None):
         super().__init__()
+        # diffusers asks every component for .device/.dtype (pipe.device, pipe.to), which a
+        # ModelMixin reads off its first tensor: give the weightless tokenizer an empty one.
+        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
         self.tokenizer = (HFTokenizer(hf_tokenizer_name, context_length=context_length)
                           if hf_tokenizer_name else SimpleTokenizer(context_length=context_length))
 

@@ -18,18 +18,34 @@ import numpy as np
 import open_clip
 import torch
 
-from tiny_dit.data.shapes import all_attribute_combinations, random_clip_spec, render_clips
+from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES,
+                                  all_attribute_combinations, random_clip_spec, render_clips)
 from tiny_dit.evaluate import clip_retrieval_accuracy
 from tiny_dit.text_encoder import STORYBOARD_FRAMES, TINY_CLIP_NAME, CLIPEncoder
 from tiny_dit.training_utils import step_seed, train_loop
 
 
-def clip_batch(batch_size: int, seed: int):
-    """Frames (B, 4, 128, 128, 3) and captions of B clips with distinct attributes."""
+def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True):
+    """Frames (B, 4, 128, 128, 3) and captions of about B clips with distinct attributes.
+
+    With hard_negatives the batch is built from groups that share colour and background
+    and cover every shape x motion: within a group, clips differ only in shape or motion,
+    the two attributes a storyboard shows least directly, so the loss cannot be lowered
+    without telling them apart. Colour and background still vary across groups."""
     rng = np.random.default_rng(seed)
-    combos = all_attribute_combinations("train")
-    picks = rng.choice(len(combos), size=batch_size, replace=False)
-    specs = [random_clip_spec(rng, *combos[i]) for i in picks]
+    if hard_negatives:
+        groups = [(c, b) for c in COLORS for b in BACKGROUNDS]  # 18 (colour, background) groups
+        combos = []
+        for g in rng.permutation(len(groups)):
+            color, background = groups[g]
+            combos += [(color, s, m, background) for s in SHAPES for m in MOTIONS
+                       if (color, s) not in HELD_OUT_PAIRS]
+            if len(combos) >= batch_size:
+                break
+    else:
+        train = all_attribute_combinations("train")
+        combos = [train[i] for i in rng.choice(len(train), size=batch_size, replace=False)]
+    specs = [random_clip_spec(rng, *combo) for combo in combos]
     frames = render_clips(specs, frame_indices=np.linspace(0, 15, STORYBOARD_FRAMES).round().astype(int))
     return frames, [s.text for s in specs]
 
@@ -43,7 +59,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="checkpoint.pt and log.jsonl go here")
     parser.add_argument("--model", default=TINY_CLIP_NAME, help="open_clip model config name")
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=128, help="at most 360 (distinct combinations)")
+    parser.add_argument("--batch-size", type=int, default=120,
+                        help="clips per step (whole groups of 24 or 18 with hard negatives; at most 360)")
+    parser.add_argument("--no-hard-negatives", action="store_true",
+                        help="draw batches at random instead of in shape x motion groups")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from the weights of this saved CLIP folder (a new run, not a resume)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -54,11 +75,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    clip = CLIPEncoder(open_clip.get_model_config(args.model))
+    clip = CLIPEncoder.from_pretrained(args.init) if args.init else \
+        CLIPEncoder(open_clip.get_model_config(args.model))
     loss_fn = open_clip.ClipLoss()
 
     def step_loss(step: int):
-        frames, captions = clip_batch(args.batch_size, step_seed(args.seed, step))
+        frames, captions = clip_batch(args.batch_size, step_seed(args.seed, step),
+                                      hard_negatives=not args.no_hard_negatives)
         video, text = clip.video_features(frames), clip.text_features(captions)
         loss = loss_fn(video, text, clip.model.logit_scale.exp())
         return loss, {"logit_scale": clip.model.logit_scale.exp().item()}

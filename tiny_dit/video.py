@@ -45,3 +45,38 @@ def read_mp4(path: str | Path) -> tuple[np.ndarray, float]:
     if not frames:
         raise RuntimeError(f"{path}: no frames could be decoded")
     return np.stack(frames), float(meta.get("fps") or 0.0)
+
+
+def probe_mp4(path: str | Path) -> dict:
+    """What a browser needs to know about a file: codec, pixel format, size, frame count, fps,
+    and whether the index (moov atom) comes before the media data (faststart)."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    reader.close()
+    num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    head = Path(path).read_bytes()[:1 << 16]
+    moov, mdat = head.find(b"moov"), head.find(b"mdat")
+    return {"codec": meta["codec"], "pix_fmt": meta["pix_fmt"].split("(")[0], "size": tuple(meta["size"]),
+            "fps": meta["fps"], "num_frames": num_frames,
+            "faststart": moov != -1 and (mdat == -1 or moov < mdat)}
+
+
+def make_grid(frames: np.ndarray, ncols: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
+    """Tile N clips (N, T, H, W, 3) into one clip (T, H', W', 3), in a near-square grid.
+
+    Clips fill the grid in reading order; `ncols` defaults to ceil(sqrt(N)), so 4 clips
+    make 2 x 2 and 5 make 3 + 2. Clips are separated (not surrounded) by `padding`
+    pixels of `pad_value`; empty cells are `pad_value` too. The dtype is kept.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 5 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"expected clips (N, T, H, W, 3) with N >= 1, got {frames.shape}")
+    n, t, h, w, _ = frames.shape
+    ncols = min(n, ncols or int(np.ceil(np.sqrt(n))))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.full((t, nrows * (h + padding) - padding, ncols * (w + padding) - padding, 3), pad_value,
+                   dtype=frames.dtype)
+    for i, clip in enumerate(frames):
+        y, x = (i // ncols) * (h + padding), (i % ncols) * (w + padding)
+        grid[:, y:y + h, x:x + w] = clip
+    return grid

@@ -1,0 +1,76 @@
+"""The latent cache stores what the autoencoder and CLIP make of each clip."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderTiny
+
+from tiny_dit import latent_cache
+from tiny_dit.autoencoder import encode_clips
+from tiny_dit.data.shapes import render_clips, sample_clip_specs
+from tiny_dit.latent_cache import LatentCache, build_latent_cache, shapes_source, videofolder_source
+from tiny_dit.text_encoder import CLIPEncoder
+from tiny_dit.data.videofolder import VideoFolder
+from tiny_dit.video import write_mp4
+
+TINY_CLIP_CFG = {"embed_dim": 32,
+                 "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+                 "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    torch.manual_seed(0)
+    vae = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8), decoder_block_out_channels=(8, 8, 8),
+                          num_encoder_blocks=(0, 1, 1), num_decoder_blocks=(1, 1, 0)).eval()
+    return CLIPEncoder(TINY_CLIP_CFG).eval(), vae
+
+
+def test_build_and_load_shapes_cache(tmp_path, encoders):
+    clip, vae = encoders
+    summary = build_latent_cache(tmp_path, shapes_source(5, seed=1, batch_size=2), clip, vae,
+                                 total=5, shard_size=2, info={"clip": "x"})
+    assert summary["num_clips"] == 5 and len(summary["shards"]) == 3
+    cache = LatentCache.load(tmp_path)
+    assert len(cache) == 5 and cache.latents.shape == (5, 4, 16, 32, 32)
+    assert cache.latents.dtype == torch.float16
+    assert cache.pooled.shape == (5, 32) and cache.hidden_states.shape == (5, 16, 32)
+    assert cache.mask.dtype == torch.bool and cache.uncond.mask.sum() == 2  # start + end token
+    specs = sample_clip_specs(5, seed=1)
+    assert cache.captions == [s.text for s in specs]
+    expected = encode_clips(vae, render_clips(specs[:1])).half()
+    assert torch.allclose(cache.latents[:1].float(), expected.float(), atol=1e-3)
+    with torch.no_grad():
+        emb = clip.encode_text(cache.captions[3])
+    assert torch.allclose(cache.pooled[3].float(), emb.pooled[0], atol=1e-2)
+    lines = (tmp_path / "captions.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["shape"] == specs[0].shape
+
+
+def test_videofolder_cache_skips_corrupt_files(tmp_path, encoders):
+    clip, vae = encoders
+    root = tmp_path / "clips"
+    root.mkdir()
+    write_mp4(root / "a.mp4", np.full((20, 72, 96, 3), 200, dtype=np.uint8))
+    (root / "b.mp4").write_bytes(b"\x00garbage" * 64)
+    (root / "metadata.jsonl").write_text('{"file_name": "a.mp4", "text": "a grey wall"}\n'
+                                         '{"file_name": "b.mp4", "text": "broken"}\n')
+    folder = VideoFolder(root, num_frames=8, size=64)
+    with pytest.warns(UserWarning, match="b.mp4"):
+        summary = build_latent_cache(tmp_path / "cache", videofolder_source(folder), clip, vae)
+    assert summary["num_clips"] == 1 and folder.num_skipped == 1
+    cache = LatentCache.load(tmp_path / "cache")
+    assert cache.latents.shape == (1, 4, 8, 16, 16) and cache.captions == ["a grey wall"]
+
+
+def test_missing_cache_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="latent_cache"):
+        LatentCache.load(tmp_path)
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit):
+        latent_cache.main(["--help"])
+    assert "--videofolder" in capsys.readouterr().out

@@ -1,0 +1,88 @@
+"""python -m tiny_dit.sample writes browser-playable mp4 clips and a grid; make_grid tiles clips."""
+
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from test_pipeline import FRAMES, PROMPT, SIZE, tiny_pipeline
+from tiny_dit.sample import main
+from tiny_dit.video import make_grid, read_mp4
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sample") / "pipeline"
+    tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+def probe(path: Path) -> dict:
+    """Codec, pixel format, size and frame count as ffmpeg reports them."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    reader.close()
+    num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    return {"codec": meta["codec"], "pix_fmt": meta["pix_fmt"].split("(")[0], "size": tuple(meta["size"]),
+            "fps": meta["fps"], "num_frames": num_frames}
+
+
+def test_cli_writes_playable_clips_and_a_grid(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    paths = main(["--model", str(model_dir), "--prompt", PROMPT, "--num-videos", "3", "--steps", "2",
+                  "--guidance", "3", "--seed", "5", "--out", str(out), "--threads", "1"])
+    names = ["sample-00.mp4", "sample-01.mp4", "sample-02.mp4", "grid.mp4"]
+    assert [p.name for p in paths] == names
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "time:" in printed
+
+    for name in names[:3]:
+        info = probe(out / name)
+        assert info == {"codec": "h264", "pix_fmt": "yuv420p", "size": (SIZE, SIZE), "fps": 8.0,
+                        "num_frames": FRAMES}, name
+    grid = probe(out / "grid.mp4")  # 3 clips: 2 x 2 grid with 2 px between clips
+    assert grid["codec"] == "h264" and grid["pix_fmt"] == "yuv420p"
+    assert grid["size"] == (2 * SIZE + 2, 2 * SIZE + 2) and grid["num_frames"] == FRAMES
+
+    # The files hold the pipeline's clips for that seed (up to H.264 compression).
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(PROMPT, num_inference_steps=2, guidance_scale=3.0, num_videos_per_prompt=3,
+                    generator=torch.Generator().manual_seed(5)).frames * 255
+    for i in range(3):
+        frames, fps = read_mp4(out / f"sample-{i:02d}.mp4")
+        assert frames.shape == (FRAMES, SIZE, SIZE, 3) and fps == 8.0
+        assert np.abs(frames.astype(np.float32) - expected[i]).mean() < 3, i  # clips differ by ~4
+    other = np.abs(read_mp4(out / "sample-01.mp4")[0].astype(np.float32) - expected[0]).mean()
+    assert other > np.abs(read_mp4(out / "sample-00.mp4")[0].astype(np.float32) - expected[0]).mean()
+
+
+def test_cli_errors_are_clear(model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no assets/tiny-dit-shapes here
+    with pytest.raises(SystemExit, match="no model at assets/tiny-dit-shapes.*python -m tiny_dit.train"):
+        main(["--prompt", PROMPT])
+    with pytest.raises(SystemExit, match="num_videos_per_prompt must be an integer from 1 to 36"):
+        main(["--model", str(model_dir), "--prompt", PROMPT, "--num-videos", "0"])
+    with pytest.raises(SystemExit, match="no pipeline folder"):
+        main(["--model", str(tmp_path / "nothing" / "here"), "--prompt", PROMPT])
+    assert not (tmp_path / "samples").exists()
+
+
+def test_make_grid_tiles_clips_in_reading_order():
+    clips = np.stack([np.full((2, 4, 6, 3), 10 * (i + 1), dtype=np.uint8) for i in range(5)])  # (5, 2, 4, 6, 3)
+    grid = make_grid(clips)  # 5 clips: 3 columns, 2 rows
+    assert grid.shape == (2, 2 * 4 + 2, 3 * 6 + 2 * 2, 3) and grid.dtype == np.uint8
+    assert (grid[:, 0:4, 0:6] == 10).all() and (grid[:, 0:4, 8:14] == 20).all() and (grid[:, 0:4, 16:22] == 30).all()
+    assert (grid[:, 6:10, 0:6] == 40).all() and (grid[:, 6:10, 8:14] == 50).all()
+    assert (grid[:, 6:10, 16:22] == 0).all() and (grid[:, 4:6] == 0).all() and (grid[:, :, 6:8] == 0).all()
+    assert make_grid(clips[:4]).shape == (2, 10, 14, 3)  # 2 x 2
+    assert make_grid(clips[:1]).shape == (2, 4, 6, 3)  # one clip is itself
+    np.testing.assert_array_equal(make_grid(clips[:1]), clips[0])
+    assert make_grid(clips, ncols=5, padding=0).shape == (2, 4, 30, 3)
+    with pytest.raises(ValueError):
+        make_grid(clips[0])

@@ -1,0 +1,171 @@
+"""The shapes-world renderer follows shared/shapes-world.md."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_dit.data import shapes
+from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, ClipSpec,
+                                  all_attribute_combinations, caption, render_clips,
+                                  sample_clip_specs)
+from tiny_dit.video import probe_mp4, read_mp4
+
+
+@pytest.fixture(scope="module")
+def clips():
+    specs = sample_clip_specs(96, seed=3, split="all")
+    return specs, render_clips(specs).numpy()
+
+
+def object_mask(clip: np.ndarray, background: str) -> np.ndarray:
+    """(T, H, W) True where a pixel differs from the background colour."""
+    return np.abs(clip.astype(int) - np.array(BACKGROUNDS[background])).sum(-1) > 0
+
+
+def test_clip_format(clips):
+    specs, frames = clips
+    assert frames.shape == (96, 16, 128, 128, 3) and frames.dtype == np.uint8
+
+
+def test_palette_exact_at_centre_and_background(clips):
+    specs, frames = clips
+    for spec, clip in zip(specs, frames):
+        cx, cy, _ = spec.trajectory()
+        for t in (0, 15):
+            centre = clip[t, int(cy[t]), int(cx[t])]
+            assert tuple(centre) == COLORS[spec.color], (spec, t)
+        assert tuple(clip[0, 0, 0]) == BACKGROUNDS[spec.background]
+
+
+def test_object_wholly_inside_every_frame(clips):
+    specs, frames = clips
+    for spec, clip in zip(specs, frames):
+        mask = object_mask(clip, spec.background)
+        assert mask.any(axis=(1, 2)).all(), "an object in every frame"
+        border = np.concatenate([mask[:, 0, :], mask[:, -1, :], mask[:, :, 0], mask[:, :, -1]], axis=1)
+        assert not border.any(), spec
+
+
+def test_motion_direction_from_centroids(clips):
+    specs, frames = clips
+    checked = 0
+    for spec, clip in zip(specs, frames):
+        if spec.motion not in shapes.DIRECTIONS:
+            continue
+        mask = object_mask(clip, spec.background)
+        ys, xs = np.nonzero(mask[0])
+        ye, xe = np.nonzero(mask[-1])
+        dx, dy = xe.mean() - xs.mean(), ye.mean() - ys.mean()
+        expected = {"left": (dx < -25, abs(dy) < 2), "right": (dx > 25, abs(dy) < 2),
+                    "up": (dy < -25, abs(dx) < 2), "down": (dy > 25, abs(dx) < 2)}[spec.motion]
+        assert all(expected), (spec.motion, dx, dy)
+        assert mask[0].sum() == pytest.approx(mask[-1].sum(), rel=0.1), "moving objects keep their size"
+        checked += 1
+    assert checked > 10
+
+
+def test_size_changes(clips):
+    specs, frames = clips
+    checked = 0
+    for spec, clip in zip(specs, frames):
+        if spec.motion in shapes.DIRECTIONS:
+            continue
+        area = object_mask(clip, spec.background).sum(axis=(1, 2))
+        ratio = area[-1] / area[0]
+        if spec.motion == "growing":
+            assert ratio > 8 and (np.diff(area) >= 0).all()
+        else:
+            assert ratio < 1 / 8 and (np.diff(area) <= 0).all()
+        checked += 1
+    assert checked > 5
+
+
+def test_shapes_differ_in_fill_ratio():
+    """circle, square, triangle and star fill their bounding box by pi/4, 1, 1/2 and less."""
+    fills = {}
+    for shape in SHAPES:
+        spec = ClipSpec("red", shape, "right", "black", 40, 64, 2, 20, 20, 0)
+        mask = object_mask(render_clips([spec], frame_indices=[0])[0].numpy(), "black")[0]
+        fills[shape] = mask.sum() / (40 * 40)
+    assert fills["square"] == pytest.approx(1, abs=0.06)
+    assert fills["circle"] == pytest.approx(np.pi / 4, abs=0.05)
+    assert fills["triangle"] == pytest.approx(0.5, abs=0.05)
+    assert fills["star"] < 0.4
+
+
+def test_triangle_points_up_and_star_has_a_top_point():
+    for shape in ("triangle", "star"):
+        spec = ClipSpec("red", shape, "right", "black", 64, 64, 0, 20, 20, 0)
+        mask = object_mask(render_clips([spec], frame_indices=[0])[0].numpy(), "black")[0]
+        rows = np.nonzero(mask.any(axis=1))[0]
+        top_width, bottom_width = mask[rows[0] + 1].sum(), mask[rows[-1] - 1].sum()
+        assert top_width < 6, "a point at the top"
+        if shape == "triangle":
+            assert bottom_width > 30, "a flat base"
+
+
+def test_held_out_pairs_never_in_training_set():
+    train = sample_clip_specs(5000, seed=0, split="train")
+    assert not any((s.color, s.shape) in HELD_OUT_PAIRS for s in train)
+    assert {(s.color, s.shape) for s in train} == {(c, s) for c in COLORS for s in SHAPES} - HELD_OUT_PAIRS
+    held = sample_clip_specs(200, seed=0, split="heldout")
+    assert {(s.color, s.shape) for s in held} == set(HELD_OUT_PAIRS)
+    assert len(all_attribute_combinations("all")) == 432
+
+
+def test_captions_name_every_attribute():
+    specs = sample_clip_specs(500, seed=1, split="all")
+    motion_words = {"left": "left", "right": "right", "up": "up", "down": "down",
+                    "growing": ("growing", "bigger", "grows"),
+                    "shrinking": ("shrinking", "smaller", "shrinks")}
+    for s in specs:
+        words = s.text.replace(",", " ").split()
+        assert s.color in words and s.shape in words and s.background in words, s.text
+        expected = motion_words[s.motion]
+        assert any(w in words for w in ((expected,) if isinstance(expected, str) else expected)), s.text
+        # no word of another value of any attribute
+        for other in [*COLORS, *SHAPES, *BACKGROUNDS]:
+            if other not in (s.color, s.shape, s.background):
+                assert other not in words, (other, s.text)
+    phrasings = {s.phrasing for s in specs}
+    assert len(phrasings) >= 4
+
+
+def test_canonical_caption():
+    assert caption("red", "circle", "left", "black") == "a red circle moving left on a black background"
+    assert caption("blue", "star", "growing", "white") == "a blue star growing on a white background"
+
+
+def test_deterministic_for_a_seed():
+    a = render_clips(sample_clip_specs(4, seed=7))
+    b = render_clips(sample_clip_specs(4, seed=7))
+    c = render_clips(sample_clip_specs(4, seed=8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_frame_subset_matches_full_render():
+    specs = sample_clip_specs(3, seed=2)
+    full = render_clips(specs)
+    part = render_clips(specs, frame_indices=[0, 7, 15])
+    assert torch.equal(full[:, [0, 7, 15]], part)
+
+
+def test_cli_writes_videofolder(tmp_path):
+    shapes.main(["--out", str(tmp_path / "set"), "--num-clips", "3", "--seed", "5"])
+    records = [json.loads(line) for line in (tmp_path / "set" / "metadata.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+    for record in records:
+        assert set(record) == {"file_name", "text", "color", "shape", "motion", "background"}
+        assert record["motion"] in MOTIONS
+        info = probe_mp4(tmp_path / "set" / record["file_name"])
+        assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p" and info["faststart"]
+        assert info["num_frames"] == 16 and info["size"] == (128, 128) and info["fps"] == 8
+        frames, _ = read_mp4(tmp_path / "set" / record["file_name"])
+        bg = np.array(BACKGROUNDS[record["background"]])
+        assert np.abs(frames[0, 0, 0].astype(int) - bg).max() <= 3  # H.264 is lossy, barely
+
+    shapes.main(["--out", str(tmp_path / "held"), "--num-clips", "8", "--seed", "5", "--held-out"])
+    held = [json.loads(line) for line in (tmp_path / "held" / "metadata.jsonl").read_text().splitlines()]
+    assert all((r["color"], r["shape"]) in HELD_OUT_PAIRS for r in held)

@@ -1,0 +1,161 @@
+"""tiny_dit.train on a tiny latent cache: the loss goes down, resuming is exact, the pipeline loads."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_dit.train
+from test_pipeline import tiny_clip, tiny_vae
+from tiny_dit.data.shapes import render_clips, sample_clip_specs
+from tiny_dit.flow import flow_matching_loss
+from tiny_dit.latent_cache import LatentCache, build_latent_cache
+from tiny_dit.model import TinyDiT
+from tiny_dit.pipeline import TinyDiTPipeline
+from tiny_dit.train import PRESETS, build_parser, main
+
+torch.set_num_threads(1)
+
+NUM_CLIPS = 8
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """8 shapes clips of 4 frames at 32 x 32, encoded by a tiny random CLIP and autoencoder."""
+    root = tmp_path_factory.mktemp("train")
+    clip, vae = tiny_clip(), tiny_vae()
+    clip.save_pretrained(root / "clip")
+    vae.save_pretrained(root / "vae")
+    specs = sample_clip_specs(NUM_CLIPS, seed=0)
+    frames = render_clips(specs, frame_indices=[0, 5, 10, 15], size=32)  # (8, 4, 32, 32, 3)
+    source = [(frames, [s.text for s in specs], [{} for _ in specs])]
+    build_latent_cache(root / "cache", source, clip, vae, total=NUM_CLIPS,
+                       info={"clip": str(root / "clip"), "autoencoder": str(root / "vae")})
+    return root / "cache"
+
+
+def run(cache_dir: Path, out: Path, *extra: str) -> dict:
+    return main(["--cache", str(cache_dir), "--out", str(out), "--preset", "tiny", "--threads", "1",
+                 "--lr", "3e-3", "--warmup", "2", "--batch-size", "8", "--log-every", "2",
+                 "--sample-steps", "2", "--num-samples", "2", *extra])
+
+
+def dataset_loss(model: TinyDiT, cache: LatentCache, seeds=range(8)) -> float:
+    """Flow-matching loss on the whole tiny set, averaged over fixed noise draws."""
+    cond = {"encoder_hidden_states": cache.hidden_states.float(), "pooled_projections": cache.pooled.float(),
+            "encoder_attention_mask": cache.mask}
+    uncond = {"encoder_hidden_states": cache.uncond.hidden_states.float(),
+              "pooled_projections": cache.uncond.pooled.float(), "encoder_attention_mask": cache.uncond.mask}
+    with torch.no_grad():
+        return float(np.mean([flow_matching_loss(model, cache.latents.float(), cond, uncond, label_dropout=0.0,
+                                                 generator=torch.Generator().manual_seed(s)).item()
+                              for s in seeds]))
+
+
+def load_model(state: dict, key: str) -> TinyDiT:
+    model = TinyDiT.from_config(state["model_config"])
+    model.load_state_dict(state[key])
+    return model.eval()
+
+
+def test_a_few_steps_reduce_the_loss(cache_dir, tmp_path):
+    summary = run(cache_dir, tmp_path / "run", "--steps", "40", "--checkpoint-every", "20", "--sample-every", "20")
+    cache = LatentCache.load(cache_dir)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 40
+    initial = dataset_loss(TinyDiT.from_config(state["model_config"]).eval(), cache)  # predicts 0 at init
+    trained = dataset_loss(load_model(state, "model"), cache)
+    assert trained < 0.8 * initial, (initial, trained)
+    assert dataset_loss(load_model(state, "ema"), cache) < initial
+
+    # The model is shaped by the preset and sized by the cache.
+    config = state["model_config"]
+    assert config["hidden_size"] == PRESETS["tiny"]["model"]["hidden_size"]
+    assert (config["in_channels"], config["num_frames"], config["sample_size"]) == (4, 4, 8)
+    assert (config["text_embed_dim"], config["pooled_embed_dim"]) == (32, 32)
+
+    # A log line every 2 steps: step, loss, lr, clips/s.
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(2, 41, 2))
+    assert all(np.isfinite(r["loss"]) and r["clips_per_s"] > 0 for r in records)
+    assert records[0]["lr"] == pytest.approx(3e-3) and records[-1]["lr"] == pytest.approx(3e-3)
+    assert np.mean([r["loss"] for r in records[-5:]]) < np.mean([r["loss"] for r in records[:5]])
+    assert summary["step"] == 40 and np.isfinite(summary["loss"])
+
+    # Sample clips at steps 20 and 40, one per distinct caption, and a grid.
+    for step in (20, 40):
+        folder = tmp_path / "run" / "samples" / f"step-{step:06d}"
+        assert sorted(p.name for p in folder.glob("*.mp4")) == ["grid.mp4", "sample-00.mp4", "sample-01.mp4"]
+        assert all(p.stat().st_size > 0 for p in folder.glob("*.mp4"))
+        assert len((folder / "prompts.txt").read_text().splitlines()) == 2
+
+    # The final pipeline holds the EMA weights, the cache's CLIP and autoencoder, and samples.
+    pipe = TinyDiTPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    for name, value in pipe.transformer.state_dict().items():
+        assert torch.equal(value, state["ema"][name]), name
+    clip = tiny_clip()
+    for a, b in zip(clip.parameters(), pipe.text_encoder.parameters()):
+        assert torch.equal(a, b)
+    assert pipe.scheduler.config.shift == 1.0
+    frames = pipe(cache.captions[0], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+    assert frames.shape == (1, 4, 32, 32, 3) and np.isfinite(frames).all()
+
+    # Without --resume an existing run is never overwritten.
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(cache_dir, tmp_path / "run", "--steps", "40")
+
+
+def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatch):
+    args = ("--steps", "12", "--checkpoint-every", "4", "--sample-every", "6")
+    run(cache_dir, tmp_path / "straight", *args)
+
+    # Same run, killed during step 10: the checkpoint of step 8 survives, steps 9-10 are lost.
+    calls = {"n": 0}
+
+    def dies_at_step_10(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt("killed")
+        return flow_matching_loss(*a, **kw)
+
+    monkeypatch.setattr(tiny_dit.train, "flow_matching_loss", dies_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache_dir, tmp_path / "resumed", *args)
+    monkeypatch.undo()
+    killed = torch.load(tmp_path / "resumed" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert killed["step"] == 8 and not (tmp_path / "resumed" / "pipeline").exists()
+    run(cache_dir, tmp_path / "resumed", *args, "--resume")
+
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert a["step"] == b["step"] == 12
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert not torch.equal(a["model"]["final_layer.linear.weight"], killed["model"]["final_layer.linear.weight"])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert torch.equal(a["rng"][0]["batch_generator"], b["rng"][0]["batch_generator"])
+    assert a["lr_scheduler"]["last_epoch"] == b["lr_scheduler"]["last_epoch"] == 12
+
+    # The log has each step once, with the same losses, as if the run had never stopped.
+    log_a, log_b = ((tmp_path / r / "log.jsonl").read_text().splitlines() for r in ("straight", "resumed"))
+    steps_b = [json.loads(line)["step"] for line in log_b]
+    assert steps_b == list(range(2, 13, 2))
+    assert [json.loads(line)["loss"] for line in log_a] == [json.loads(line)["loss"] for line in log_b]
+
+
+def test_help_and_presets():
+    text = build_parser().format_help()
+    for option in ("--cache", "--out", "--preset", "--steps", "--batch-size", "--lr", "--warmup", "--ema-decay",
+                   "--grad-clip", "--label-dropout", "--checkpoint-every", "--sample-every", "--resume", "--seed",
+                   "--threads", "--mixed-precision"):
+        assert option in text
+    assert {"tiny", "small", "base"} <= set(PRESETS)
+    small = PRESETS["small"]["model"]
+    tokens = (16 // small["patch_size_t"]) * (32 // small["patch_size"]) ** 2
+    assert (small["hidden_size"], small["depth"], small["num_heads"], tokens) == (192, 6, 6, 256)
+    assert PRESETS["small"]["batch_size"] == 32 and PRESETS["base"]["batch_size"] == 64

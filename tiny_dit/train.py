@@ -1,0 +1,362 @@
+"""Train TinyDiT on a latent cache with rectified flow.
+
+    python -m tiny_dit.train --cache cache/shapes --out runs/dit-small --preset small
+    python -m tiny_dit.train --cache cache/shapes --out runs/dit-small --resume      # continue after a stop
+    accelerate launch -m tiny_dit.train --cache cache/shapes --out runs/dit-base --preset base --mixed-precision bf16
+
+The same command runs on a CPU, one GPU, or several GPUs under `accelerate launch`
+(each process draws its own batches; the effective batch is batch-size x processes).
+
+Each step draws a random batch of clips from the cache (held in memory), and
+minimises the rectified-flow loss of `tiny_dit.flow.flow_matching_loss` with
+AdamW, a linear learning-rate warm-up and gradient clipping. An exponential
+moving average (EMA) of the weights is what gets sampled and saved.
+
+The run folder (--out):
+    checkpoint.pt              model, EMA, optimiser, LR schedule, step and every RNG state,
+                               rewritten atomically every --checkpoint-every steps
+    log.jsonl                  one line per --log-every steps: step, loss, lr, clips/s, grad norm
+    samples/step-XXXXXX/       sample-NN.mp4 and grid.mp4 from a few cache captions, EMA weights
+    pipeline/                  at the end: a complete TinyDiTPipeline (EMA weights, the CLIP and
+                               autoencoder the cache was built with, the scheduler), ready for
+                               TinyDiTPipeline.from_pretrained / python -m tiny_dit.sample --model
+
+--resume continues from checkpoint.pt exactly: a run stopped at any point and
+resumed ends with the same weights as a run that was never stopped (on the same
+hardware and number of processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.optimization import get_scheduler
+from tqdm import tqdm
+
+from tiny_dit.autoencoder import load_autoencoder
+from tiny_dit.flow import flow_matching_loss
+from tiny_dit.latent_cache import LatentCache
+from tiny_dit.model import TinyDiT
+from tiny_dit.training_utils import JsonlLog, atomic_save
+
+# A preset is the model's shape (TinyDiT keyword arguments; the input sizes come from the cache)
+# plus the training defaults that suit it. Token counts are for 16 x 32 x 32 latents.
+PRESETS = {
+    # For tests and quick checks: runs in seconds on one CPU core.
+    "tiny": dict(
+        model=dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
+        steps=200, batch_size=8, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50, sample_every=100,
+    ),
+    # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (~2-4 s per step).
+    "small": dict(
+        model=dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True),
+        steps=8000, batch_size=32, lr=5e-4, warmup=500, ema_decay=0.999, checkpoint_every=250, sample_every=1000,
+    ),
+    # For one GPU (e.g. a Colab T4, with --mixed-precision fp16): patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens,
+    # 37M parameters.
+    "base": dict(
+        model=dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True),
+        steps=50000, batch_size=64, lr=2e-4, warmup=1000, ema_decay=0.9999, checkpoint_every=1000,
+        sample_every=5000,
+    ),
+}
+TRAINING_DEFAULTS = ("steps", "batch_size", "lr", "warmup", "ema_decay", "checkpoint_every", "sample_every")
+
+
+def build_model(cache: LatentCache, preset: str) -> TinyDiT:
+    """A fresh TinyDiT of the preset's shape, sized for the cache's latents and CLIP embeddings."""
+    _, channels, frames, height, width = cache.latents.shape
+    return TinyDiT(
+        in_channels=channels,
+        num_frames=frames,
+        sample_size=height,
+        text_embed_dim=cache.hidden_states.shape[-1],
+        pooled_embed_dim=cache.pooled.shape[-1],
+        **PRESETS[preset]["model"],
+    )
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    for ema_p, p in zip(ema.parameters(), model.parameters()):
+        ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
+
+
+def ema_decay_at(step: int, max_decay: float) -> float:
+    """EMA warm-up: a short memory at first, so the average does not stay stuck near the initial weights."""
+    return min(max_decay, (1 + step) / (10 + step))
+
+
+def rng_state(batch_generator: torch.Generator, noise_generator: torch.Generator) -> dict:
+    """Every random number generator this process uses, to continue a run exactly."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "batch_generator": batch_generator.get_state(),
+        "noise_generator": noise_generator.get_state(),
+    }
+
+
+def set_rng_state(state: dict, batch_generator: torch.Generator, noise_generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    batch_generator.set_state(state["batch_generator"])
+    noise_generator.set_state(state["noise_generator"])
+
+
+def sample_prompts(cache: LatentCache, num: int) -> list[str]:
+    """The first `num` distinct captions of the cache: fixed prompts to watch over training."""
+    return list(dict.fromkeys(cache.captions))[:num]
+
+
+def load_frozen_components(cache: LatentCache, args: argparse.Namespace):
+    """The CLIP and autoencoder the cache was built with (cache.json), for samples and the final pipeline."""
+    from tiny_dit.text_encoder import CLIPEncoder
+
+    clip_name = args.clip or cache.info.get("clip")
+    vae_name = args.autoencoder or cache.info.get("autoencoder")
+    if not clip_name or not vae_name:
+        raise ValueError(f"{args.cache}/cache.json does not say which CLIP and autoencoder built it: "
+                         "pass --clip and --autoencoder")
+    clip = CLIPEncoder.from_pretrained(clip_name, pretrained=cache.info.get("clip_pretrained"))
+    return clip, load_autoencoder(vae_name)
+
+
+def make_pipeline(ema: TinyDiT, clip, vae):
+    from tiny_dit.pipeline import TinyDiTPipeline
+
+    pipe = TinyDiTPipeline(vae=vae, text_encoder=clip, tokenizer=clip.tokenizer, transformer=ema,
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_samples(pipe, prompts: list[str], folder: Path, steps: int, seed: int) -> None:
+    """One clip per prompt (fixed seed, so runs and steps are comparable) plus a grid of them all."""
+    from tiny_dit.data.shapes import FPS
+    from tiny_dit.video import make_grid, write_mp4
+
+    frames = pipe(prompts, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed)).frames
+    clips = (frames * 255).round().astype(np.uint8)  # (N, T, H, W, 3)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, clip in enumerate(clips):
+        write_mp4(folder / f"sample-{i:02d}.mp4", clip, fps=FPS)
+    write_mp4(folder / "grid.mp4", make_grid(clips), fps=FPS)
+    (folder / "prompts.txt").write_text("".join(f"sample-{i:02d}: {p}\n" for i, p in enumerate(prompts)))
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run (or resume) a training run as described by the command-line arguments. Returns a summary."""
+    preset = PRESETS[args.preset]
+    for key in TRAINING_DEFAULTS:
+        if getattr(args, key, None) is None:
+            setattr(args, key, preset[key])
+    for key in ("steps", "batch_size", "checkpoint_every", "log_every", "sample_steps", "num_samples"):
+        if getattr(args, key) < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    device, main = accelerator.device, accelerator.is_main_process
+    out = Path(args.out)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not args.resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or use a new --out")
+
+    # Everything random starts from the seed; each process gets its own data and noise streams.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)  # the model's initial weights
+    process_seed = args.seed + 1000 * accelerator.process_index
+    batch_generator = torch.Generator().manual_seed(process_seed)  # which clips
+    noise_generator = torch.Generator(device).manual_seed(process_seed + 1)  # noise levels, noise, label dropout
+
+    # Data: the whole cache in memory on the device (float16 latents and embeddings).
+    cache = LatentCache.load(args.cache)
+    latents, pooled = cache.latents.to(device), cache.pooled.to(device)
+    hidden_states, mask = cache.hidden_states.to(device), cache.mask.to(device)
+    uncond = {"encoder_hidden_states": cache.uncond.hidden_states.float().to(device),
+              "pooled_projections": cache.uncond.pooled.float().to(device),
+              "encoder_attention_mask": cache.uncond.mask.to(device)}
+    clip = vae = None
+    if main:  # fail now, not after hours of training, if they cannot be loaded
+        clip, vae = load_frozen_components(cache, args)
+        clip, vae = clip.to(device), vae.to(device)
+
+    # Model, EMA copy, optimiser, LR schedule.
+    model = build_model(cache, args.preset)
+    ema = copy.deepcopy(model).requires_grad_(False).eval().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    lr_scheduler = get_scheduler(args.lr_schedule, optimizer, num_warmup_steps=args.warmup,
+                                 num_training_steps=args.steps)  # stepped once per step, by us
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+
+    start = 0
+    if args.resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["model_config"] != dict(raw_model.config):
+            raise ValueError(f"{ckpt_path} holds a model of another shape ({state['model_config']}); "
+                             f"resume it with the same --preset and --cache")
+        raw_model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if accelerator.scaler is not None and state.get("scaler"):
+            accelerator.scaler.load_state_dict(state["scaler"])
+        if len(state["rng"]) == accelerator.num_processes:
+            set_rng_state(state["rng"][accelerator.process_index], batch_generator, noise_generator)
+        else:
+            accelerator.print(f"warning: {ckpt_path} was written by {len(state['rng'])} processes, this run has "
+                              f"{accelerator.num_processes}: random streams restart, the run will not repeat exactly")
+        start = state["step"]
+        accelerator.print(f"resumed {ckpt_path} at step {start}")
+    elif args.resume:
+        accelerator.print(f"no {ckpt_path} yet: starting a new run")
+
+    log = JsonlLog(out / "log.jsonl")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if log.path.exists():  # drop records of steps after the checkpoint (all, for a new run): they are redone
+            lines = log.path.read_text().splitlines()
+            log.path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= start))
+        (out / "args.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
+                                                   for k, v in vars(args).items()}, indent=2))
+    prompts = sample_prompts(cache, args.num_samples)
+
+    def save_checkpoint(step: int) -> None:
+        rng = gather_object([rng_state(batch_generator, noise_generator)])  # one entry per process
+        if main:
+            atomic_save({
+                "step": step,
+                "model": raw_model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                "rng": rng,
+                "model_config": dict(raw_model.config),
+            }, ckpt_path)
+        accelerator.wait_for_everyone()
+
+    # The training loop.
+    model.train()
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="train dit", unit="step",
+               disable=not accelerator.is_local_main_process)
+    loss_sum, loss_count, last_loss, t_log, t_aside = 0.0, 0, float("nan"), time.time(), 0.0
+    for step in bar:
+        idx = torch.randint(len(cache), (args.batch_size,), generator=batch_generator).to(device)  # (B,)
+        x0 = latents[idx].float()  # (B, C, T, h, w)
+        cond = {"encoder_hidden_states": hidden_states[idx].float(),  # (B, L, W)
+                "pooled_projections": pooled[idx].float(),  # (B, E)
+                "encoder_attention_mask": mask[idx]}  # (B, L)
+        loss = flow_matching_loss(model, x0, cond, uncond, label_dropout=args.label_dropout,
+                                  generator=noise_generator)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        lr_scheduler.step()
+        update_ema(ema, raw_model, ema_decay_at(step, args.ema_decay))
+
+        done = step + 1
+        loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
+        if done % args.log_every == 0 or done == args.steps:
+            mean_loss = accelerator.gather(loss_sum.reshape(1) / loss_count).mean().item()  # over processes
+            elapsed = time.time() - t_log - t_aside  # training time only, without checkpoints and samples
+            clips_per_s = loss_count * args.batch_size * accelerator.num_processes / max(elapsed, 1e-9)
+            if main:
+                log.write(step=done, loss=mean_loss, lr=lr_scheduler.get_last_lr()[0],
+                          clips_per_s=round(clips_per_s, 2), grad_norm=float(grad_norm))
+            bar.set_postfix(loss=f"{mean_loss:.4f}", clips_s=f"{clips_per_s:.1f}")
+            last_loss, loss_sum, loss_count, t_log, t_aside = mean_loss, 0.0, 0, time.time(), 0.0
+        t_start_aside = time.time()
+        if done % args.checkpoint_every == 0 or done == args.steps:
+            save_checkpoint(done)
+        if main and args.sample_every and done % args.sample_every == 0:
+            write_samples(make_pipeline(ema, clip, vae), prompts, out / "samples" / f"step-{done:06d}",
+                          args.sample_steps, args.seed)
+        t_aside += time.time() - t_start_aside
+    bar.close()
+
+    # The finished pipeline, with the EMA weights (written next to its final place, then moved there).
+    pipeline_dir = out / "pipeline"
+    if main:
+        tmp = out / "pipeline.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_pipeline(ema, clip, vae).save_pretrained(tmp)
+        shutil.rmtree(pipeline_dir, ignore_errors=True)
+        tmp.rename(pipeline_dir)
+        accelerator.print(f"saved the pipeline (EMA weights) to {pipeline_dir}/")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"step": args.steps, "loss": last_loss, "checkpoint": ckpt_path, "pipeline": pipeline_dir}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tiny_dit.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = parser.add_argument_group("data and run folder")
+    io.add_argument("--cache", type=Path, required=True, help="latent cache folder (python -m tiny_dit.latent_cache)")
+    io.add_argument("--out", type=Path, required=True, help="run folder: checkpoint, log, samples, pipeline")
+    io.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    io.add_argument("--clip", default=None, help="CLIP for samples and the pipeline (default: the cache's)")
+    io.add_argument("--autoencoder", default=None,
+                    help="autoencoder for samples and the pipeline (default: the cache's)")
+
+    presets = ", ".join(f"{name}: {p['model']['hidden_size']} wide x {p['model']['depth']} deep"
+                        for name, p in PRESETS.items())
+    opt = parser.add_argument_group("model and optimisation (defaults come from the preset)")
+    opt.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                     help=f"model size and training defaults ({presets}); default small")
+    opt.add_argument("--steps", type=int, default=None, help="total optimiser steps (small: 8000)")
+    opt.add_argument("--batch-size", type=int, default=None, help="clips per step and process (small: 32)")
+    opt.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (small: 5e-4)")
+    opt.add_argument("--lr-schedule", default="constant_with_warmup",
+                     choices=["constant_with_warmup", "cosine", "linear"],
+                     help="learning-rate schedule after the linear warm-up (default constant_with_warmup)")
+    opt.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (small: 500)")
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0, as DiT)")
+    opt.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (small: 0.999)")
+    opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (default 1)")
+    opt.add_argument("--label-dropout", type=float, default=0.1,
+                     help="probability of training on the empty prompt, for guidance (default 0.1)")
+    opt.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
+                     help="passed to accelerate (default: accelerate's config, else no)")
+
+    run = parser.add_argument_group("logging, checkpoints, samples")
+    run.add_argument("--log-every", type=int, default=10, help="steps between log.jsonl lines (default 10)")
+    run.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (small: 250)")
+    run.add_argument("--sample-every", type=int, default=None,
+                     help="steps between sample clips, 0 = never (small: 1000)")
+    run.add_argument("--sample-steps", type=int, default=10, help="Euler steps for the sample clips (default 10)")
+    run.add_argument("--num-samples", type=int, default=4, help="sample clips, one per cache caption (default 4)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the weights, batches, noise and samples")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return train(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
