@@ -1,16 +1,35 @@
-"""Does a clip follow its caption? Zero-shot caption retrieval with the tiny CLIP.
+"""Does a clip follow its caption? Two judges, and the project's quality measures.
 
-For each clip we score it against all 432 canonical captions of the shapes
-world (6 colours x 4 shapes x 6 motions x 3 backgrounds) and take the best one;
-each attribute of that caption is then right or wrong. The same judge rates
-rendered clips (to test the CLIP) and generated clips (to test the DiT).
+* The CLIP judge: zero-shot caption retrieval with the tiny CLIP. Each clip is
+  scored against all 432 canonical captions of the shapes world (6 colours x 4
+  shapes x 6 motions x 3 backgrounds); each attribute of the best caption is
+  right or wrong.
+* The frame judge: direct analysis of the pixels. The background is the median
+  colour of the frame border, the object is every pixel far from it; its median
+  colour, the path of its centroid and the change of its area give colour and
+  motion, and its shape is the nearest of the four rendered shapes in
+  (fill of the bounding box, height of the centroid in the box).
+
+Both judges rate rendered clips (a sanity check: they should be near 100%) and
+generated clips (the DiT's quality). Also here: the autoencoder's PSNR and speed.
+
+    python -m tiny_dit.evaluate --model assets/tiny-dit-shapes      # the DiT, both judges
+    python -m tiny_dit.evaluate --rendered                          # the judges on rendered clips
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
 import torch
 
-from tiny_dit.data.shapes import all_attribute_combinations, caption, render_dataset
+from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, ClipSpec,
+                                  all_attribute_combinations, caption, random_clip_spec, render_clips,
+                                  render_dataset)
 from tiny_dit.text_encoder import CLIPEncoder
 
 ATTRIBUTES = ("color", "shape", "motion", "background")
@@ -76,3 +95,184 @@ def decode_frames_per_second(vae, num_frames: int = 64, repeats: int = 5) -> flo
         decode_latents(vae, latents)
         best = min(best, time.perf_counter() - start)
     return num_frames / best
+
+
+# ----------------------------------------------------------------------------
+# The frame judge
+# ----------------------------------------------------------------------------
+
+OBJECT_THRESHOLD = 60.0  # RGB distance from the background above which a pixel is "object"
+
+
+def _nearest(rgb: np.ndarray, palette: dict[str, tuple]) -> str:
+    names = list(palette)
+    distances = np.linalg.norm(np.array([palette[n] for n in names], dtype=float) - rgb, axis=1)
+    return names[int(distances.argmin())]
+
+
+def _shape_features(mask: np.ndarray) -> tuple[float, float]:
+    """(fill of the bounding box, centroid height in the box from the top) of a (H, W) mask."""
+    ys, xs = np.nonzero(mask)
+    top, height = ys.min(), ys.max() - ys.min() + 1
+    width = xs.max() - xs.min() + 1
+    return mask.sum() / (height * width), (ys.mean() - top) / height
+
+
+@lru_cache(maxsize=1)
+def shape_templates() -> dict[str, tuple[float, float]]:
+    """The features of each shape as the renderer draws it (half-extent 20 px)."""
+    templates = {}
+    for shape in SHAPES:
+        frame = render_clips([ClipSpec("red", shape, "right", "black", 64, 64, 0, 20, 20, 0)],
+                             frame_indices=[0])[0, 0].numpy()
+        templates[shape] = _shape_features(_object_mask(frame, np.array(BACKGROUNDS["black"], float)))
+    return templates
+
+
+def _object_mask(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(frames.astype(float) - background, axis=-1) > OBJECT_THRESHOLD
+
+
+def judge_frames(clip: np.ndarray) -> dict[str, str]:
+    """The attributes a uint8 clip (T, H, W, 3) shows, read off its pixels ("none" if no object)."""
+    border = np.concatenate([clip[:, :4].reshape(-1, 3), clip[:, -4:].reshape(-1, 3),
+                             clip[:, :, :4].reshape(-1, 3), clip[:, :, -4:].reshape(-1, 3)])
+    background_rgb = np.median(border, axis=0)
+    result = {"background": _nearest(background_rgb, BACKGROUNDS),
+              "color": "none", "shape": "none", "motion": "none"}
+    mask = _object_mask(clip, background_rgb)  # (T, H, W)
+    area = mask.sum(axis=(1, 2))
+    if (area < 10).any():  # no object in some frame
+        return result
+    result["color"] = _nearest(np.median(clip[mask].astype(float), axis=0), COLORS)
+    largest = int(area.argmax())
+    fill, height = _shape_features(mask[largest])
+    templates = shape_templates()
+    result["shape"] = min(templates, key=lambda s: (templates[s][0] - fill) ** 2
+                          + (templates[s][1] - height) ** 2)
+    # Motion: a clear change of area means growing/shrinking, else the centroid's travel.
+    growth = area[-3:].mean() / area[:3].mean()
+    t = np.arange(len(clip))
+    cy, cx = (np.array([np.nonzero(m)[i].mean() for m in mask]) for i in (0, 1))
+    dx, dy = np.polyfit(t, cx, 1)[0] * (len(t) - 1), np.polyfit(t, cy, 1)[0] * (len(t) - 1)
+    if growth > 2:
+        result["motion"] = "growing"
+    elif growth < 0.5:
+        result["motion"] = "shrinking"
+    elif max(abs(dx), abs(dy)) > 10:
+        result["motion"] = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else \
+            ("down" if dy > 0 else "up")
+    return result
+
+
+# ----------------------------------------------------------------------------
+# The evaluation of a DiT: fixed prompts, both judges
+# ----------------------------------------------------------------------------
+
+
+def evaluation_prompts(split: str, num_prompts: int, seed: int = 0) -> list[dict]:
+    """A fixed, balanced prompt set: every value of every attribute, several phrasings.
+
+    split "seen" uses training colour-shape pairs, "held-out" the four held-out pairs."""
+    rng = np.random.default_rng(seed)
+    held_out = split != "seen"
+    pairs = [(c, s) for c in COLORS for s in SHAPES if ((c, s) in HELD_OUT_PAIRS) == held_out]
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    backgrounds = list(BACKGROUNDS)
+    prompts = []
+    for k in range(num_prompts):  # motions, backgrounds and pairs each cycle evenly
+        color, shape = pairs[k % len(pairs)]
+        motion, background = MOTIONS[k % len(MOTIONS)], backgrounds[(k // len(MOTIONS)) % len(backgrounds)]
+        prompts.append({"text": caption(color, shape, motion, background, phrasing=k % 5), "color": color,
+                        "shape": shape, "motion": motion, "background": background})
+    return prompts
+
+
+def score(predicted: list[dict], truth: list[dict]) -> dict[str, float]:
+    result = attribute_accuracy(predicted, truth)
+    result["all"] = sum(all(p[a] == t[a] for a in ATTRIBUTES) for p, t in zip(predicted, truth)) / len(truth)
+    return result
+
+
+def evaluate_clips(frames: torch.Tensor, truth: list[dict], clip: CLIPEncoder) -> dict:
+    """Both judges on uint8 clips (N, T, H, W, 3) against their true attributes."""
+    by_frames = [judge_frames(c) for c in frames.numpy()]
+    by_clip = predict_attributes(clip, frames)
+    return {"frame_judge": score(by_frames, truth), "clip_judge": score(by_clip, truth)}
+
+
+def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: int | None = None,
+                   guidance_scale: float | None = None, seed: int = 0, batch_size: int = 8) -> dict:
+    """Sample one clip per evaluation prompt (seeded) and score both splits."""
+    from tqdm import tqdm
+
+    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+
+    pipe = TinyDiTPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    steps = steps or DEFAULT_NUM_INFERENCE_STEPS
+    guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+    results = {"model": str(model), "steps": steps, "guidance_scale": guidance_scale}
+    for split in ("seen", "held-out"):
+        prompts = evaluation_prompts(split, num_prompts, seed)
+        clips = []
+        for start in tqdm(range(0, len(prompts), batch_size), desc=f"sampling {split}", unit="batch"):
+            batch = prompts[start:start + batch_size]
+            generator = torch.Generator().manual_seed(seed * 100_003 + start)
+            out = pipe([p["text"] for p in batch], num_inference_steps=steps,
+                       guidance_scale=guidance_scale, generator=generator).frames
+            clips.append(torch.from_numpy((out * 255).round().astype(np.uint8)))
+        results[split] = evaluate_clips(torch.cat(clips), prompts, clip)
+    return results
+
+
+def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0) -> dict:
+    """The judges on rendered clips of the same prompts: how far to trust them."""
+    results = {"model": "rendered clips (judge sanity check)"}
+    for split in ("seen", "held-out"):
+        prompts = evaluation_prompts(split, num_prompts, seed)
+        rng = np.random.default_rng(seed)
+        specs = [random_clip_spec(rng, p["color"], p["shape"], p["motion"], p["background"]) for p in prompts]
+        results[split] = evaluate_clips(render_clips(specs), prompts, clip)
+    return results
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{results['model']}" + (f"  ({results['steps']} steps, guidance {results['guidance_scale']})"
+                                       if "steps" in results else ""))
+    print(f"{'split':10s} {'judge':7s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all")))
+    for split in ("seen", "held-out"):
+        for judge in ("frame_judge", "clip_judge"):
+            row = results[split][judge]
+            print(f"{split:10s} {judge.split('_')[0]:7s} " +
+                  " ".join(f"{row[a]:10.1%}" for a in (*ATTRIBUTES, "all")))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m tiny_dit.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="assets/tiny-dit-shapes",
+                        help="pipeline folder or Hub repo id to evaluate")
+    parser.add_argument("--rendered", action="store_true",
+                        help="judge rendered clips instead of a model (checks the judges)")
+    parser.add_argument("--clip", default="assets/tiny-clip", help="the CLIP used as a judge")
+    parser.add_argument("--num-prompts", type=int, default=72, help="prompts per split (seen, held-out)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (pipeline default)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    clip = CLIPEncoder.from_pretrained(args.clip)
+    with torch.no_grad():
+        results = (evaluate_rendered(clip, args.num_prompts, args.seed) if args.rendered else
+                   evaluate_model(args.model, clip, args.num_prompts, args.steps, args.guidance, args.seed))
+    print_table(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tiny_dit.autoencoder import encode_clips, frames_to_images, tiny_autoencoder
 from tiny_dit.data.shapes import NUM_FRAMES, render_clips, render_dataset, sample_clip_specs
 from tiny_dit.evaluate import autoencoder_psnr, decode_frames_per_second
-from tiny_dit.training_utils import step_seed, train_loop
+from tiny_dit.training_utils import add_run_arguments, start_run, step_seed, train_loop
 
 
 @torch.no_grad()
@@ -40,19 +40,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("assets/tiny-autoencoder"),
                         help="where the trained model is saved (diffusers save_pretrained)")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/tiny-autoencoder"),
-                        help="checkpoint.pt and log.jsonl go here")
-    parser.add_argument("--steps", type=int, default=3000)
+    add_run_arguments(parser, run_dir="runs/tiny-autoencoder", steps=3000, lr=2e-3)
     parser.add_argument("--batch-size", type=int, default=32, help="frames per step")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--resume", action="store_true", help="continue run-dir/checkpoint.pt")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start_run(args)
 
     vae = tiny_autoencoder().to(memory_format=torch.channels_last)
 

@@ -1,11 +1,13 @@
 """Train the tiny CLIP on shapes-world clips (contrastive, open_clip's ClipLoss).
 
-Each step renders a fresh batch of clips (seeded by the step, so a resumed run
-sees exactly the data it would have seen) with distinct attribute combinations,
-so no clip's true caption is also a "negative" for another clip in the batch.
-Captions use every phrasing of the spec, so the text tower learns the words.
+Each step renders a fresh batch of clips, seeded by the step, so a resumed run
+sees exactly the data it would have seen. A batch is made of groups that share
+colour and background and cover every shape x motion ("hard negatives"), so
+the loss only drops if shapes and motions are told apart. Captions use every
+phrasing of the spec, so the text tower learns the words. The image tower sees
+each clip through the "interleave" video view (see tiny_dit/text_encoder.py).
 
-    python -m tiny_dit.train_clip --out assets/tiny-clip --steps 1500
+    python -m tiny_dit.train_clip --out assets/tiny-clip --steps 800
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import torch
 from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES,
                                   all_attribute_combinations, random_clip_spec, render_clips)
 from tiny_dit.evaluate import clip_retrieval_accuracy
-from tiny_dit.text_encoder import STORYBOARD_FRAMES, TINY_CLIP_NAME, CLIPEncoder
-from tiny_dit.training_utils import step_seed, train_loop
+from tiny_dit.text_encoder import VIEW_FRAMES, TINY_CLIP_NAME, CLIPEncoder
+from tiny_dit.training_utils import add_run_arguments, start_run, step_seed, train_loop
 
 
 def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True):
@@ -30,7 +32,7 @@ def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True):
 
     With hard_negatives the batch is built from groups that share colour and background
     and cover every shape x motion: within a group, clips differ only in shape or motion,
-    the two attributes a storyboard shows least directly, so the loss cannot be lowered
+    the two attributes hardest to see, so the loss cannot be lowered
     without telling them apart. Colour and background still vary across groups."""
     rng = np.random.default_rng(seed)
     if hard_negatives:
@@ -46,7 +48,7 @@ def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True):
         train = all_attribute_combinations("train")
         combos = [train[i] for i in rng.choice(len(train), size=batch_size, replace=False)]
     specs = [random_clip_spec(rng, *combo) for combo in combos]
-    frames = render_clips(specs, frame_indices=np.linspace(0, 15, STORYBOARD_FRAMES).round().astype(int))
+    frames = render_clips(specs, frame_indices=np.linspace(0, 15, VIEW_FRAMES).round().astype(int))
     return frames, [s.text for s in specs]
 
 
@@ -55,25 +57,16 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("assets/tiny-clip"),
                         help="where the trained model is saved (open_clip folder layout)")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/tiny-clip"),
-                        help="checkpoint.pt and log.jsonl go here")
+    add_run_arguments(parser, run_dir="runs/tiny-clip", steps=800, lr=1e-3)
     parser.add_argument("--model", default=TINY_CLIP_NAME, help="open_clip model config name")
-    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=120,
                         help="clips per step (whole groups of 24 or 18 with hard negatives; at most 360)")
     parser.add_argument("--no-hard-negatives", action="store_true",
                         help="draw batches at random instead of in shape x motion groups")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from the weights of this saved CLIP folder (a new run, not a resume)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--resume", action="store_true", help="continue run-dir/checkpoint.pt")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    start_run(args)
 
     clip = CLIPEncoder.from_pretrained(args.init) if args.init else \
         CLIPEncoder(open_clip.get_model_config(args.model))

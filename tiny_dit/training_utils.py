@@ -9,6 +9,7 @@ a run exactly where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -39,6 +40,26 @@ class JsonlLog:
     def write(self, **record) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, run_dir: str, steps: int, lr: float,
+                      warmup: int = 100) -> None:
+    """The command-line options every train_loop command shares."""
+    parser.add_argument("--run-dir", type=Path, default=Path(run_dir),
+                        help=f"checkpoint.pt and log.jsonl go here (default {run_dir})")
+    parser.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"warm-up steps (default {warmup})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--resume", action="store_true", help="continue run-dir/checkpoint.pt")
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """Apply --threads and --seed."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
 
 
 def step_seed(seed: int, step: int) -> int:

@@ -1,0 +1,439 @@
+"""Recording a sampling run, so that we can look inside the model afterwards.
+
+    from tiny_dit.inspector import record_run
+
+    record = record_run(pipe, "a red circle moving left on a black background", seed=0)
+    record.frames            # uint8 (N, T, H, W, 3): the clips
+    record.x_t[k]            # float16 latents of sample 0 at noise level record.sigmas[k]
+    record.pred_x0[k]        # float16 clean latents of sample 0 predicted at step k
+    record.attention[b]      # float16 self-attention maps of block b for the kept steps
+    record.adaln             # (steps, depth, 6) mean |shift|, |scale|, |gate| of every block
+
+One run of `TinyDiTPipeline` is recorded, nothing is run twice:
+  * x_t and pred_x0 of the first clip come from the pipeline's step callback
+    (`callback_on_step_end_tensor_inputs=["latents", "pred_x0"]`); the starting noise is
+    drawn here with `pipe.prepare_latents`, exactly as the pipeline would draw it.
+  * Attention maps come from a forward hook on each block's self-attention. It runs the
+    block's own `Attention.forward(..., return_probs=True)` again on the first clip of the
+    conditional half of the batch only, so the maps are those the pipeline would capture
+    with `capture_attention_layers` for that clip (the tests check it), while the other
+    clips keep the fused kernel and no (2B, heads, N, N) tensors are held. Maps are kept
+    in float16 for at most `max_attention_steps` steps (spread over the run): 6 blocks x
+    6 heads x 256 x 256 x 20 steps x 2 bytes = 94 MB for the default model.
+  * adaLN-Zero modulation magnitudes come from a forward hook on every
+    `block.adaLN_modulation` (its output is the six vectors shift/scale/gate for the
+    attention and the MLP branch), for the same clip.
+  * Wall-clock timings of each phase.
+
+`iter_run` runs the same recording in a worker thread and yields progress events
+(step, noise level, the current guess of the clean clips) while it runs: the app's live
+preview. Both only hook the model for the duration of the call, and only react to the
+thread that is sampling, so other threads may use the same pipeline meanwhile (the app
+still runs one sampling at a time, because the scheduler is shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+MODULATION_NAMES = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
+DEFAULT_MAX_ATTENTION_STEPS = 20
+
+
+class RunCancelled(Exception):
+    """Raised inside the sampling loop when the caller gave up on the run."""
+
+
+@dataclass
+class ModelGeometry:
+    """How pixels become tokens for one pipeline (all sizes from its configs)."""
+
+    num_frames: int  # pixel frames (= latent frames: the autoencoder works frame by frame)
+    height: int  # pixels
+    width: int
+    latent_channels: int
+    vae_scale_factor: int  # pixels per latent pixel along each side
+    patch_size: int  # tubelet height/width in latent pixels
+    patch_size_t: int  # tubelet length in frames
+    hidden_size: int
+    depth: int
+    num_heads: int
+    attention_type: str
+    layouts: list[str]  # per block: "full", "spatial" or "temporal"
+    cross_attention: bool
+    context_length: int  # CLIP tokens
+
+    @property
+    def latent_size(self) -> tuple[int, int, int]:
+        return self.num_frames, self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """The token grid (T', H', W')."""
+        t, h, w = self.latent_size
+        return t // self.patch_size_t, h // self.patch_size, w // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def patch_pixels(self) -> int:
+        """One token covers patch_pixels x patch_pixels pixels of patch_size_t frames."""
+        return self.patch_size * self.vae_scale_factor
+
+    @property
+    def token_features(self) -> int:
+        return self.latent_channels * self.patch_size_t * self.patch_size ** 2
+
+    @classmethod
+    def of(cls, pipe) -> "ModelGeometry":
+        config = pipe.transformer.config
+        frames, height, width = pipe.default_size()
+        layouts = [block.attn.layout for block in pipe.transformer.blocks]
+        return cls(num_frames=frames, height=height, width=width, latent_channels=config.in_channels,
+                   vae_scale_factor=pipe.vae_scale_factor, patch_size=config.patch_size,
+                   patch_size_t=config.patch_size_t, hidden_size=config.hidden_size, depth=config.depth,
+                   num_heads=config.num_heads, attention_type=config.attention_type, layouts=layouts,
+                   cross_attention=bool(config.cross_attention),
+                   context_length=int(pipe.tokenizer.config.context_length))
+
+
+@dataclass
+class TokenInfo:
+    """What CLIP read of the prompt."""
+
+    ids: list[int]  # the context_length token ids fed to CLIP
+    pieces: list[str]  # each id decoded back to text
+    num_real: int  # start + words + end (the rest is padding, masked out)
+    num_wanted: int  # tokens the full prompt needs (start + words + end)
+    context_length: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.num_wanted > self.context_length
+
+    @property
+    def read_text(self) -> str:
+        """The part of the prompt CLIP actually read."""
+        return "".join(self.pieces[1:self.num_real - 1]).strip()
+
+
+@dataclass
+class RunRecord:
+    """Everything the app's views show about one sampling run (see the module docstring)."""
+
+    prompt: str
+    seed: int
+    guidance_scale: float
+    num_inference_steps: int
+    num_videos: int
+    geometry: ModelGeometry
+    frames: np.ndarray  # uint8 (N, T, H, W, 3)
+    sigmas: np.ndarray  # (steps + 1,): noise level of x_t[k]; the last is 0
+    x_t: np.ndarray  # float16 (steps + 1, C, T, h, w), sample 0: x_t[0] the noise, x_t[-1] the result
+    pred_x0: np.ndarray  # float16 (steps, C, T, h, w), sample 0: the clean clip predicted at step k
+    attention: dict[int, np.ndarray]  # block -> float16 (len(attention_steps), heads, ...) (see Attention)
+    attention_steps: list[int]  # the steps whose attention maps were kept
+    adaln: np.ndarray  # float32 (steps, depth, 6): mean |v| of MODULATION_NAMES per block and step
+    step_seconds: np.ndarray  # (steps,) wall time of each denoising step
+    timings: dict[str, float]  # seconds: "prepare" (text + noise), "denoise", "decode", "clip_score", "total"
+    tokens: TokenInfo
+    clip_scores: list[float]  # CLIP score of each clip against the prompt
+    notices: list[str] = field(default_factory=list)
+
+    def nearest_attention_step(self, step: int) -> int:
+        """Index into the kept attention steps of the one closest to `step`."""
+        return int(np.argmin([abs(s - step) for s in self.attention_steps]))
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.frames, self.x_t, self.pred_x0, self.adaln, *self.attention.values()]
+        return int(sum(a.nbytes for a in arrays))
+
+
+# ----------------------------------------------------------------------------
+# Prompts
+# ----------------------------------------------------------------------------
+
+
+def tokenize(pipe, prompt: str) -> tuple[TokenInfo, list[str]]:
+    """Token ids of the prompt as CLIP reads them, decoded, and the tokenizer's warnings
+    (it warns when the prompt is longer than CLIP's context and gets truncated)."""
+    component = pipe.tokenizer
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids = component(prompt)[0].tolist()  # (context_length,)
+    messages = [str(w.message) for w in caught]
+    inner = component.tokenizer
+    context = int(component.config.context_length)
+    eot = int(np.argmax(ids))  # the end-of-text token has the largest id (as CLIPEncoder.encode_text assumes)
+    encode = getattr(inner, "encode", None)
+    wanted = len(encode(prompt)) + 2 if encode is not None else eot + 1
+    pieces = []
+    for i, token_id in enumerate(ids):
+        if i > eot:
+            pieces.append("")
+        elif hasattr(inner, "decoder"):  # open_clip's SimpleTokenizer
+            pieces.append(inner.decode([token_id]))
+        else:  # HFTokenizer
+            pieces.append(inner.tokenizer.convert_ids_to_tokens(token_id))
+    return TokenInfo(ids=ids, pieces=pieces, num_real=eot + 1, num_wanted=wanted, context_length=context), messages
+
+
+_MOTION_PHRASES = None
+
+
+def shapes_attributes(prompt: str) -> dict | None:
+    """(color, shape, motion, background) named in a shapes-world prompt, or None if it names
+    no colour or no shape. Missing motion/background default to "left"/"black"."""
+    global _MOTION_PHRASES
+    from tiny_dit.data.shapes import _MOTION_WORDS, BACKGROUNDS, COLORS, SHAPES
+
+    if _MOTION_PHRASES is None:  # longest phrases first: "moves to the left" before "left"
+        phrases = {words[m]: m for words in _MOTION_WORDS for m in words}
+        _MOTION_PHRASES = sorted(phrases.items(), key=lambda kv: -len(kv[0]))
+    text = " " + re.sub(r"[^a-z]+", " ", prompt.lower()) + " "
+    background = next((b for b in BACKGROUNDS if f" {b} background " in text), None)
+    if background:
+        text = text.replace(f" {background} background ", " ")
+    color = next((c for c in COLORS if f" {c} " in text), None)
+    shape = next((s for s in SHAPES if f" {s} " in text), None)
+    motion = next((m for phrase, m in _MOTION_PHRASES if f" {phrase} " in text), None)
+    if motion is None:
+        motion = next((m for m in ("left", "right", "up", "down") if f" {m} " in text), None)
+    if color is None or shape is None:
+        return None
+    return {"color": color, "shape": shape, "motion": motion or "left", "background": background or "black"}
+
+
+def training_clip(geometry: ModelGeometry, attributes: dict, seed: int = 0) -> np.ndarray:
+    """A rendered shapes-world clip with these attributes (color, shape, motion, background), at the
+    model's clip size: uint8 (T, H, W, 3). Position, size and speed are drawn from `seed`."""
+    from tiny_dit.data.shapes import NUM_FRAMES, random_clip_spec, render_clips
+
+    spec = random_clip_spec(np.random.default_rng(int(seed)), attributes["color"], attributes["shape"],
+                            attributes["motion"], attributes["background"], phrasing=0)
+    idx = np.linspace(0, NUM_FRAMES - 1, geometry.num_frames).round().astype(int).tolist()
+    clip = render_clips([spec], frame_indices=idx)[0]  # (T, 128, 128, 3)
+    if clip.shape[1:3] != (geometry.height, geometry.width):
+        x = clip.permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=(geometry.height, geometry.width), mode="bilinear",
+                                            antialias=True, align_corners=False)
+        clip = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return clip.numpy()
+
+
+# ----------------------------------------------------------------------------
+# Recording
+# ----------------------------------------------------------------------------
+
+
+class _Recorder:
+    """Hooks on the transformer that record what happens to one clip of the batch."""
+
+    def __init__(self, pipe, num_videos: int, steps: int, attention_steps: list[int]):
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.num_videos = num_videos
+        self.attention_steps = set(attention_steps)
+        self.thread = threading.get_ident()
+        self.step = 0
+        depth = len(self.transformer.blocks)
+        self.attention: dict[int, list[np.ndarray]] = {i: [] for i in range(depth)}
+        self.adaln = np.zeros((steps, depth, 6), dtype=np.float32)
+        self.first_forward: float | None = None
+        self.handles = []
+
+    def _index(self, batch: int) -> int:
+        # The batch is [uncond; cond] (2B rows) with guidance, else [cond] (B rows): the first
+        # clip of the conditional half is row batch - B either way.
+        return batch - self.num_videos
+
+    def __enter__(self) -> "_Recorder":
+        self.handles.append(self.transformer.register_forward_pre_hook(self._on_forward))
+        for i, block in enumerate(self.transformer.blocks):
+            self.handles.append(block.attn.register_forward_hook(self._attention_hook(i)))
+            self.handles.append(block.adaLN_modulation.register_forward_hook(self._adaln_hook(i)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _mine(self) -> bool:
+        return threading.get_ident() == self.thread
+
+    def _on_forward(self, module, args):
+        if self._mine() and self.first_forward is None:
+            self.first_forward = time.perf_counter()
+
+    def _attention_hook(self, block_index: int):
+        def hook(module, args, output):
+            if not self._mine() or self.step not in self.attention_steps:
+                return
+            x, grid = args[0], args[1]
+            i = self._index(x.shape[0])
+            with torch.no_grad():
+                _, probs = module.forward(x[i:i + 1], grid, True)  # the block's own maths, one clip
+            self.attention[block_index].append(probs[0].to(torch.float16).cpu().numpy())
+        return hook
+
+    def _adaln_hook(self, block_index: int):
+        def hook(module, args, output):
+            if not self._mine() or self.step >= len(self.adaln):
+                return
+            row = output[self._index(output.shape[0])].detach().float()  # (6 D,)
+            self.adaln[self.step, block_index] = row.reshape(6, -1).abs().mean(dim=1).cpu().numpy()
+        return hook
+
+
+def attention_steps_for(steps: int, max_steps: int = DEFAULT_MAX_ATTENTION_STEPS) -> list[int]:
+    """At most max_steps step indices spread evenly over the run, always the first and last."""
+    if steps <= max_steps:
+        return list(range(steps))
+    return sorted({int(round(x)) for x in np.linspace(0, steps - 1, max_steps)})
+
+
+def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None = None,
+               num_inference_steps: int | None = None, num_videos: int = 1,
+               max_attention_steps: int = DEFAULT_MAX_ATTENTION_STEPS,
+               on_step: Callable[[int, int, float, torch.Tensor], None] | None = None,
+               cancel: threading.Event | None = None) -> RunRecord:
+    """Sample `num_videos` clips for `prompt` and record the run (see the module docstring).
+
+    on_step(step, num_steps, sigma, pred_x0) is called after every denoising step, in this
+    thread, with the predicted clean latents of all clips (B, C, T, h, w): the live preview.
+    Setting `cancel` stops the run at the next step with RunCancelled.
+    Invalid arguments raise the pipeline's ValueError before any work is done."""
+    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+
+    guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+    steps = DEFAULT_NUM_INFERENCE_STEPS if num_inference_steps is None else num_inference_steps
+    t_start = time.perf_counter()
+    geometry = ModelGeometry.of(pipe)
+    frames_, height, width = pipe.default_size()
+    pipe.check_inputs(prompt, None, steps, guidance_scale, num_videos, frames_, height, width, None, "np",
+                      ["latents", "pred_x0"], None)
+    tokens, notices = tokenize(pipe, prompt)
+    device = pipe._execution_device
+    generator = torch.Generator().manual_seed(int(seed))
+    noise = pipe.prepare_latents(num_videos, frames_, height, width, generator, device)  # as the pipeline draws it
+    kept = attention_steps_for(steps, max_attention_steps)
+
+    x_t = [noise[0].to(torch.float16).cpu().numpy()]
+    pred_x0 = []
+    step_ends = []
+    recorder = _Recorder(pipe, num_videos, steps, kept)
+
+    def callback(_pipe, i, t, kwargs):
+        pred_x0.append(kwargs["pred_x0"][0].to(torch.float16).cpu().numpy())
+        x_t.append(kwargs["latents"][0].to(torch.float16).cpu().numpy())
+        step_ends.append(time.perf_counter())
+        if on_step is not None:
+            on_step(i, steps, float(pipe.scheduler.sigmas[i]), kwargs["pred_x0"])
+        recorder.step = i + 1
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("the run was stopped")
+        return {}
+
+    with recorder:
+        frames = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
+                      num_videos_per_prompt=num_videos, latents=noise.clone(), output_type="np",
+                      callback_on_step_end=callback,
+                      callback_on_step_end_tensor_inputs=["latents", "pred_x0"]).frames
+    t_decoded = time.perf_counter()
+    clips = (np.asarray(frames) * 255).round().astype(np.uint8)  # (N, T, H, W, 3)
+    with torch.no_grad():
+        scores = pipe.text_encoder.clip_score(torch.from_numpy(clips), prompt).float().cpu().tolist()
+    t_end = time.perf_counter()
+
+    first = recorder.first_forward or t_start
+    sigmas = pipe.scheduler.sigmas.detach().float().cpu().numpy()[:steps + 1]
+    step_starts = [first] + step_ends[:-1]
+    attention = {b: np.stack(maps) for b, maps in recorder.attention.items() if maps}
+    return RunRecord(
+        prompt=prompt, seed=int(seed), guidance_scale=float(guidance_scale), num_inference_steps=steps,
+        num_videos=num_videos, geometry=geometry, frames=clips, sigmas=sigmas, x_t=np.stack(x_t),
+        pred_x0=np.stack(pred_x0), attention=attention, attention_steps=kept, adaln=recorder.adaln,
+        step_seconds=np.array([e - s for s, e in zip(step_starts, step_ends)]),
+        timings={"prepare": first - t_start, "denoise": step_ends[-1] - first,
+                 "decode": t_decoded - step_ends[-1], "clip_score": t_end - t_decoded, "total": t_end - t_start},
+        tokens=tokens, clip_scores=scores, notices=notices)
+
+
+@dataclass
+class StepEvent:
+    """One denoising step finished (iter_run)."""
+
+    step: int  # 0-based
+    num_steps: int
+    sigma: float  # noise level of this step's input
+    elapsed: float  # seconds since the run started
+    preview: object | None = None  # whatever make_preview returned, on preview steps
+
+
+def iter_run(pipe, prompt: str, *, preview_every: int = 0,
+             make_preview: Callable[[torch.Tensor], object] | None = None,
+             lock: threading.Lock | None = None, **kwargs) -> Iterator[StepEvent | RunRecord]:
+    """`record_run` in a worker thread: yields a StepEvent after every step (with
+    make_preview(pred_x0) every `preview_every` steps and at the first step), then the
+    RunRecord. Errors of the run are raised here. Closing the generator early stops the run
+    (at the end of the step under way). The worker holds `lock`, if given, while it samples:
+    pass the same lock to everything that samples with this pipeline (its scheduler is shared)."""
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    start = time.perf_counter()
+    done = object()
+
+    def on_step(i, n, sigma, pred):
+        preview = None
+        if make_preview is not None and preview_every and (i % preview_every == 0 or i == n - 1):
+            preview = make_preview(pred)
+        events.put(StepEvent(i, n, sigma, time.perf_counter() - start, preview))
+
+    def work():
+        try:
+            with lock if lock is not None else contextlib.nullcontext():
+                if cancel.is_set():
+                    raise RunCancelled("the run was stopped before it started")
+                events.put(record_run(pipe, prompt, on_step=on_step, cancel=cancel, **kwargs))
+        except BaseException as error:  # handed to the consumer, raised there
+            events.put(error)
+        finally:
+            events.put(done)
+
+    worker = threading.Thread(target=work, name="tiny-dit-sampler", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = events.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()  # a no-op if the run finished; stops it at the next step otherwise
+
+
+def sample_clips(pipe, prompt: str, *, seed: int, guidance_scale: float, num_inference_steps: int,
+                 num_videos: int = 1) -> np.ndarray:
+    """Plain sampling (no recording), uint8 clips (N, T, H, W, 3). The same seed gives the same
+    starting noise as record_run, so clip 0 here is clip 0 there at the same guidance scale."""
+    frames = pipe(prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                  num_videos_per_prompt=num_videos, generator=torch.Generator().manual_seed(int(seed)),
+                  output_type="np").frames
+    return (np.asarray(frames) * 255).round().astype(np.uint8)
