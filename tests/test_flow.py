@@ -3,32 +3,18 @@ from torch import nn
 
 from tiny_dit.flow import euler_sample, flow_matching_loss, sample_noise_levels
 from tiny_dit.model import TinyDiT, TinyDiTOutput
+from test_model import TEXT_DIM, TEXT_LEN, perturb
+from test_model import make_model as tiny_dit_model
 
 torch.set_num_threads(1)
 
 SHAPE = (2, 4, 4, 8, 8)
-TEXT_DIM = 16
-TEXT_LEN = 5
 
 
-def make_model(seed=0, perturb_std=0.0) -> TinyDiT:
-    torch.manual_seed(seed)
-    model = TinyDiT(
-        in_channels=4,
-        hidden_size=32,
-        depth=2,
-        num_heads=2,
-        patch_size=2,
-        patch_size_t=2,
-        text_embed_dim=TEXT_DIM,
-        pooled_embed_dim=TEXT_DIM,
-        cross_attention=True,
-    )
-    if perturb_std:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * perturb_std)
-    return model
+def make_model(perturb_std=0.0) -> TinyDiT:
+    """The tiny TinyDiT of test_model, with cross-attention, in training mode."""
+    model = tiny_dit_model(cross_attention=True).train()
+    return perturb(model, perturb_std) if perturb_std else model
 
 
 def make_conditioning(seed=0):

@@ -208,7 +208,7 @@ def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: 
 
     from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
 
-    pipe = TinyDiTPipeline.from_pretrained(model)
+    pipe = TinyDiTPipeline.from_pretrained(model).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
     steps = steps or DEFAULT_NUM_INFERENCE_STEPS
     guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale

@@ -1,7 +1,7 @@
 """Train the tiny CLIP on shapes-world clips (contrastive, open_clip's ClipLoss).
 
 Each step renders a fresh batch of clips, seeded by the step, so a resumed run
-sees exactly the data it would have seen. A batch is made of groups that share
+sees exactly the data it would have seen. Half of a batch is groups that share
 colour and background and cover every shape x motion ("hard negatives"), so
 the loss only drops if shapes and motions are told apart. Captions use every
 phrasing of the spec, so the text tower learns the words. The image tower sees
@@ -30,23 +30,23 @@ from tiny_dit.training_utils import add_run_arguments, start_run, step_seed, tra
 def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True):
     """Frames (B, 4, 128, 128, 3) and captions of about B clips with distinct attributes.
 
-    With hard_negatives the batch is built from groups that share colour and background
-    and cover every shape x motion: within a group, clips differ only in shape or motion,
-    the two attributes hardest to see, so the loss cannot be lowered
-    without telling them apart. Colour and background still vary across groups."""
+    With hard_negatives, half of the batch is groups that share colour and background and
+    cover every shape x motion: within a group, clips differ only in shape or motion, the two
+    attributes hardest to see, so the loss cannot drop without telling them apart. The other
+    half is distinct random combinations, so colours and backgrounds meet many negatives too."""
     rng = np.random.default_rng(seed)
+    train = all_attribute_combinations("train")
+    combos = []
     if hard_negatives:
         groups = [(c, b) for c in COLORS for b in BACKGROUNDS]  # 18 (colour, background) groups
-        combos = []
         for g in rng.permutation(len(groups)):
             color, background = groups[g]
             combos += [(color, s, m, background) for s in SHAPES for m in MOTIONS
                        if (color, s) not in HELD_OUT_PAIRS]
-            if len(combos) >= batch_size:
+            if len(combos) >= batch_size // 2:
                 break
-    else:
-        train = all_attribute_combinations("train")
-        combos = [train[i] for i in rng.choice(len(train), size=batch_size, replace=False)]
+    rest = [c for c in train if c not in set(combos)]
+    combos += [rest[i] for i in rng.choice(len(rest), size=max(0, batch_size - len(combos)), replace=False)]
     specs = [random_clip_spec(rng, *combo) for combo in combos]
     frames = render_clips(specs, frame_indices=np.linspace(0, 15, VIEW_FRAMES).round().astype(int))
     return frames, [s.text for s in specs]
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     add_run_arguments(parser, run_dir="runs/tiny-clip", steps=800, lr=1e-3)
     parser.add_argument("--model", default=TINY_CLIP_NAME, help="open_clip model config name")
     parser.add_argument("--batch-size", type=int, default=120,
-                        help="clips per step (whole groups of 24 or 18 with hard negatives; at most 360)")
+                        help="clips per step (at most 360)")
     parser.add_argument("--no-hard-negatives", action="store_true",
                         help="draw batches at random instead of in shape x motion groups")
     parser.add_argument("--init", type=Path, default=None,

@@ -1,0 +1,754 @@
+"""tiny-dit's teaching app: sliders, live sampling, and the inside of the model.
+
+    python app.py                                  # the bundled model, assets/tiny-dit-shapes
+    TINY_DIT_MODEL=runs/dit-small/pipeline python app.py    # another pipeline folder or Hub repo id
+    GRADIO_SERVER_PORT=7861 python app.py          # another port (GRADIO_SERVER_NAME=0.0.0.0: the network)
+
+"Generate" samples clips with a live preview of the model's current guess of the clean
+clip; "Inside the model" shows that very run from the inside (patches, attention,
+trajectory, text path, adaLN-Zero) plus two comparisons (guidance scales, the forward
+process). The maths and pictures live in tiny_dit.inspector and tiny_dit.views; this
+file is layout and wiring. `build_demo(pipe)` builds the app without launching it
+(the tests do that); `TinyDiTApp` holds the functions the events call.
+
+Every input is checked on the server (API callers bypass the sliders): anything out of
+range, non-finite, empty or absurd becomes a gr.Error that says what is wrong.
+"""
+
+import functools
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a classroom machine
+
+import gradio as gr
+import numpy as np
+import torch
+
+from tiny_dit.data.shapes import FPS, HELD_OUT_PAIRS
+from tiny_dit.inspector import ModelGeometry, RunRecord, iter_run, sample_clips, shapes_attributes, tokenize
+from tiny_dit.inspector import training_clip
+from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+from tiny_dit.video import make_grid, write_mp4
+from tiny_dit import views
+
+log = logging.getLogger("tiny-dit-app")
+
+HERE = Path(__file__).resolve().parent
+BUNDLED_MODEL = "assets/tiny-dit-shapes"
+MODEL_ENV = "TINY_DIT_MODEL"
+
+# Limits of the controls, checked again on the server.
+GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 0.0, 15.0, 0.5
+STEPS_MIN, STEPS_MAX = 1, 60
+SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, 36, 4
+SEED_MAX = 2**32 - 1
+MAX_PROMPT_CHARS = 1000
+GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
+GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
+MAX_GUIDANCE_COMPARE = 8
+OUTPUT_MAX_AGE_S = 2 * 3600  # mp4 files of older runs are deleted
+
+SEEN_EXAMPLES = [
+    "a red circle moving left on a black background",
+    "a yellow square moves up on a white background",
+    "on a gray background, a blue circle slides right",
+    "a black background with a red star getting bigger",
+    "green square, shrinking, white background",
+]
+HELD_OUT_EXAMPLES = [
+    "a green triangle moving right on a black background",
+    "a purple circle moves down on a white background",
+    "on a gray background, an orange square grows",
+    "a blue star moving left on a black background",
+]
+
+INTRO = """# tiny-dit: Sora in miniature
+A small text-to-video **diffusion transformer** (DiT) trained on a toy world of moving shapes. Type a prompt,
+press *Generate*, and watch the clip form; then open **Inside the model** below to see that very run from the
+inside. Everything runs on this machine's CPU.
+"""
+
+VIEW_TEXT = {
+    "patch": (
+        "Like ViT cuts an image into patches, the DiT cuts the clip into **spacetime patches (tubelets)**: a few "
+        "consecutive frames of a small square. Each tubelet becomes one token, and the transformer only ever sees "
+        "this sequence of tokens, plus a positional embedding that says where each one came from. The autoencoder "
+        "first shrinks every frame into a small latent (latent diffusion); that is what makes the sequence short "
+        "enough for a CPU."),
+    "attention": (
+        "Self-attention lets every token gather information from the other tokens: each row of the matrix is one "
+        "query token's weights over all keys, and sums to 1. **Click a patch in any frame** to see where that token "
+        "looks, over every frame: with full spacetime attention a token can follow the shape through time. Heads "
+        "of one layer learn different patterns, and the maps change between noisy early steps and late ones."),
+    "trajectory": (
+        "Sampling starts from pure noise (noise level sigma = 1) and takes Euler steps along the velocity v the "
+        "model predicts (rectified flow) down to sigma = 0; the number of steps is the *iterations* slider. At "
+        "every step the prediction also gives a guess of the finished clip, **pred_x0 = x_t - sigma * v**: the "
+        "layout appears first, details last."),
+    "guidance": (
+        "Class guidance (classifier-free guidance) runs the model with and without the prompt at every step and "
+        "pushes the result away from the prompt-free prediction: **v = v_uncond + w (v_cond - v_uncond)**. "
+        "w = 1 (or less) is the conditional model alone; a larger w follows the prompt more closely, at the cost "
+        "of variety and, eventually, artifacts. Same prompt, seed and starting noise; only w changes (one clip per "
+        "scale; this comparison runs the sampler again)."),
+    "text": (
+        "The prompt reaches the DiT through CLIP: it is cut into tokens (with start and end markers, padded to "
+        "CLIP's fixed context length), and CLIP's text transformer turns them into one vector per token plus a "
+        "pooled vector (the end token's). The pooled vector joins the noise level in adaLN; the per-token vectors "
+        "are read by cross-attention. The CLIP score says how well each clip matches the prompt, as CLIP sees it "
+        "(a 2 x 2 storyboard of four frames)."),
+    "adaln": (
+        "Each DiT block normalises its tokens, then **shifts and scales** them with vectors computed from the "
+        "conditioning (noise level + pooled prompt), and **gates** each residual branch: adaptive LayerNorm. The "
+        "gates start at zero when training begins (adaLN-**Zero**), so every block starts as the identity. The "
+        "plot shows how strongly each block is modulated at each iteration of your run: the conditioning changes "
+        "with the noise level."),
+    "forward": (
+        "Training adds noise to clean clips and asks the model to undo it: **x_s = (1 - s) x0 + s noise**, a "
+        "straight line from the clip (s = 0) to pure noise (s = 1), taken in the autoencoder's latent space and "
+        "decoded here to frames. The model learns the velocity along this line (noise - x0); sampling walks the "
+        "line back. The clip is a rendered training-style clip of your prompt's shape, colour and motion."),
+}
+
+
+MATRIX_TEXT = (
+    "Each row is one query token, each column one key token, in (time slot, row, column) order: the white lines "
+    "separate the time slots. Blocks on the diagonal are attention **within** a time slot (space), blocks off the "
+    "diagonal attention **across** time. The marker on the left is the row of the patch you clicked. Colours are on "
+    "a log scale around uniform attention (1/N): bright means far more than uniform.")
+
+
+# ----------------------------------------------------------------------------
+# Loading the model
+# ----------------------------------------------------------------------------
+
+
+def _prepare(pipe: TinyDiTPipeline) -> TinyDiTPipeline:
+    pipe.set_progress_bar_config(disable=True)
+    for component in (pipe.transformer, pipe.vae, pipe.text_encoder):
+        component.eval()
+    return pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def standin_pipeline(seed: int = 0) -> TinyDiTPipeline:
+    """An UNTRAINED pipeline of the bundled model's shapes (tiny CLIP, tiny autoencoder, the "small"
+    TinyDiT preset), random weights: for developing the app when no trained model is there.
+    Its clips are noise; its sizes, tokens and timings are the real ones."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from tiny_dit.autoencoder import tiny_autoencoder
+    from tiny_dit.model import TinyDiT
+    from tiny_dit.text_encoder import CLIPEncoder
+    from tiny_dit.train import PRESETS
+
+    torch.manual_seed(seed)
+    clip, vae = CLIPEncoder().eval(), tiny_autoencoder().eval()
+    width = clip.model.transformer.width
+    model = TinyDiT(in_channels=vae.config.latent_channels, num_frames=16, sample_size=32,
+                    text_embed_dim=width, pooled_embed_dim=clip.model.text_projection.shape[1],
+                    **PRESETS["small"]["model"]).eval()
+    with torch.no_grad():  # move off the zero-output initialisation, so that something happens
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return TinyDiTPipeline(vae=vae, text_encoder=clip, tokenizer=clip.tokenizer, transformer=model,
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+
+
+def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[str]]:
+    """The model named by `name` (default: $TINY_DIT_MODEL), else the bundled one, else an untrained
+    stand-in. Returns (pipeline, what was loaded, notices for the page)."""
+    requested = os.environ.get(MODEL_ENV, "").strip() if name is None else name
+    notices = []
+    if requested:
+        try:
+            return _prepare(TinyDiTPipeline.from_pretrained(requested)), requested, notices
+        except Exception as error:  # any failure to load: say so and fall back
+            notices.append(f"Could not load the model `{requested}` ({MODEL_ENV}): {_short(error)} "
+                           f"Falling back to the bundled model `{BUNDLED_MODEL}`.")
+    bundled = HERE / BUNDLED_MODEL
+    try:
+        return _prepare(TinyDiTPipeline.from_pretrained(str(bundled))), BUNDLED_MODEL, notices
+    except Exception as error:
+        notices.append(f"The bundled model `{BUNDLED_MODEL}` could not be loaded either ({_short(error)}). "
+                       "**Running an untrained stand-in with random weights: its clips are noise.** Train a model "
+                       "(`python -m tiny_dit.train`) and point TINY_DIT_MODEL at its `pipeline/` folder.")
+    return _prepare(standin_pipeline()), "untrained stand-in (random weights)", notices
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {error}".replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ----------------------------------------------------------------------------
+# Checking inputs (API callers bypass the sliders)
+# ----------------------------------------------------------------------------
+
+
+def check_number(value, what: str, lo: float, hi: float, integer: bool = False):
+    """A finite number in [lo, hi] (an integer if asked), from a number or a numeric string; else gr.Error."""
+    kind = "a whole number" if integer else "a number"
+    lo_, hi_ = _fmt(lo), _fmt(hi)
+    shown = repr(value) if not isinstance(value, str) or len(value) < 40 else repr(value[:40] + "...")
+    number = None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        number = float(value)
+    elif isinstance(value, str) and len(value) < 40:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise gr.Error(f"{what} must be {kind} from {lo_} to {hi_}; got {shown}.")
+    if integer and number != int(number):
+        raise gr.Error(f"{what} must be a whole number from {lo_} to {hi_}; got {shown}.")
+    if not lo <= number <= hi:
+        raise gr.Error(f"{what} must be from {lo_} to {hi_}; got {shown}.")
+    return int(number) if integer else number
+
+
+def _fmt(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def check_prompt(prompt) -> str:
+    """The prompt, stripped of control characters and extra spaces; gr.Error if empty or absurd."""
+    if prompt is None:
+        raise gr.Error("Type a prompt first, e.g. \"a red circle moving left on a black background\".")
+    if not isinstance(prompt, str):
+        raise gr.Error(f"The prompt must be text; got {type(prompt).__name__}.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise gr.Error(f"The prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS:,} are accepted "
+                       f"(CLIP reads only its first few dozen tokens anyway).")
+    text = re.sub(r"\s+", " ", re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", prompt)).strip()
+    if not text:
+        raise gr.Error("The prompt is empty. Describe a clip, e.g. \"a red circle moving left on a black background\".")
+    return text
+
+
+def check_record(record) -> RunRecord:
+    if not isinstance(record, RunRecord):
+        raise gr.Error("Generate a clip first: these views show the run you just made.")
+    return record
+
+
+def user_errors(fn):
+    """gr.Error for every failure of an event function (never a traceback in the page); unexpected
+    errors are logged with their traceback on the server. Generator functions stay generators."""
+    def translate(error: Exception):
+        if isinstance(error, gr.Error):
+            return error
+        if isinstance(error, ValueError):  # the pipeline's own input checks
+            return gr.Error(str(error))
+        log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
+        return gr.Error(f"Something went wrong inside the app ({_short(error, 200)}). The server is still "
+                        "running; try again, perhaps with fewer clips or iterations.")
+
+    if _is_generator_function(fn):
+        @functools.wraps(fn)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except GeneratorExit:
+                raise
+            except Exception as error:
+                raise translate(error) from error
+        return generator_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise translate(error) from error
+    return wrapper
+
+
+def _is_generator_function(fn) -> bool:
+    import inspect
+    return inspect.isgeneratorfunction(fn)
+
+
+# ----------------------------------------------------------------------------
+# The event functions
+# ----------------------------------------------------------------------------
+
+
+class TinyDiTApp:
+    """The functions behind the page, bound to one pipeline. Each one checks its inputs."""
+
+    def __init__(self, pipe: TinyDiTPipeline, model_name: str = "", notices: list[str] | None = None,
+                 output_dir: str | Path | None = None):
+        self.pipe = pipe
+        self.model_name = model_name
+        self.notices = list(notices or [])
+        self.geometry = ModelGeometry.of(pipe)
+        self.output_root = Path(output_dir or Path(tempfile.gettempdir()) / "tiny-dit-app")
+        self.output_root.mkdir(parents=True, exist_ok=True)
+        # One sampling run at a time on this pipeline (its scheduler is shared), even when a stopped
+        # run is still finishing its last step while the next one starts.
+        self.sampling_lock = threading.Lock()
+        self.head_choices = [("mean of all heads", "mean")] + [
+            (f"head {h + 1}", str(h)) for h in range(self.geometry.num_heads)]
+        self.layer_choices = [(f"block {b + 1} ({layout})", b) for b, layout in enumerate(self.geometry.layouts)]
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _run_dir(self) -> Path:
+        """A fresh folder for one run's mp4 files; folders older than OUTPUT_MAX_AGE_S are removed."""
+        now = time.time()
+        for old in self.output_root.glob("run-*"):
+            try:
+                if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        folder = self.output_root / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def _notice_truncation(self, prompt: str) -> list[str]:
+        """Warnings of the tokenizer (a prompt longer than CLIP's context), shown as gr.Warning."""
+        tokens, messages = tokenize(self.pipe, prompt)
+        notices = []
+        if tokens.truncated or messages:
+            notices.append(f"The prompt has {tokens.num_wanted} tokens but CLIP reads {tokens.context_length}: it "
+                           f"was truncated to \"{tokens.read_text}\".")
+        for notice in notices:
+            gr.Warning(notice)
+        return notices
+
+    def _inputs(self, prompt, guidance, steps, samples, seed):
+        prompt = check_prompt(prompt)
+        guidance = check_number(guidance, "Class guidance (guidance scale)", GUIDANCE_MIN, GUIDANCE_MAX)
+        steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
+        samples = check_number(samples, "Number of samples", SAMPLES_MIN, SAMPLES_MAX, integer=True)
+        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
+        return prompt, guidance, steps, samples, seed
+
+    # -- Generate ---------------------------------------------------------------
+
+    def random_seed(self) -> int:
+        return random.randint(0, SEED_MAX)
+
+    def generate(self, prompt, guidance, steps, samples, seed, progress=gr.Progress()):
+        """Sample clips with a live preview. Yields (preview image, grid video, clips, info, run record)."""
+        prompt, guidance, steps, samples, seed = self._inputs(prompt, guidance, steps, samples, seed)
+        notices = self._notice_truncation(prompt)
+        start = time.perf_counter()
+        preview_every = max(1, round(steps / 8))
+        preview = None
+        yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
+        record = None
+        for event in iter_run(self.pipe, prompt, seed=seed, guidance_scale=guidance, num_inference_steps=steps,
+                              num_videos=samples, preview_every=preview_every, lock=self.sampling_lock,
+                              make_preview=lambda pred: views.preview_image(self.pipe, pred)):
+            if isinstance(event, RunRecord):
+                record = event
+                break
+            progress((event.step + 1, event.num_steps), desc=f"iteration {event.step + 1}/{event.num_steps}")
+            if event.preview is not None:
+                preview = event.preview
+                status = (f"Iteration {event.step + 1} of {event.num_steps} (noise level sigma = {event.sigma:.2f}), "
+                          f"{event.elapsed:.1f} s. The preview shows the model's current guess of the clean clip.")
+                yield preview, gr.skip(), gr.skip(), status, gr.skip()
+        if record is None:
+            raise gr.Error("The run stopped before it finished.")
+        progress(None)
+        t_write = time.perf_counter()
+        folder = self._run_dir()
+        with ThreadPoolExecutor(max_workers=4) as pool:  # one ffmpeg process per file, a few at a time
+            grid = pool.submit(write_mp4, folder / "grid.mp4", make_grid(record.frames), fps=FPS)
+            paths = list(pool.map(lambda i: write_mp4(folder / f"clip-{i + 1:02d}.mp4", record.frames[i], fps=FPS),
+                                  range(len(record.frames))))
+            grid = grid.result()
+        clips = [(str(path), f"{i + 1}: CLIP {score:.2f}")
+                 for i, (path, score) in enumerate(zip(paths, record.clip_scores))]
+        written = time.perf_counter() - t_write
+        record.notices = notices
+        record.timings["write_mp4"] = written
+        total = time.perf_counter() - start
+        yield preview, str(grid), clips, self._info(record, total), record
+
+    def _info(self, record: RunRecord, total: float) -> str:
+        t = record.timings
+        n, steps = record.num_videos, record.num_inference_steps
+        per_step = t["denoise"] / max(steps, 1)
+        guided = "on" if record.guidance_scale > 1 else "off (w <= 1: the conditional model alone)"
+        lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s** ({steps} iterations, class guidance "
+                 f"{record.guidance_scale:g} = {guided}, seed {record.seed}).",
+                 f"Prompt and noise {t['prepare']:.2f} s, denoising {t['denoise']:.1f} s ({per_step:.2f} s per "
+                 f"iteration), decoding {t['decode']:.2f} s, CLIP scores {t['clip_score']:.2f} s, writing mp4 "
+                 f"{t.get('write_mp4', 0):.2f} s."]
+        lines += [f"Note: {notice}" for notice in record.notices]
+        return "\n\n".join(lines)
+
+    # -- Inside the model -----------------------------------------------------
+
+    def patch_grid(self, record):
+        record = check_record(record)
+        frames = views.patch_grid_image(record.frames[0], record.geometry)
+        channels = views.latent_channels_image(record.x_t[-1].astype(np.float32), record.geometry,
+                                               title="clip 1 in latent space: one row per channel")
+        return frames, channels, views.token_arithmetic(record.geometry)
+
+    def _attention_args(self, record, layer, head, step):
+        g = record.geometry
+        layer = check_number(layer, "Layer (block)", 0, g.depth - 1, integer=True)
+        if head in (None, "mean", "mean of all heads"):
+            head = None
+        else:
+            head = check_number(head, "Head", 0, g.num_heads - 1, integer=True)
+        step = check_number(step, "Iteration (denoising step)", 1, record.num_inference_steps, integer=True)
+        if layer not in record.attention:
+            raise gr.Error(f"No attention maps were kept for block {layer + 1}.")
+        return layer, head, step
+
+    def _check_query(self, record, query):
+        tg, hg, wg = record.geometry.grid
+        if query is None:
+            return (0, hg // 2, wg // 2)
+        try:
+            t, h, w = (int(v) for v in query)
+        except (TypeError, ValueError):
+            raise gr.Error(f"The query patch must be (time slot, row, column); got {query!r:.60}.") from None
+        if not (0 <= t < tg and 0 <= h < hg and 0 <= w < wg):
+            raise gr.Error(f"The query patch {query!r} is outside the token grid {tg} x {hg} x {wg}.")
+        return (t, h, w)
+
+    def attention(self, record, layer, head, step, query=None):
+        """(picker image, heatmap, matrix, description, query) for a block, head and step."""
+        record = check_record(record)
+        layer, head, step = self._attention_args(record, layer, head, step)
+        query = self._check_query(record, query)
+        index = record.nearest_attention_step(step - 1)
+        shown = record.attention_steps[index]
+        heat, md = views.attention_heatmap(record, layer, head, index, query)
+        matrix = views.attention_matrix(record, layer, head, index, query)
+        picker = views.picker_image(record.frames[0], record.geometry, query)
+        who = "the mean of all heads" if head is None else f"head {head + 1}"
+        kept = len(record.attention_steps)
+        where = (f"Block {layer + 1} ({record.geometry.layouts[layer]} attention), {who}, iteration {shown + 1} of "
+                 f"{record.num_inference_steps} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
+        if kept < record.num_inference_steps:
+            where += f" Maps were kept for {kept} of the {record.num_inference_steps} iterations; this is the nearest."
+        return picker, heat, matrix, where + "\n\n" + md, query
+
+    def pick_patch(self, record, layer, head, step, evt: gr.SelectData):
+        """A click on the picker or the heatmap: make the clicked patch the query."""
+        record = check_record(record)
+        index = getattr(evt, "index", None)
+        if not isinstance(index, (list, tuple)) or len(index) != 2:
+            raise gr.Error("Click on a patch inside one of the frames.")
+        hit = views.slot_layout(record.geometry).hit(*index)
+        if hit is None:
+            raise gr.Error("That click was between the frames: click on a patch inside a frame.")
+        return self.attention(record, layer, head, step, hit)
+
+    def trajectory(self, record, step):
+        record = check_record(record)
+        step = check_number(step, "Iterations done (denoising steps)", 0, record.num_inference_steps, integer=True)
+        return views.trajectory_images(record, self.pipe, step)
+
+    def compare_guidance(self, prompt, seed, steps, scales, progress=gr.Progress()):
+        """The same prompt and seed at several guidance scales, one clip each. Yields (video, table)."""
+        prompt = check_prompt(prompt)
+        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
+        steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
+        if isinstance(scales, (int, float, str)):
+            scales = [scales]
+        if not isinstance(scales, (list, tuple)) or not scales:
+            raise gr.Error("Choose at least one guidance scale to compare.")
+        if len(scales) > MAX_GUIDANCE_COMPARE:
+            raise gr.Error(f"Choose at most {MAX_GUIDANCE_COMPARE} guidance scales; got {len(scales)}.")
+        scales = sorted({check_number(s, "Each guidance scale", GUIDANCE_MIN, GUIDANCE_MAX) for s in scales})
+        self._notice_truncation(prompt)
+        clips = []
+        start = time.perf_counter()
+        for i, w in enumerate(scales):
+            progress((i, len(scales)), desc=f"class guidance w = {w:g}")
+            with self.sampling_lock:
+                clips.append(sample_clips(self.pipe, prompt, seed=seed, guidance_scale=w,
+                                          num_inference_steps=steps)[0])
+            yield gr.skip(), f"Sampled w = {w:g} ({i + 1} of {len(scales)}), {time.perf_counter() - start:.1f} s..."
+        with torch.no_grad():
+            scores = self.pipe.text_encoder.clip_score(torch.from_numpy(np.stack(clips)), prompt).tolist()
+        labels = [f"w = {w:g}" for w in scales]
+        video = write_mp4(self._run_dir() / "guidance.mp4", views.labelled_grid(clips, labels), fps=FPS)
+        rows = "\n".join(f"| {w:g} | {'off: the conditional model alone' if w <= 1 else 'on'} | {s:.3f} |"
+                         for w, s in zip(scales, scores))
+        table = (f"Prompt \"{prompt}\", seed {seed}, {steps} iterations, {time.perf_counter() - start:.1f} s.\n\n"
+                 f"| class guidance w | guidance | CLIP score |\n|---:|---|---:|\n{rows}")
+        yield str(video), table
+
+    def text_path(self, record):
+        record = check_record(record)
+        tokens = record.tokens
+        reference = None
+        attributes = shapes_attributes(record.prompt)
+        if attributes is not None:
+            clip = training_clip(record.geometry, attributes, seed=record.seed)
+            with torch.no_grad():
+                reference = float(self.pipe.text_encoder.clip_score(torch.from_numpy(clip[None]), record.prompt)[0])
+        chart = views.clip_score_chart(record.clip_scores, reference)
+        real = tokens.num_real
+        summary = (f"CLIP read **{real} of its {tokens.context_length} token slots** (start + {real - 2} word pieces + "
+                   f"end); the other {tokens.context_length - real} are padding, masked out of cross-attention.")
+        if tokens.truncated:
+            summary += (f" The prompt needed {tokens.num_wanted} tokens, so it was **truncated** to "
+                        f"\"{tokens.read_text}\".")
+        mean = float(np.mean(record.clip_scores))
+        summary += f" Mean CLIP score of the {len(record.clip_scores)} clips: {mean:.3f}"
+        summary += f" (a rendered clip of the prompt: {reference:.3f})." if reference is not None else "."
+        return views.tokens_image(tokens), chart, summary
+
+    def adaln(self, record):
+        record = check_record(record)
+        adaln = record.adaln
+        gates = adaln[:, :, [2, 5]].mean(axis=(0, 2))  # mean |gate| per block
+        strongest = int(gates.argmax())
+        md = (f"Mean |gate| over the run, per block: " + ", ".join(f"block {b + 1}: {g:.3f}" for b, g in enumerate(gates))
+              + f". Block {strongest + 1} lets the most of its branches through. Iteration 1 is the noisiest "
+                f"(sigma = 1), the last the cleanest.")
+        return views.adaln_plot(record), md
+
+    def forward_process(self, prompt, level, seed):
+        """A training-style clip of the prompt noised to level s, decoded: (clip image, ladder, text)."""
+        prompt = check_prompt(prompt)
+        level = check_number(level, "Noise level s", 0.0, 1.0)
+        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
+        attributes = shapes_attributes(prompt)
+        named = attributes is not None
+        attributes = attributes or {"color": "red", "shape": "circle", "motion": "left", "background": "black"}
+        clip = training_clip(self.geometry, attributes, seed=seed)
+        strip, ladder = views.forward_process_images(self.pipe, clip, level, seed=seed)
+        held_out = (attributes["color"], attributes["shape"]) in HELD_OUT_PAIRS
+        what = "{color} {shape} moving {motion} on a {background} background".format(**attributes).replace(
+            "moving growing", "growing").replace("moving shrinking", "shrinking")
+        article = "an" if what[0] in "aeiou" else "a"
+        shown = min(8, self.geometry.num_frames)
+        md = (f"A rendered clip of {article} {what} ({shown} of its {self.geometry.num_frames} frames), at noise level "
+              f"**s = {level:.2f}**: {100 * (1 - level):.0f}% clip + {100 * level:.0f}% noise in latent space.")
+        if not named:
+            md += " (The prompt names no shapes-world colour and shape, so a red circle is shown.)"
+        if held_out:
+            md += " This colour-shape pair is **held out**: the model never saw it in training."
+        return strip, ladder, md
+
+    def inside(self, record):
+        """Every view of a fresh run at its default settings (after Generate)."""
+        record = check_record(record)
+        g = record.geometry
+        steps = record.num_inference_steps
+        attention = self.attention(record, g.depth - 1, "mean", steps, None)
+        return (*self.patch_grid(record), *attention,
+                gr.Slider(minimum=1, maximum=steps, value=steps, step=1),
+                *self.trajectory(record, steps // 2), gr.Slider(minimum=0, maximum=steps, value=steps // 2, step=1),
+                *self.text_path(record), *self.adaln(record))
+
+
+# ----------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------
+
+
+def _image(label: str, scale: int = 1, clickable: bool = False, **kwargs) -> gr.Image:
+    """An output picture with its caption above it (Gradio's label badge would cover the picture)."""
+    with gr.Column(scale=scale, min_width=240):
+        gr.Markdown(f"**{label}**", elem_classes=["caption"])
+        return gr.Image(label=label, show_label=False, type="pil", format="png", interactive=False,
+                        buttons=[] if clickable else ["download", "fullscreen"], **kwargs)
+
+
+def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notices: list[str] | None = None
+               ) -> tuple[gr.Blocks, TinyDiTApp]:
+    """The Gradio app on `pipe` (default: load_pipeline()), not launched, and its functions."""
+    if pipe is None:
+        pipe, model_name, notices = load_pipeline()
+    app = TinyDiTApp(pipe, model_name, notices)
+    g = app.geometry
+    wrap = user_errors
+
+    with gr.Blocks(title="tiny-dit: Sora in miniature", delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
+        gr.Markdown(INTRO)
+        model_md = (f"Model: `{model_name}`: {g.num_frames} frames of {g.width} x {g.height} px, "
+                    f"{g.num_tokens} tokens, {g.depth} blocks x {g.num_heads} heads, width {g.hidden_size}.")
+        gr.Markdown("\n\n".join([model_md] + [f"**Note:** {n}" for n in app.notices]), elem_id="model-info")
+        run_state = gr.State(None, time_to_live=3600)
+        query_state = gr.State(None)
+
+        with gr.Row(elem_id="generate-panel"):
+            with gr.Column(scale=2, min_width=320):
+                prompt = gr.Textbox(label="Prompt", value=SEEN_EXAMPLES[0], lines=1, max_lines=3,
+                                    elem_id="prompt",
+                                    info="A shape (circle, square, triangle, star), a colour, a motion and a background.")
+                gr.Examples([[p] for p in SEEN_EXAMPLES], inputs=[prompt], label="Seen in training")
+                gr.Examples([[p] for p in HELD_OUT_EXAMPLES], inputs=[prompt],
+                            label="Held out: colour-shape pairs never seen in training (does it compose?)")
+                guidance = gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=DEFAULT_GUIDANCE_SCALE, step=GUIDANCE_STEP,
+                                     label="Class guidance (classifier-free guidance scale, w)",
+                                     info="How hard to follow the prompt. 0 and 1: no guidance.")
+                steps = gr.Slider(STEPS_MIN, STEPS_MAX, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
+                                  label="Iterations (sampling steps)",
+                                  info="Euler steps from noise to clip; each one is a pass through the transformer.")
+                samples = gr.Slider(SAMPLES_MIN, SAMPLES_MAX, value=SAMPLES_DEFAULT, step=1,
+                                    label="Number of samples (clips, the batch size)",
+                                    info="Many samples are slow on a CPU: time grows with the number of clips.")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed",
+                                     info="Same seed, same starting noise, same clips.", scale=3)
+                    randomise = gr.Button("Randomise seed", scale=1, size="sm")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=3, min_width=360):
+                preview = _image("Live preview: the model's current guess of the clean clips (pred_x0), "
+                                 "updated every few iterations", elem_id="preview", height=240)
+                grid_video = gr.Video(label="Samples (looping grid)", autoplay=True, loop=True, interactive=False,
+                                      elem_id="grid-video", height=420)
+                info = gr.Markdown(label="Time taken", elem_id="run-info")
+                clips = gr.Gallery(label="The individual clips", columns=6, height=230, object_fit="contain",
+                                   elem_id="clips")
+
+        gr.Markdown("## Inside the model\nEverything below is computed from the run you just made (clip 1), "
+                    "except the guidance comparison and the forward process.")
+        with gr.Tabs(elem_id="views"):
+            with gr.Tab("Patch grid", id="patch", elem_id="tab-patch"):
+                gr.Markdown(VIEW_TEXT["patch"])
+                with gr.Row():
+                    patch_frames = _image("Clip 1 cut into tubelets (rows: time slots)", scale=3)
+                    patch_channels = _image("The latent the DiT works on", scale=2)
+                patch_md = gr.Markdown(views.token_arithmetic(g))
+            with gr.Tab("Attention maps", id="attention", elem_id="tab-attention"):
+                gr.Markdown(VIEW_TEXT["attention"])
+                with gr.Row():
+                    layer = gr.Dropdown(app.layer_choices, value=g.depth - 1, label="Layer (DiT block)")
+                    head = gr.Dropdown(app.head_choices, value="mean", label="Head")
+                    att_step = gr.Slider(1, DEFAULT_NUM_INFERENCE_STEPS, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
+                                         label="Iteration (denoising step)")
+                with gr.Row():
+                    picker = _image("Click a patch (the query token)", clickable=True, elem_id="attention-picker")
+                    heatmap = _image("Where the query looks, over every time slot (click here too)", clickable=True,
+                                     elem_id="attention-heatmap")
+                att_md = gr.Markdown(label="Where the query looks", elem_id="attention-info")
+                with gr.Row():
+                    matrix = _image("The full token-by-token attention matrix", scale=3, height=600,
+                                    elem_id="attention-matrix")
+                    with gr.Column(scale=2):
+                        gr.Markdown(MATRIX_TEXT)
+            with gr.Tab("Denoising trajectory", id="trajectory", elem_id="tab-trajectory"):
+                gr.Markdown(VIEW_TEXT["trajectory"])
+                traj_step = gr.Slider(0, DEFAULT_NUM_INFERENCE_STEPS, value=DEFAULT_NUM_INFERENCE_STEPS // 2, step=1,
+                                      label="Iterations done (0 = pure noise)")
+                traj_md = gr.Markdown(label="The step")
+                with gr.Row():
+                    traj_latent = _image("x_t in latent space", scale=2)
+                    traj_frames = _image("x_t and pred_x0, decoded", scale=3)
+            with gr.Tab("Guidance side by side", id="guidance", elem_id="tab-guidance"):
+                gr.Markdown(VIEW_TEXT["guidance"])
+                with gr.Row():
+                    scales = gr.CheckboxGroup(GUIDANCE_COMPARE_CHOICES, value=GUIDANCE_COMPARE_DEFAULT,
+                                              label="Class guidance scales w to compare (prompt, seed and iterations "
+                                                    "from the controls above)")
+                    compare = gr.Button("Compare", variant="primary")
+                guidance_video = gr.Video(label="Same prompt and seed, growing w", autoplay=True, loop=True,
+                                          interactive=False)
+                guidance_md = gr.Markdown(label="CLIP scores per guidance scale")
+            with gr.Tab("Text path", id="text", elem_id="tab-text"):
+                gr.Markdown(VIEW_TEXT["text"])
+                text_md = gr.Markdown(label="What CLIP read")
+                with gr.Row():
+                    tokens_md = _image("The tokens CLIP reads (word pieces and their ids)", scale=3)
+                    scores_image = _image("CLIP scores", scale=2)
+            with gr.Tab("adaLN-Zero", id="adaln", elem_id="tab-adaln"):
+                gr.Markdown(VIEW_TEXT["adaln"])
+                adaln_image = _image("adaLN modulation over the iterations")
+                adaln_md = gr.Markdown(label="Gates per block")
+            with gr.Tab("Forward process", id="forward", elem_id="tab-forward"):
+                gr.Markdown(VIEW_TEXT["forward"])
+                with gr.Row():
+                    level = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Noise level s", scale=3)
+                    forward_button = gr.Button("Show", scale=1)
+                forward_md = gr.Markdown(label="The noise level")
+                forward_clip = _image("The clip at noise level s, decoded")
+                forward_ladder = _image("The middle frame from s = 0 to s = 1")
+
+        # -- wiring ------------------------------------------------------------------
+        sampler = dict(concurrency_limit=1, concurrency_id="sampler")  # one sampling run at a time (2 vCPU)
+        randomise.click(app.random_seed, None, seed, api_name="random_seed", api_visibility="private", queue=False)
+        gen_event = gr.on(
+            [generate.click, prompt.submit], wrap(app.generate), [prompt, guidance, steps, samples, seed],
+            [preview, grid_video, clips, info, run_state], api_name="generate", show_progress_on=[grid_video],
+            **sampler)
+        stop.click(None, None, None, cancels=[gen_event])
+
+        attention_outputs = [picker, heatmap, matrix, att_md, query_state]
+        inside_outputs = [patch_frames, patch_channels, patch_md,
+                          *attention_outputs, att_step,
+                          traj_latent, traj_frames, traj_md, traj_step,
+                          tokens_md, scores_image, text_md,
+                          adaln_image, adaln_md]
+        gen_event.success(wrap(app.inside), [run_state], inside_outputs, api_name="inside",
+                          api_visibility="private")
+
+        attention_inputs = [run_state, layer, head, att_step]
+        gr.on([att_step.release, layer.change, head.change], wrap(app.attention), attention_inputs + [query_state],
+              attention_outputs, api_name="attention", show_progress="minimal")
+        gr.on([picker.select, heatmap.select], wrap(app.pick_patch), attention_inputs, attention_outputs,
+              api_name="pick_patch", api_visibility="private", show_progress="minimal")
+        traj_step.release(wrap(app.trajectory), [run_state, traj_step], [traj_latent, traj_frames, traj_md],
+                          api_name="trajectory", show_progress="minimal")
+        compare.click(wrap(app.compare_guidance), [prompt, seed, steps, scales], [guidance_video, guidance_md],
+                      api_name="compare_guidance", **sampler)
+        gr.on([forward_button.click, level.release, demo.load], wrap(app.forward_process), [prompt, level, seed],
+              [forward_clip, forward_ladder, forward_md], api_name="forward_process", show_progress="minimal")
+
+    demo.queue(max_size=16, default_concurrency_limit=2)
+    return demo, app
+
+
+CSS = """
+#run-info p { margin: 0.2em 0; }
+.caption p { margin: 0 0 -0.4em 0; font-size: 0.9em; }
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="tiny-dit's teaching app (Gradio).")
+    parser.add_argument("--model", default=None, help=f"pipeline folder or Hub repo id (default: ${MODEL_ENV}, "
+                                                      f"else {BUNDLED_MODEL})")
+    parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
+    parser.add_argument("--host", default=None, help="address (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    threads = int(os.environ.get("TINY_DIT_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    pipe, name, notices = load_pipeline(args.model)
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
+    demo, _ = build_demo(pipe, name, notices)
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, show_error=False,
+                css=CSS)
+    print(f"tiny-dit app on {name}: {demo.local_url}", flush=True)
+    demo.block_thread()
+
+
+
+if __name__ == "__main__":
+    main()
