@@ -204,14 +204,17 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
         return encoder.eval()
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
-        """Write open_clip's folder layout: open_clip_config.json + open_clip_model.safetensors."""
+        """Write open_clip's folder layout: open_clip_config.json + open_clip_model.safetensors.
+
+        Weights are stored in float16 (half the download; loading casts them back)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         config = {"model_cfg": self.config.model_cfg or json.loads(TINY_CLIP_CONFIG.read_text()),
                   "preprocess_cfg": open_clip.get_model_preprocess_cfg(self.model),
                   "video_view": self.config.video_view}
         (out / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2))
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        state = {k: (v.half() if v.is_floating_point() else v).contiguous()
+                 for k, v in self.model.state_dict().items()}
         save_file(state, out / OPEN_CLIP_WEIGHTS)
 
     # -- text -----------------------------------------------------------------
