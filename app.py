@@ -109,7 +109,7 @@ VIEW_TEXT = {
         "CLIP's fixed context length), and CLIP's text transformer turns them into one vector per token plus a "
         "pooled vector (the end token's). The pooled vector joins the noise level in adaLN; the per-token vectors "
         "are read by cross-attention. The CLIP score says how well each clip matches the prompt, as CLIP sees it "
-        "(a 2 x 2 storyboard of four frames)."),
+        "(four frames woven into one image, so its image tower can see motion)."),
     "adaln": (
         "Each DiT block normalises its tokens, then **shifts and scales** them with vectors computed from the "
         "conditioning (noise level + pooled prompt), and **gates** each residual branch: adaptive LayerNorm. The "

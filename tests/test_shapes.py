@@ -169,3 +169,11 @@ def test_cli_writes_videofolder(tmp_path):
     shapes.main(["--out", str(tmp_path / "held"), "--num-clips", "8", "--seed", "5", "--held-out"])
     held = [json.loads(line) for line in (tmp_path / "held" / "metadata.jsonl").read_text().splitlines()]
     assert all((r["color"], r["shape"]) in HELD_OUT_PAIRS for r in held)
+
+
+def test_render_at_lower_resolution_is_the_same_scene():
+    specs = sample_clip_specs(2, seed=9)
+    full = render_clips(specs, frame_indices=[0]).float()
+    small = render_clips(specs, frame_indices=[0], size=32).float()
+    pooled = torch.nn.functional.avg_pool2d(full[:, 0].permute(0, 3, 1, 2), 4).permute(0, 2, 3, 1)
+    assert (small[:, 0] - pooled).abs().mean() < 4  # same picture, up to anti-aliasing

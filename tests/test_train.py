@@ -14,6 +14,7 @@ from tiny_dit.flow import flow_matching_loss
 from tiny_dit.latent_cache import LatentCache, build_latent_cache
 from tiny_dit.model import TinyDiT
 from tiny_dit.pipeline import TinyDiTPipeline
+from tiny_dit.text_encoder import CLIPEncoder
 from tiny_dit.train import PRESETS, build_parser, main
 
 torch.set_num_threads(1)
@@ -96,7 +97,7 @@ def test_a_few_steps_reduce_the_loss(cache_dir, tmp_path):
     pipe.set_progress_bar_config(disable=True)
     for name, value in pipe.transformer.state_dict().items():
         assert torch.equal(value, state["ema"][name]), name
-    clip = tiny_clip()
+    clip = CLIPEncoder.from_pretrained(cache_dir.parent / "clip")  # the cache's CLIP, as saved
     for a, b in zip(clip.parameters(), pipe.text_encoder.parameters()):
         assert torch.equal(a, b)
     assert pipe.scheduler.config.shift == 1.0
@@ -146,6 +147,19 @@ def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatc
     steps_b = [json.loads(line)["step"] for line in log_b]
     assert steps_b == list(range(2, 13, 2))
     assert [json.loads(line)["loss"] for line in log_a] == [json.loads(line)["loss"] for line in log_b]
+
+
+def test_init_from_a_trained_pipeline(cache_dir, tmp_path):
+    run(cache_dir, tmp_path / "first", "--steps", "4", "--sample-every", "0")
+    trained = TinyDiT.from_pretrained(tmp_path / "first" / "pipeline" / "transformer")
+    # A new run starting from those weights, with a learning rate of 0: it must still hold them.
+    run(cache_dir, tmp_path / "second", "--steps", "2", "--sample-every", "0", "--lr", "0",
+        "--init-from", str(tmp_path / "first" / "pipeline"))
+    state = torch.load(tmp_path / "second" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(state["model"][name], value), name
+    assert not torch.equal(state["model"]["final_layer.linear.weight"],
+                           torch.zeros_like(state["model"]["final_layer.linear.weight"]))
 
 
 def test_help_and_presets():

@@ -154,8 +154,10 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, model_cfg: dict | None = None, preprocess_cfg: dict | None = None,
-                 video_view: str = "interleave"):
+                 video_view: str = "interleave", weights_dtype: str = "float32"):
         super().__init__()
+        if weights_dtype not in ("float32", "float16"):
+            raise ValueError(f"weights_dtype must be 'float32' or 'float16', got {weights_dtype!r}")
         if video_view not in VIDEO_VIEWS:
             raise ValueError(f"video_view must be one of {sorted(VIDEO_VIEWS)}, got {video_view!r}")
         model_cfg = model_cfg or json.loads(TINY_CLIP_CONFIG.read_text())
@@ -185,7 +187,7 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
             config = json.loads((path / OPEN_CLIP_CONFIG).read_text())
             # open_clip reads model_cfg and preprocess_cfg; "video_view" is ours (open_clip ignores it).
             encoder = cls(config["model_cfg"], config.get("preprocess_cfg"),
-                          config.get("video_view", "storyboard"))
+                          config.get("video_view", "storyboard"), config.get("weights_dtype", "float32"))
             encoder.model.load_state_dict(load_file(path / OPEN_CLIP_WEIGHTS))
         else:
             try:
@@ -206,14 +208,16 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         """Write open_clip's folder layout: open_clip_config.json + open_clip_model.safetensors.
 
-        Weights are stored in float16 (half the download; loading casts them back)."""
+        Weights are stored in `weights_dtype` (the bundled tiny CLIP: float16, half the download;
+        loading casts them back to the model's dtype)."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         config = {"model_cfg": self.config.model_cfg or json.loads(TINY_CLIP_CONFIG.read_text()),
                   "preprocess_cfg": open_clip.get_model_preprocess_cfg(self.model),
-                  "video_view": self.config.video_view}
+                  "video_view": self.config.video_view, "weights_dtype": self.config.weights_dtype}
         (out / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2))
-        state = {k: (v.half() if v.is_floating_point() else v).contiguous()
+        dtype = getattr(torch, self.config.weights_dtype)
+        state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
                  for k, v in self.model.state_dict().items()}
         save_file(state, out / OPEN_CLIP_WEIGHTS)
 

@@ -203,6 +203,16 @@ def train(args: argparse.Namespace) -> dict:
 
     # Model, EMA copy, optimiser, LR schedule.
     model = build_model(cache, args.preset)
+    if args.init_from and not (args.resume and ckpt_path.is_file()):
+        # Start from trained weights (e.g. the bundled model) instead of DiT's initialisation.
+        folder = Path(args.init_from)
+        folder = folder / "transformer" if (folder / "transformer").is_dir() else folder
+        trained = TinyDiT.from_pretrained(folder)
+        shape = {k: v for k, v in trained.config.items() if not k.startswith("_")}
+        if shape != {k: v for k, v in model.config.items() if not k.startswith("_")}:
+            raise ValueError(f"--init-from {args.init_from} is a model of another shape ({shape}); "
+                             f"pick the --preset it was trained with and a cache of the same sizes")
+        model.load_state_dict(trained.state_dict())
     if args.gradient_checkpointing:  # recompute activations in the backward pass: less memory, ~1/3 more time
         model.enable_gradient_checkpointing()
     ema = copy.deepcopy(model).requires_grad_(False).eval().to(device)
@@ -320,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--cache", type=Path, required=True, help="latent cache folder (python -m tiny_dit.latent_cache)")
     io.add_argument("--out", type=Path, required=True, help="run folder: checkpoint, log, samples, pipeline")
     io.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    io.add_argument("--init-from", default=None,
+                    help="start a new run from these transformer weights (a pipeline or transformer folder, "
+                         "e.g. assets/tiny-dit-shapes) instead of a fresh initialisation")
     io.add_argument("--clip", default=None, help="CLIP for samples and the pipeline (default: the cache's)")
     io.add_argument("--autoencoder", default=None,
                     help="autoencoder for samples and the pipeline (default: the cache's)")

@@ -235,11 +235,13 @@ def unit_sdf(shape: str) -> torch.Tensor:
 def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
                  size: int = FRAME_SIZE) -> torch.Tensor:
     """Draw clips. Returns uint8 frames (N, T, H, W, 3), T = NUM_FRAMES or len(frame_indices)
-    when only some frames are wanted (training the CLIP or the autoencoder)."""
+    when only some frames are wanted (training the CLIP or the autoencoder); H = W = size,
+    the whole 128-px scene drawn at that resolution (for quick tests)."""
     frames = np.arange(NUM_FRAMES) if frame_indices is None else np.asarray(frame_indices)
     n, num_frames = len(specs), len(frames)
     out = torch.empty(n, num_frames, size, size, 3, dtype=torch.uint8)
-    pixel = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
+    scale = FRAME_SIZE / size  # the spec's geometry is in 128-px units; smaller sizes are downscaled
+    pixel = (torch.arange(size, dtype=torch.float32) + 0.5) * scale  # pixel centres, in 128-px units
     for shape in SHAPES:  # one batched lookup per shape
         idx = [i for i, s in enumerate(specs) if s.shape == shape]
         if not idx:
@@ -253,7 +255,7 @@ def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
         # One lookup for all frames: stack them along the grid's height (batch of 1).
         dist = F.grid_sample(unit_sdf(shape), grid.reshape(1, -1, size, 2), mode="bilinear",
                              padding_mode="border", align_corners=True)  # (1, 1, n*T*H, W)
-        dist = dist.reshape(-1, size, size) * half[:, :, None]  # (n*T, H, W), in pixels
+        dist = dist.reshape(-1, size, size) * half[:, :, None] / scale  # (n*T, H, W), in output pixels
         coverage = (0.5 - dist).clamp(0, 1).reshape(len(idx), num_frames, size, size, 1)
         fg = torch.tensor([COLORS[specs[i].color] for i in idx], dtype=torch.float32)
         bg = torch.tensor([BACKGROUNDS[specs[i].background] for i in idx], dtype=torch.float32)
