@@ -5,8 +5,8 @@
 
 Times, with the model loaded and after a warm-up:
   * generating 4 clips at the default steps and guidance, split into text encoding,
-    transformer (all denoising steps, conditional and unconditional passes batched)
-    and decoding, and end to end through the pipeline;
+    transformer (all denoising steps, conditional and unconditional passes batched;
+    also with the transformer in bfloat16) and decoding, and end to end through the pipeline;
   * training throughput in clips per second (forward, backward and AdamW on random
     latents of the cache's shape, at the small preset's batch size);
   * the same denoising work through diffusers' LatteTransformer3DModel configured to the
@@ -20,6 +20,7 @@ The best of --repeats runs is reported for each figure (the least disturbed by o
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -50,7 +51,8 @@ def matmul_gflops(repeats: int, n: int = 2048) -> float:
 
 def denoise(transformer, latents, cond, steps: int) -> None:
     """The transformer's share of sampling: `steps` batched [uncond; cond] forwards."""
-    x = torch.cat([latents, latents])
+    x = torch.cat([latents, latents]).to(transformer.dtype)
+    cond = {k: v.to(transformer.dtype) if v.is_floating_point() else v for k, v in cond.items()}
     for i in range(steps):
         t = torch.full((len(x),), 1000.0 * (1 - i / steps))
         transformer(x, timestep=t, **cond)
@@ -85,13 +87,18 @@ def main(argv: list[str] | None = None) -> dict:
                "guidance_scale": DEFAULT_GUIDANCE_SCALE, "tokens_per_clip": tokens,
                "transformer_parameters": sum(p.numel() for p in dit.parameters())}
 
-    with torch.inference_mode():
+    with torch.no_grad():
         prompts = [PROMPT] * n
         results["text_encoding_s"] = best_time(lambda: pipe.encode_prompt(prompts), args.repeats)
         cond, uncond = pipe.encode_prompt(prompts)
         both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
         results["transformer_s"] = best_time(lambda: denoise(dit, latents, both, steps), args.repeats)
+        # The same work with the transformer's weights and activations in bfloat16.
+        dit_bf16 = copy.deepcopy(dit).to(torch.bfloat16)
+        results["transformer_bf16_s"] = best_time(lambda: denoise(dit_bf16, latents, both, steps), args.repeats)
+        del dit_bf16
         results["decoding_s"] = best_time(lambda: pipe.decode_latents(latents), args.repeats)
+        results["decode_frames_per_s"] = latents.shape[0] * frames / results["decoding_s"]
         generator = torch.Generator()
         results["end_to_end_s"] = best_time(
             lambda: pipe(PROMPT, num_videos_per_prompt=n, generator=generator.manual_seed(0)), args.repeats)

@@ -2,14 +2,13 @@
 
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
 from test_pipeline import FRAMES, PROMPT, SIZE, tiny_pipeline
 from tiny_dit.sample import main
-from tiny_dit.video import make_grid, read_mp4
+from tiny_dit.video import make_grid, probe_mp4, read_mp4
 
 torch.set_num_threads(1)
 
@@ -19,16 +18,6 @@ def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sample") / "pipeline"
     tiny_pipeline().save_pretrained(folder)
     return folder
-
-
-def probe(path: Path) -> dict:
-    """Codec, pixel format, size and frame count as ffmpeg reports them."""
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    reader.close()
-    num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    return {"codec": meta["codec"], "pix_fmt": meta["pix_fmt"].split("(")[0], "size": tuple(meta["size"]),
-            "fps": meta["fps"], "num_frames": num_frames}
 
 
 def test_cli_writes_playable_clips_and_a_grid(model_dir, tmp_path, capsys):
@@ -42,10 +31,10 @@ def test_cli_writes_playable_clips_and_a_grid(model_dir, tmp_path, capsys):
     assert str(out) in printed and "time:" in printed
 
     for name in names[:3]:
-        info = probe(out / name)
+        info = probe_mp4(out / name)
         assert info == {"codec": "h264", "pix_fmt": "yuv420p", "size": (SIZE, SIZE), "fps": 8.0,
-                        "num_frames": FRAMES}, name
-    grid = probe(out / "grid.mp4")  # 3 clips: 2 x 2 grid with 2 px between clips
+                        "num_frames": FRAMES, "faststart": True}, name
+    grid = probe_mp4(out / "grid.mp4")  # 3 clips: 2 x 2 grid with 2 px between clips
     assert grid["codec"] == "h264" and grid["pix_fmt"] == "yuv420p"
     assert grid["size"] == (2 * SIZE + 2, 2 * SIZE + 2) and grid["num_frames"] == FRAMES
 
@@ -60,6 +49,18 @@ def test_cli_writes_playable_clips_and_a_grid(model_dir, tmp_path, capsys):
         assert np.abs(frames.astype(np.float32) - expected[i]).mean() < 3, i  # clips differ by ~4
     other = np.abs(read_mp4(out / "sample-01.mp4")[0].astype(np.float32) - expected[0]).mean()
     assert other > np.abs(read_mp4(out / "sample-00.mp4")[0].astype(np.float32) - expected[0]).mean()
+
+
+def test_several_prompts_a_row_each_and_a_gif(model_dir, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "out"
+    paths = main(["--model", str(model_dir), "--prompt", PROMPT, "--prompt", "a blue star", "--num-videos", "2",
+                  "--steps", "1", "--out", str(out), "--gif", str(tmp_path / "grid.gif"), "--threads", "1"])
+    assert [p.name for p in paths][-2:] == ["grid.mp4", "grid.gif"] and len(paths) == 6
+    assert probe_mp4(out / "grid.mp4")["size"] == (2 * SIZE + 2, 2 * SIZE + 2)  # 2 prompts x 2 clips
+    gif = Image.open(tmp_path / "grid.gif")
+    assert gif.size == (2 * SIZE + 2, 2 * SIZE + 2) and gif.n_frames == FRAMES
 
 
 def test_cli_errors_are_clear(model_dir, tmp_path, monkeypatch):

@@ -26,16 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"pipeline folder or Hub repo id (default {DEFAULT_MODEL})")
-    parser.add_argument("--prompt", required=True, help="what the clips should show")
+    parser.add_argument("--prompt", required=True, action="append",
+                        help="what the clips should show; repeat it for several prompts")
     parser.add_argument("--negative-prompt", default=None,
                         help="what to steer away from (replaces the empty prompt in guidance)")
-    parser.add_argument("--num-videos", type=int, default=4, help="clips to generate (default 4, at most 36)")
+    parser.add_argument("--num-videos", type=int, default=4,
+                        help="clips per prompt (default 4; at most 36 clips in all)")
     parser.add_argument("--steps", type=int, default=DEFAULT_NUM_INFERENCE_STEPS,
                         help=f"Euler steps (default {DEFAULT_NUM_INFERENCE_STEPS})")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE,
                         help=f"classifier-free guidance scale, 1 = none (default {DEFAULT_GUIDANCE_SCALE:g})")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same clips")
     parser.add_argument("--out", type=Path, default=Path("samples"), help="output folder (default samples/)")
+    parser.add_argument("--gif", type=Path, default=None,
+                        help="also write the grid as an animated GIF here (for a README or slides)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser
 
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     from tiny_dit.data.shapes import FPS
     from tiny_dit.pipeline import TinyDiTPipeline
-    from tiny_dit.video import make_grid, write_mp4
+    from tiny_dit.video import make_grid, write_gif, write_mp4
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +76,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     clips = (frames * 255).round().astype(np.uint8)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [write_mp4(args.out / f"sample-{i:02d}.mp4", clip, fps=FPS) for i, clip in enumerate(clips)]
-    paths.append(write_mp4(args.out / "grid.mp4", make_grid(clips), fps=FPS))
+    grid = make_grid(clips, ncols=args.num_videos if len(args.prompt) > 1 else None)  # a row per prompt
+    paths.append(write_mp4(args.out / "grid.mp4", grid, fps=FPS))
+    if args.gif:
+        paths.append(write_gif(args.gif, grid, fps=FPS))
+        print(f"wrote {args.gif}")
     n, t, h, w = clips.shape[:4]
     print(f"wrote {n} clips ({t} frames of {w}x{h} at {FPS} fps) to {args.out}/: "
           f"sample-00.mp4 ... sample-{n - 1:02d}.mp4 and grid.mp4")

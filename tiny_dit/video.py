@@ -47,6 +47,17 @@ def read_mp4(path: str | Path) -> tuple[np.ndarray, float]:
     return np.stack(frames), float(meta.get("fps") or 0.0)
 
 
+def write_gif(path: str | Path, frames: np.ndarray, fps: float = 8) -> Path:
+    """Write uint8 frames (T, H, W, 3) as a looping animated GIF (for places that show no video)."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in np.asarray(frames)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return path
+
+
 def probe_mp4(path: str | Path) -> dict:
     """What a browser needs to know about a file: codec, pixel format, size, frame count, fps,
     and whether the index (moov atom) comes before the media data (faststart)."""
