@@ -74,3 +74,13 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit):
         latent_cache.main(["--help"])
     assert "--videofolder" in capsys.readouterr().out
+
+
+def test_bf16_encoding_is_close_to_float32(tmp_path, encoders):
+    clip, vae = encoders
+    a = build_latent_cache(tmp_path / "a", shapes_source(2, seed=3), clip, vae)
+    b = build_latent_cache(tmp_path / "b", shapes_source(2, seed=3), clip, vae, bf16=True)
+    la, lb = LatentCache.load(tmp_path / "a").latents.float(), LatentCache.load(tmp_path / "b").latents.float()
+    assert a["num_clips"] == b["num_clips"] == 2
+    assert not torch.equal(la, lb)  # bf16 really ran
+    assert (la - lb).abs().max() < 0.1 * la.std() + 0.05
