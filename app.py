@@ -140,7 +140,9 @@ def _prepare(pipe: TinyDiTPipeline) -> TinyDiTPipeline:
     pipe.set_progress_bar_config(disable=True)
     for component in (pipe.transformer, pipe.vae, pipe.text_encoder):
         component.eval()
-    return pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+    pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+    pipe.set_transformer_dtype("auto")  # bfloat16 where it is faster (measured at startup, ~1 s)
+    return pipe
 
 
 def standin_pipeline(seed: int = 0) -> TinyDiTPipeline:

@@ -6,14 +6,15 @@
 Times, with the model loaded and after a warm-up:
   * generating 4 clips at the default steps and guidance, split into text encoding,
     transformer (all denoising steps, conditional and unconditional passes batched;
-    also with the transformer in bfloat16) and decoding, and end to end through the pipeline;
+    also with the transformer in bfloat16) and decoding, and end to end through the pipeline
+    (float32, and with `set_transformer_dtype("auto")` as the app, sample and evaluate run it);
   * training throughput in clips per second (forward, backward and AdamW on random
     latents of the cache's shape, at the small preset's batch size);
   * the same denoising work through diffusers' LatteTransformer3DModel configured to the
     same width, depth (Latte's layers are spatial + temporal pairs, so depth/2 of them),
-    heads and tokens per clip, and the ratio of the two;
+    heads and tokens per clip, and the ratio of the two (both float32, both bfloat16);
   * the transformer's achieved GFLOP/s (FLOPs counted by torch.utils.flop_counter)
-    against a large fp32 matmul timed in the same run.
+    against a large matmul of the same dtype timed in the same run.
 The best of --repeats runs is reported for each figure (the least disturbed by other work).
 """
 
@@ -44,8 +45,8 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def matmul_gflops(repeats: int, n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(repeats: int, n: int = 2048, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / best_time(lambda: a @ b, repeats) / 1e9
 
 
@@ -100,8 +101,15 @@ def main(argv: list[str] | None = None) -> dict:
         results["decoding_s"] = best_time(lambda: pipe.decode_latents(latents), args.repeats)
         results["decode_frames_per_s"] = latents.shape[0] * frames / results["decoding_s"]
         generator = torch.Generator()
-        results["end_to_end_s"] = best_time(
-            lambda: pipe(PROMPT, num_videos_per_prompt=n, generator=generator.manual_seed(0)), args.repeats)
+
+        def end_to_end():
+            pipe(PROMPT, num_videos_per_prompt=n, generator=generator.manual_seed(0))
+
+        results["end_to_end_float32_s"] = best_time(end_to_end, args.repeats)
+        # As the app, sample and evaluate run it: the transformer in the faster dtype, measured.
+        results["auto_dtype"] = str(pipe.set_transformer_dtype("auto")).removeprefix("torch.")
+        results["end_to_end_s"] = best_time(end_to_end, args.repeats)
+        pipe.set_transformer_dtype("float32")
 
         # Achieved arithmetic rate of the transformer, against a large matmul.
         with FlopCounterMode(display=False) as counter:
@@ -110,6 +118,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["transformer_gflops"] = flops / results["transformer_s"] / 1e9
         results["matmul_gflops"] = matmul_gflops(args.repeats)
         results["fraction_of_matmul"] = results["transformer_gflops"] / results["matmul_gflops"]
+        results["transformer_bf16_gflops"] = flops / results["transformer_bf16_s"] / 1e9
+        results["matmul_bf16_gflops"] = matmul_gflops(args.repeats, dtype=torch.bfloat16)
+        results["fraction_of_matmul_bf16"] = results["transformer_bf16_gflops"] / results["matmul_bf16_gflops"]
 
         # Latte with the same width, depth, heads and tokens per clip.
         patch = cfg.patch_size * round((cfg.patch_size_t) ** 0.5)  # 4x4x4 tubelets = 256 tokens -> 8x8 patches
@@ -130,7 +141,13 @@ def main(argv: list[str] | None = None) -> dict:
 
         results["latte_tokens_per_clip"] = latte_tokens
         results["latte_transformer_s"] = best_time(latte_denoise, args.repeats)
-        results["speedup_vs_latte"] = results["latte_transformer_s"] / results["transformer_s"]
+        results["speedup_vs_latte"] = results["latte_transformer_s"] / results["transformer_s"]  # both float32
+        latte.to(torch.bfloat16)  # the same precision trick for Latte, for a like-for-like bfloat16 ratio
+        x, text = x.to(torch.bfloat16), text.to(torch.bfloat16)
+        results["latte_transformer_bf16_s"] = best_time(latte_denoise, args.repeats)
+        results["speedup_vs_latte_bf16"] = results["latte_transformer_bf16_s"] / results["transformer_bf16_s"]
+        # What a user of each gets by default: TinyDiT as the app runs it against Latte as diffusers builds it.
+        results["speedup_app_vs_latte_default"] = results["latte_transformer_s"] / results["transformer_bf16_s"]
 
     # Training throughput of the small preset's step (forward, backward, AdamW).
     from tiny_dit.flow import flow_matching_loss

@@ -97,7 +97,8 @@ def test_generate_yields_live_previews_then_playable_videos(run, record):
 
 def test_generate_is_reproducible_and_records_the_run(tiny_app, record):
     again = list(tiny_app.generate(PROMPT, 4.0, STEPS, 1, SEED))[-1][4]
-    np.testing.assert_array_equal(again.frames[0], record.frames[0])  # same seed, same clip 1
+    # Same seed, same clip 1 (up to one grey level: a batch of 1 and of 3 round differently in the matmuls).
+    assert np.abs(again.frames[0].astype(int) - record.frames[0]).max() <= 1
     assert record.x_t.shape == (STEPS + 1, 4, 4, 8, 8) and record.pred_x0.shape == (STEPS, 4, 4, 8, 8)
     assert record.x_t.dtype == np.float16 and record.sigmas[0] == 1 and record.sigmas[-1] == 0
     assert set(record.attention) == {0, 1} and record.attention[0].shape == (STEPS, 2, 32, 32)

@@ -12,8 +12,8 @@ SHAPE = (2, 4, 4, 8, 8)
 
 
 def make_model(perturb_std=0.0) -> TinyDiT:
-    """The tiny TinyDiT of test_model, with cross-attention, in training mode."""
-    model = tiny_dit_model(cross_attention=True).train()
+    """The tiny TinyDiT of test_model, with cross-attention, predicting v directly, in training mode."""
+    model = tiny_dit_model(cross_attention=True, prediction_type="velocity").train()
     return perturb(model, perturb_std) if perturb_std else model
 
 

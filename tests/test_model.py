@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tiny_dit.model import TinyDiT, get_3d_sincos_pos_embed, patchify, unpatchify
+from tiny_dit.model import MIN_NOISE_LEVEL, TinyDiT, get_3d_sincos_pos_embed, patchify, unpatchify
 
 torch.set_num_threads(1)
 
@@ -104,13 +104,43 @@ def test_3d_sincos_positional_embedding():
 
 @pytest.mark.parametrize("attention_type", ["full", "factorized"])
 @pytest.mark.parametrize("cross_attention", [False, True])
-def test_output_is_exactly_zero_at_init(attention_type, cross_attention):
-    model = make_model(attention_type=attention_type, cross_attention=cross_attention)
+def test_network_output_is_exactly_zero_at_init(attention_type, cross_attention):
+    model = make_model(attention_type=attention_type, cross_attention=cross_attention, prediction_type="velocity")
     latents, timestep, cond = make_inputs()
     out = model(latents, timestep, **cond)
     assert out.sample.shape == latents.shape
     assert torch.count_nonzero(out.sample) == 0
     assert out.attentions is None
+
+
+def test_sample_prediction_at_init_is_the_line_through_zero():
+    """x0_hat = 0 at init, so v = (x_s - 0) / s: the velocity that points at an all-zero clip."""
+    model = make_model()
+    assert model.config.prediction_type == "sample"
+    latents, _, cond = make_inputs()
+    timestep = torch.tensor([500.0, 10.0])  # s = 0.5 and s = 0.01, below the clamp
+    v = model(latents, timestep, **cond).sample
+    torch.testing.assert_close(v[0], latents[0] / 0.5)
+    torch.testing.assert_close(v[1], latents[1] / MIN_NOISE_LEVEL)
+
+
+def test_sample_prediction_is_converted_to_velocity():
+    """Same weights, both prediction types: v = (x_s - network output) / max(s, 0.05)."""
+    velocity_model = perturb(make_model(prediction_type="velocity"))
+    sample_model = make_model(prediction_type="sample")
+    sample_model.load_state_dict(velocity_model.state_dict())
+    latents, _, cond = make_inputs()
+    timestep = torch.tensor([800.0, 20.0])
+    raw = velocity_model(latents, timestep, **cond).sample  # the network's own output, unconverted
+    s = torch.tensor([0.8, MIN_NOISE_LEVEL]).view(2, 1, 1, 1, 1)
+    torch.testing.assert_close(sample_model(latents, timestep, **cond).sample, (latents - raw) / s)
+
+
+def test_bad_prediction_type():
+    with pytest.raises(ValueError, match="prediction_type"):
+        make_model(prediction_type="epsilon")
+    with pytest.raises(ValueError, match="out_channels"):
+        make_model(out_channels=8)
 
 
 @pytest.mark.parametrize("attention_type", ["full", "factorized"])
@@ -129,7 +159,7 @@ def test_perturbed_model_any_clip_length_and_aspect(attention_type, shape):
 
 
 def test_out_channels():
-    model = perturb(make_model(out_channels=8))
+    model = perturb(make_model(out_channels=8, prediction_type="velocity"))
     latents, timestep, cond = make_inputs()
     assert model(latents, timestep, **cond).sample.shape == (2, 8, 4, 8, 8)
 
@@ -284,10 +314,12 @@ def test_cross_attention_flag():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    model = perturb(make_model(attention_type="factorized", cross_attention=True, out_channels=8))
+    model = perturb(make_model(attention_type="factorized", cross_attention=True, out_channels=8,
+                                prediction_type="velocity"))
     model.save_pretrained(tmp_path)
     loaded = TinyDiT.from_pretrained(tmp_path).eval()
-    for key in ("hidden_size", "depth", "attention_type", "cross_attention", "out_channels", "patch_size_t"):
+    for key in ("hidden_size", "depth", "attention_type", "cross_attention", "out_channels", "patch_size_t",
+                "prediction_type"):
         assert loaded.config[key] == model.config[key]
     latents, timestep, cond = make_inputs()
     assert torch.equal(loaded(latents, timestep, **cond).sample, model(latents, timestep, **cond).sample)

@@ -328,3 +328,27 @@ def test_callback_can_replace_latents(pipe):
     out = pipe(PROMPT, num_inference_steps=2, output_type="latent", generator=gen(0),
                callback_on_step_end=zero_at_last_step).frames
     assert torch.equal(out, torch.zeros_like(out))
+
+
+# --- precision -------------------------------------------------------------------
+
+
+def test_transformer_dtype_bfloat16_samples_close_to_float32():
+    pipe = tiny_pipeline()
+    run = lambda: pipe(PROMPT, num_inference_steps=4, generator=gen(0), output_type="latent").frames  # noqa: E731
+    assert pipe.set_transformer_dtype("float32") == torch.float32
+    full = run()
+    assert pipe.set_transformer_dtype("bfloat16") == torch.bfloat16
+    assert pipe.transformer.dtype == torch.bfloat16
+    half = run()
+    assert half.dtype == torch.float32  # the sampler's latents stay float32
+    assert not torch.equal(half, full)  # the bfloat16 transformer really ran
+    assert (half - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_transformer_dtype_auto_keeps_one_it_measured():
+    pipe = tiny_pipeline()
+    chosen = pipe.set_transformer_dtype("auto")
+    assert chosen in (torch.float32, torch.bfloat16) and pipe.transformer.dtype == chosen
+    with pytest.raises(ValueError, match="dtype"):
+        pipe.set_transformer_dtype("float16")

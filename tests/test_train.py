@@ -162,6 +162,18 @@ def test_init_from_a_trained_pipeline(cache_dir, tmp_path):
                            torch.zeros_like(state["model"]["final_layer.linear.weight"]))
 
 
+def test_export_writes_the_checkpoint_ema_as_a_pipeline(cache_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run(cache_dir, tmp_path / "run", "--export", str(tmp_path / "exported"))
+    run(cache_dir, tmp_path / "run", "--steps", "4", "--checkpoint-every", "2", "--sample-every", "0")
+    run(cache_dir, tmp_path / "run", "--export", str(tmp_path / "exported"))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    pipe = TinyDiTPipeline.from_pretrained(tmp_path / "exported")
+    for name, value in pipe.transformer.state_dict().items():
+        assert torch.equal(value, state["ema"][name]), name
+    assert not torch.equal(state["ema"]["final_layer.linear.weight"], state["model"]["final_layer.linear.weight"])
+
+
 def test_help_and_presets():
     text = build_parser().format_help()
     for option in ("--cache", "--out", "--preset", "--steps", "--batch-size", "--lr", "--warmup", "--ema-decay",

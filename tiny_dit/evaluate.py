@@ -202,7 +202,8 @@ def evaluate_clips(frames: torch.Tensor, truth: list[dict], clip: CLIPEncoder) -
 
 
 def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: int | None = None,
-                   guidance_scale: float | None = None, seed: int = 0, batch_size: int = 8) -> dict:
+                   guidance_scale: float | None = None, seed: int = 0, batch_size: int = 8,
+                   dtype: str = "auto") -> dict:
     """Sample one clip per evaluation prompt (seeded) and score both splits."""
     from tqdm import tqdm
 
@@ -210,9 +211,11 @@ def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: 
 
     pipe = TinyDiTPipeline.from_pretrained(model).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
+    dtype = pipe.set_transformer_dtype(dtype)
     steps = steps or DEFAULT_NUM_INFERENCE_STEPS
     guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
-    results = {"model": str(model), "steps": steps, "guidance_scale": guidance_scale}
+    results = {"model": str(model), "steps": steps, "guidance_scale": guidance_scale,
+               "transformer_dtype": str(dtype).removeprefix("torch.")}
     for split in ("seen", "held-out"):
         prompts = evaluation_prompts(split, num_prompts, seed)
         clips = []
@@ -238,8 +241,8 @@ def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0) -
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{results['model']}" + (f"  ({results['steps']} steps, guidance {results['guidance_scale']})"
-                                       if "steps" in results else ""))
+    print(f"\n{results['model']}" + (f"  ({results['steps']} steps, guidance {results['guidance_scale']}, "
+                                       f"{results['transformer_dtype']})" if "steps" in results else ""))
     print(f"{'split':10s} {'judge':7s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all")))
     for split in ("seen", "held-out"):
         for judge in ("frame_judge", "clip_judge"):
@@ -260,12 +263,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (pipeline default)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="transformer precision, as in the app: auto (default) keeps the faster")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     clip = CLIPEncoder.from_pretrained(args.clip)
     with torch.no_grad():
         results = (evaluate_rendered(clip, args.num_prompts, args.seed) if args.rendered else
-                   evaluate_model(args.model, clip, args.num_prompts, args.steps, args.guidance, args.seed))
+                   evaluate_model(args.model, clip, args.num_prompts, args.steps, args.guidance, args.seed,
+                                  dtype=args.dtype))
     print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ the noise level s in [0, 1]:
     v   = d x_s / d s = noise - x0      the (constant) velocity along the line
 
 The model sees x_s and `timestep = 1000 * s` and is trained to predict v with a
-plain MSE. This is the convention of diffusers' FlowMatchEulerDiscreteScheduler,
+plain MSE. (TinyDiT's network by default predicts x0 and returns the v of the
+line through x_s and its x0; the loss and the sampler are the same. See
+`model.py` for why that matters.) This is the convention of diffusers' FlowMatchEulerDiscreteScheduler,
 so a trained model can also be sampled with that scheduler. To generate, start
 from noise at s = 1 and integrate dx/ds = v down to s = 0.
 

@@ -126,16 +126,16 @@ def sample_prompts(cache: LatentCache, num: int) -> list[str]:
     return list(dict.fromkeys(cache.captions))[:num]
 
 
-def load_frozen_components(cache: LatentCache, args: argparse.Namespace):
-    """The CLIP and autoencoder the cache was built with (cache.json), for samples and the final pipeline."""
+def load_frozen_components(cache_info: dict, args: argparse.Namespace):
+    """The CLIP and autoencoder the cache was built with (its cache.json), for samples and the final pipeline."""
     from tiny_dit.text_encoder import CLIPEncoder
 
-    clip_name = args.clip or cache.info.get("clip")
-    vae_name = args.autoencoder or cache.info.get("autoencoder")
+    clip_name = args.clip or cache_info.get("clip")
+    vae_name = args.autoencoder or cache_info.get("autoencoder")
     if not clip_name or not vae_name:
         raise ValueError(f"{args.cache}/cache.json does not say which CLIP and autoencoder built it: "
                          "pass --clip and --autoencoder")
-    clip = CLIPEncoder.from_pretrained(clip_name, pretrained=cache.info.get("clip_pretrained"))
+    clip = CLIPEncoder.from_pretrained(clip_name, pretrained=cache_info.get("clip_pretrained"))
     return clip, load_autoencoder(vae_name)
 
 
@@ -198,7 +198,7 @@ def train(args: argparse.Namespace) -> dict:
               "encoder_attention_mask": cache.uncond.mask.to(device)}
     clip = vae = None
     if main:  # fail now, not after hours of training, if they cannot be loaded
-        clip, vae = load_frozen_components(cache, args)
+        clip, vae = load_frozen_components(cache.info, args)
         clip, vae = clip.to(device), vae.to(device)
 
     # Model, EMA copy, optimiser, LR schedule.
@@ -323,6 +323,21 @@ def train(args: argparse.Namespace) -> dict:
     return {"step": args.steps, "loss": last_loss, "checkpoint": ckpt_path, "pipeline": pipeline_dir}
 
 
+def export_checkpoint(args: argparse.Namespace) -> Path:
+    """Write the EMA weights of the run's checkpoint.pt as a pipeline folder (--export), e.g. to
+    evaluate a run while it trains. Touches nothing in the run folder."""
+    ckpt_path = Path(args.out) / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {ckpt_path} yet: --export needs a run that has saved one")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ema = TinyDiT.from_config(state["model_config"])
+    ema.load_state_dict(state["ema"])
+    clip, vae = load_frozen_components(json.loads((Path(args.cache) / "cache.json").read_text()), args)
+    make_pipeline(ema.eval(), clip, vae).save_pretrained(args.export)
+    print(f"wrote the EMA weights of step {state['step']} to {args.export}/")
+    return Path(args.export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tiny_dit.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -330,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--cache", type=Path, required=True, help="latent cache folder (python -m tiny_dit.latent_cache)")
     io.add_argument("--out", type=Path, required=True, help="run folder: checkpoint, log, samples, pipeline")
     io.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    io.add_argument("--export", type=Path, default=None, metavar="DIR",
+                    help="do not train: write the EMA weights of --out's checkpoint.pt as a pipeline folder "
+                         "to DIR (to evaluate a run while it trains), then exit")
     io.add_argument("--init-from", default=None,
                     help="start a new run from these transformer weights (a pipeline or transformer folder, "
                          "e.g. assets/tiny-dit-shapes) instead of a fresh initialisation")
@@ -371,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict:
-    return train(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None) -> dict | Path:
+    args = build_parser().parse_args(argv)
+    return export_checkpoint(args) if args.export else train(args)
 
 
 if __name__ == "__main__":
