@@ -56,6 +56,20 @@ def test_noise_levels_are_logit_normal():
     assert torch.equal(s, again)
 
 
+def test_shifted_noise_levels_match_the_schedulers_shift():
+    """shift 3 is the same map as FlowMatchEulerDiscreteScheduler(shift=3), and pushes s towards noise."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    plain = sample_noise_levels(20000, generator=torch.Generator().manual_seed(0))
+    shifted = sample_noise_levels(20000, generator=torch.Generator().manual_seed(0), shift=3.0)
+    assert abs(shifted.median().item() - 0.75) < 0.01  # sigmoid(0) = 0.5 -> 3 * 0.5 / (1 + 2 * 0.5)
+    assert (shifted >= plain).all() and ((shifted > 0) & (shifted < 1)).all()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    levels = plain[:5].double().numpy()
+    scheduler.set_timesteps(5, sigmas=levels)
+    torch.testing.assert_close(scheduler.sigmas[:5].double(), shifted[:5].double(), rtol=1e-5, atol=1e-6)
+
+
 def test_loss_at_init_is_mse_to_noise_minus_data():
     model = make_model()  # outputs exactly zero at init
     x0 = torch.randn(SHAPE)

@@ -26,13 +26,19 @@ import torch
 import torch.nn.functional as F
 
 
-def sample_noise_levels(batch_size: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def sample_noise_levels(batch_size: int, generator: torch.Generator | None = None, device=None,
+                        shift: float = 1.0) -> torch.Tensor:
     """Logit-normal noise levels, s = sigmoid(n) with n ~ N(0, 1): (batch_size,) in (0, 1).
 
     Compared with uniform s, this spends more of training on intermediate noise
     levels, where predicting v is hardest (Esser et al. 2024, "SD3").
+    `shift` > 1 moves them towards noise, s -> shift * s / (1 + (shift - 1) * s), the
+    same map as the `shift` of diffusers' FlowMatchEulerDiscreteScheduler: large
+    clips are so redundant that a little noise hides little, and where the one
+    object goes is decided at high noise levels.
     """
-    return torch.sigmoid(torch.randn(batch_size, generator=generator, device=device))
+    s = torch.sigmoid(torch.randn(batch_size, generator=generator, device=device))
+    return shift * s / (1 + (shift - 1) * s)
 
 
 def _broadcast_to_batch(t: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -47,6 +53,7 @@ def flow_matching_loss(
     uncond: dict,
     label_dropout: float = 0.1,
     generator: torch.Generator | None = None,
+    noise_shift: float = 1.0,
 ) -> torch.Tensor:
     """Rectified-flow training loss for a batch of clean latents x0 (B, C, T, H, W).
 
@@ -56,7 +63,7 @@ def flow_matching_loss(
     All randomness (noise levels, noise, dropout) comes from `generator`.
     """
     B = x0.shape[0]
-    s = sample_noise_levels(B, generator, x0.device)  # (B,)
+    s = sample_noise_levels(B, generator, x0.device, shift=noise_shift)  # (B,)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     s_ = s.to(x0.dtype).view(B, *[1] * (x0.dim() - 1))  # (B, 1, 1, 1, 1): one level per clip
     x_s = (1 - s_) * x0 + s_ * noise

@@ -87,6 +87,12 @@ def build_model(cache: LatentCache, preset: str) -> TinyDiT:
     )
 
 
+def model_shape(config) -> dict:
+    """A model config without diffusers' bookkeeping keys ("_class_name", "_use_default_values", ...,
+    whose contents vary from process to process): what must match to load weights into a model."""
+    return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
@@ -208,8 +214,8 @@ def train(args: argparse.Namespace) -> dict:
         folder = Path(args.init_from)
         folder = folder / "transformer" if (folder / "transformer").is_dir() else folder
         trained = TinyDiT.from_pretrained(folder)
-        shape = {k: v for k, v in trained.config.items() if not k.startswith("_")}
-        if shape != {k: v for k, v in model.config.items() if not k.startswith("_")}:
+        shape = model_shape(trained.config)
+        if shape != model_shape(model.config):
             raise ValueError(f"--init-from {args.init_from} is a model of another shape ({shape}); "
                              f"pick the --preset it was trained with and a cache of the same sizes")
         model.load_state_dict(trained.state_dict())
@@ -225,7 +231,7 @@ def train(args: argparse.Namespace) -> dict:
     start = 0
     if args.resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["model_config"] != dict(raw_model.config):
+        if model_shape(state["model_config"]) != model_shape(raw_model.config):
             raise ValueError(f"{ckpt_path} holds a model of another shape ({state['model_config']}); "
                              f"resume it with the same --preset and --cache")
         raw_model.load_state_dict(state["model"])
@@ -281,7 +287,7 @@ def train(args: argparse.Namespace) -> dict:
                 "pooled_projections": pooled[idx].float(),  # (B, E)
                 "encoder_attention_mask": mask[idx]}  # (B, L)
         loss = flow_matching_loss(model, x0, cond, uncond, label_dropout=args.label_dropout,
-                                  generator=noise_generator)
+                                  generator=noise_generator, noise_shift=args.noise_shift)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -370,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0, as DiT)")
     opt.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (small: 0.999)")
     opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (default 1)")
+    opt.add_argument("--noise-shift", type=float, default=1.0,
+                     help="move training noise levels towards noise: s -> shift*s / (1 + (shift-1)*s) "
+                          "(default 1: logit-normal as in SD3)")
     opt.add_argument("--label-dropout", type=float, default=0.1,
                      help="probability of training on the empty prompt, for guidance (default 0.1)")
     opt.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
