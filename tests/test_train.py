@@ -183,10 +183,12 @@ def test_help_and_presets():
     text = build_parser().format_help()
     for option in ("--cache", "--out", "--preset", "--steps", "--batch-size", "--lr", "--warmup", "--ema-decay",
                    "--grad-clip", "--label-dropout", "--checkpoint-every", "--sample-every", "--resume", "--seed",
-                   "--threads", "--mixed-precision"):
+                   "--threads", "--mixed-precision", "--noise-shift", "--export"):
         assert option in text
     assert {"tiny", "small", "base"} <= set(PRESETS)
     small = PRESETS["small"]["model"]
     tokens = (16 // small["patch_size_t"]) * (32 // small["patch_size"]) ** 2
     assert (small["hidden_size"], small["depth"], small["num_heads"], tokens) == (192, 6, 6, 256)
     assert PRESETS["small"]["batch_size"] == 32 and PRESETS["base"]["batch_size"] == 64
+    args = build_parser().parse_args(["--cache", "c", "--out", "o", "--preset", "small"])
+    assert args.noise_shift is None  # filled in from the preset by train()

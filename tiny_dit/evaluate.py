@@ -241,8 +241,9 @@ def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0) -
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{results['model']}" + (f"  ({results['steps']} steps, guidance {results['guidance_scale']}, "
-                                       f"{results['transformer_dtype']})" if "steps" in results else ""))
+    settings = [f"{results['steps']} steps", f"guidance {results['guidance_scale']}",
+                results.get("transformer_dtype")] if "steps" in results else []
+    print(f"\n{results['model']}" + (f"  ({', '.join(x for x in settings if x)})" if settings else ""))
     print(f"{'split':10s} {'judge':7s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all")))
     for split in ("seen", "held-out"):
         for judge in ("frame_judge", "clip_judge"):

@@ -57,21 +57,25 @@ PRESETS = {
     "tiny": dict(
         model=dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
         steps=200, batch_size=8, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50, sample_every=100,
+        noise_shift=1.0,
     ),
-    # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (~2-4 s per step).
+    # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (~1 s per step in bf16).
+    # lr and noise shift as the bundled model was trained (README: "The bundled model").
     "small": dict(
         model=dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True),
-        steps=8000, batch_size=32, lr=5e-4, warmup=500, ema_decay=0.999, checkpoint_every=250, sample_every=1000,
+        steps=8000, batch_size=32, lr=1e-3, warmup=200, ema_decay=0.999, checkpoint_every=250, sample_every=1000,
+        noise_shift=3.0,
     ),
     # For one GPU (e.g. a Colab T4, with --mixed-precision fp16): patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens,
-    # 37M parameters.
+    # 37M parameters. The noise shift as for small (more tokens need at least as much; not measured here).
     "base": dict(
         model=dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True),
         steps=50000, batch_size=64, lr=2e-4, warmup=1000, ema_decay=0.9999, checkpoint_every=1000,
-        sample_every=5000,
+        sample_every=5000, noise_shift=3.0,
     ),
 }
-TRAINING_DEFAULTS = ("steps", "batch_size", "lr", "warmup", "ema_decay", "checkpoint_every", "sample_every")
+TRAINING_DEFAULTS = ("steps", "batch_size", "lr", "warmup", "ema_decay", "checkpoint_every", "sample_every",
+                     "noise_shift")
 
 
 def build_model(cache: LatentCache, preset: str) -> TinyDiT:
@@ -368,17 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"model size and training defaults ({presets}); default small")
     opt.add_argument("--steps", type=int, default=None, help="total optimiser steps (small: 8000)")
     opt.add_argument("--batch-size", type=int, default=None, help="clips per step and process (small: 32)")
-    opt.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (small: 5e-4)")
+    opt.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (small: 1e-3)")
     opt.add_argument("--lr-schedule", default="constant_with_warmup",
                      choices=["constant_with_warmup", "cosine", "linear"],
                      help="learning-rate schedule after the linear warm-up (default constant_with_warmup)")
-    opt.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (small: 500)")
+    opt.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (small: 200)")
     opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0, as DiT)")
     opt.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (small: 0.999)")
     opt.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (default 1)")
-    opt.add_argument("--noise-shift", type=float, default=1.0,
-                     help="move training noise levels towards noise: s -> shift*s / (1 + (shift-1)*s) "
-                          "(default 1: logit-normal as in SD3)")
+    opt.add_argument("--noise-shift", type=float, default=None,
+                     help="move training noise levels towards noise: s -> shift*s / (1 + (shift-1)*s); "
+                          "1 = logit-normal as in SD3 (small: 3)")
     opt.add_argument("--label-dropout", type=float, default=0.1,
                      help="probability of training on the empty prompt, for guidance (default 0.1)")
     opt.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
