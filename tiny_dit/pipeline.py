@@ -173,8 +173,8 @@ class TinyDiTPipeline(DiffusionPipeline):
 
         bfloat16 halves the bytes moved and, on CPUs with AVX-512 BF16 or AMX (and on GPUs),
         runs matmuls about twice as fast: measured here, 4 guided clips x 20 steps took
-        1.34 s instead of 2.83 s. On older CPUs it is slower, so "auto" times one pass of a
-        4-clip guided batch (the app's largest request) in each dtype instead of guessing.
+        1.40 s instead of 2.58 s (benchmarks/speed.py). On older CPUs it is slower, so "auto"
+        times one pass of a 4-clip guided batch (the app's default request) in each dtype.
         The sampler's latents stay float32 either way. Returns the dtype set.
         """
         if dtype != "auto":
