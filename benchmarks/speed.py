@@ -51,9 +51,9 @@ def matmul_gflops(repeats: int, n: int = 2048, dtype=torch.float32) -> float:
 
 
 def denoise(transformer, latents, cond, steps: int) -> None:
-    """The transformer's share of sampling: `steps` batched [uncond; cond] forwards."""
-    x = torch.cat([latents, latents]).to(transformer.dtype)
-    cond = {k: v.to(transformer.dtype) if v.is_floating_point() else v for k, v in cond.items()}
+    """The transformer's share of sampling: `steps` batched [uncond; cond] forwards, float32 inputs
+    as the pipeline passes them (the transformer casts them to its own dtype)."""
+    x = torch.cat([latents, latents])
     for i in range(steps):
         t = torch.full((len(x),), 1000.0 * (1 - i / steps))
         transformer(x, timestep=t, **cond)
