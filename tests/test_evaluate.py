@@ -56,7 +56,7 @@ def test_cli_evaluates_a_pipeline_and_writes_json(tmp_path, capsys):
     results = main(["--model", str(tmp_path / "model"), "--clip", str(tmp_path / "clip"), "--num-prompts", "3",
                     "--steps", "2", "--dtype", "float32", "--json", str(out)])
     assert json.loads(out.read_text()) == results
-    assert results["steps"] == 2 and results["transformer_dtype"] == "float32"
+    assert results["steps"] == 2 and results["dtype"] == "float32"
     for split in ("seen", "held-out"):
         for judge in ("frame_judge", "clip_judge"):
             row = results[split][judge]

@@ -15,6 +15,7 @@ import torch
 from diffusers import AutoencoderTiny, FlowMatchEulerDiscreteScheduler
 
 import tiny_dit
+from tiny_dit.autoencoder import encode_clips
 from tiny_dit.flow import euler_sample
 from tiny_dit.model import TinyDiT
 from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
@@ -333,22 +334,27 @@ def test_callback_can_replace_latents(pipe):
 # --- precision -------------------------------------------------------------------
 
 
-def test_transformer_dtype_bfloat16_samples_close_to_float32():
+def test_dtype_bfloat16_samples_close_to_float32():
     pipe = tiny_pipeline()
-    run = lambda: pipe(PROMPT, num_inference_steps=4, generator=gen(0), output_type="latent").frames  # noqa: E731
-    assert pipe.set_transformer_dtype("float32") == torch.float32
-    full = run()
-    assert pipe.set_transformer_dtype("bfloat16") == torch.bfloat16
-    assert pipe.transformer.dtype == torch.bfloat16
-    half = run()
-    assert half.dtype == torch.float32  # the sampler's latents stay float32
+    run = lambda kind: pipe(PROMPT, num_inference_steps=4, generator=gen(0), output_type=kind).frames  # noqa: E731
+    assert pipe.set_dtype("float32") == torch.float32
+    full, full_frames = run("latent"), run("np")
+    assert pipe.set_dtype("bfloat16") == torch.bfloat16
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+    assert pipe.text_encoder.dtype == torch.float32  # runs once per prompt: not worth the precision
+    half, half_frames = run("latent"), run("np")
+    assert half.dtype == torch.float32 and half_frames.dtype == np.float32  # latents and frames stay float32
     assert not torch.equal(half, full)  # the bfloat16 transformer really ran
     assert (half - full).abs().max() < 0.05 * full.abs().max()
+    assert np.abs(half_frames - full_frames).mean() < 0.02  # about 5 grey levels out of 255, on average
+    # the autoencoder's encoder takes uint8 frames whatever its dtype (the forward-process view uses it)
+    latents = encode_clips(pipe.vae, torch.from_numpy((full_frames[:1] * 255).astype(np.uint8)))
+    assert latents.dtype == torch.float32 and latents.shape == full.shape
 
 
-def test_transformer_dtype_auto_keeps_one_it_measured():
+def test_dtype_auto_keeps_one_it_measured():
     pipe = tiny_pipeline()
-    chosen = pipe.set_transformer_dtype("auto")
-    assert chosen in (torch.float32, torch.bfloat16) and pipe.transformer.dtype == chosen
+    chosen = pipe.set_dtype("auto")
+    assert chosen in (torch.float32, torch.bfloat16) and pipe.transformer.dtype == pipe.vae.dtype == chosen
     with pytest.raises(ValueError, match="dtype"):
-        pipe.set_transformer_dtype("float16")
+        pipe.set_dtype("float16")

@@ -80,8 +80,8 @@ def encode_clips(vae, frames: torch.Tensor, batch_size: int = 256) -> torch.Tens
     """uint8 clips (N, T, H, W, 3) -> normalised latents (N, C, T, h, w)."""
     n, t = frames.shape[:2]
     flat = frames.reshape(n * t, *frames.shape[2:])  # (N*T, H, W, 3)
-    device = next(vae.parameters()).device
-    latents = torch.cat([_raw_encode(vae, frames_to_images(chunk).to(device))
+    weight = next(vae.parameters())
+    latents = torch.cat([_raw_encode(vae, frames_to_images(chunk).to(weight.device, weight.dtype)).float()
                          for chunk in flat.split(batch_size)])  # (N*T, C, h, w)
     shift, scale = _latent_factors(vae)
     latents = (latents - shift) * scale

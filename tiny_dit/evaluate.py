@@ -211,11 +211,11 @@ def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: 
 
     pipe = TinyDiTPipeline.from_pretrained(model).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
-    dtype = pipe.set_transformer_dtype(dtype)
+    dtype = pipe.set_dtype(dtype)
     steps = steps or DEFAULT_NUM_INFERENCE_STEPS
     guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
     results = {"model": str(model), "steps": steps, "guidance_scale": guidance_scale,
-               "transformer_dtype": str(dtype).removeprefix("torch.")}
+               "dtype": str(dtype).removeprefix("torch.")}
     for split in ("seen", "held-out"):
         prompts = evaluation_prompts(split, num_prompts, seed)
         clips = []
@@ -242,7 +242,7 @@ def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0) -
 
 def print_table(results: dict) -> None:
     settings = [f"{results['steps']} steps", f"guidance {results['guidance_scale']}",
-                results.get("transformer_dtype")] if "steps" in results else []
+                results.get("dtype")] if "steps" in results else []
     print(f"\n{results['model']}" + (f"  ({', '.join(x for x in settings if x)})" if settings else ""))
     print(f"{'split':10s} {'judge':7s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all")))
     for split in ("seen", "held-out"):
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                        help="transformer precision, as in the app: auto (default) keeps the faster")
+                        help="transformer and autoencoder precision, as in the app: auto (default) keeps the faster")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     clip = CLIPEncoder.from_pretrained(args.clip)

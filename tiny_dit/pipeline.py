@@ -66,7 +66,7 @@ from tiny_dit.autoencoder import spatial_downsample
 from tiny_dit.model import TinyDiT
 from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
 
-TRANSFORMER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 DEFAULT_NUM_INFERENCE_STEPS = 20  # Euler steps; rectified flow paths are nearly straight, so few suffice
 DEFAULT_GUIDANCE_SCALE = 5.0  # same default as tiny_dit.flow.euler_sample
@@ -168,20 +168,21 @@ class TinyDiTPipeline(DiffusionPipeline):
         return config.num_frames, size, size
 
     @torch.no_grad()
-    def set_transformer_dtype(self, dtype: str = "auto") -> torch.dtype:
-        """Put the transformer in "float32", "bfloat16", or with "auto" the faster of the two, measured.
+    def set_dtype(self, dtype: str = "auto") -> torch.dtype:
+        """Put the transformer and the autoencoder in "float32", "bfloat16", or with "auto" the
+        faster of the two, measured on the transformer (it does nearly all of the work).
 
         bfloat16 halves the bytes moved and, on CPUs with AVX-512 BF16 or AMX (and on GPUs),
-        runs matmuls about twice as fast: measured here, 4 guided clips x 20 steps took
-        1.40 s instead of 2.58 s (benchmarks/speed.py). On older CPUs it is slower, so "auto"
-        times one pass of a 4-clip guided batch (the app's default request) in each dtype.
-        The sampler's latents stay float32 either way. Returns the dtype set.
+        runs matmuls and convolutions about twice as fast: measured here, 4 guided clips x 20
+        steps took 1.40 s instead of 2.58 s, and decoding their 64 frames 0.05 s instead of
+        0.14 s. On older CPUs it is slower, so "auto" times one pass of a 4-clip guided batch
+        (the app's default request) in each dtype. The sampler's latents stay float32, and so
+        does the text encoder (it runs once per prompt). Returns the dtype set.
         """
         if dtype != "auto":
-            if dtype not in TRANSFORMER_DTYPES:
-                raise ValueError(f"dtype must be 'auto' or one of {list(TRANSFORMER_DTYPES)}, got {dtype!r}")
-            _cast(self.transformer, TRANSFORMER_DTYPES[dtype])
-            return TRANSFORMER_DTYPES[dtype]
+            if dtype not in COMPUTE_DTYPES:
+                raise ValueError(f"dtype must be 'auto' or one of {list(COMPUTE_DTYPES)}, got {dtype!r}")
+            return self._cast(COMPUTE_DTYPES[dtype])
         batch_size = 8
         frames, height, width = self.default_size()
         ds, config = self.vae_scale_factor, self.transformer.config
@@ -189,17 +190,22 @@ class TinyDiTPipeline(DiffusionPipeline):
         cond, _ = self.encode_prompt([""] * batch_size, do_classifier_free_guidance=False, device=self.device)
         timestep = torch.full((batch_size,), 500.0, device=self.device)
         seconds = {}
-        for candidate in TRANSFORMER_DTYPES.values():
-            _cast(self.transformer, candidate)  # it casts its float32 inputs to its own dtype
+        for candidate in COMPUTE_DTYPES.values():
+            self._cast(candidate)  # the transformer casts its float32 inputs to its own dtype
             for _ in range(2):  # the first pass warms up kernels and allocations: keep the second
                 start = time.perf_counter()
                 self.transformer(x, timestep, **cond)
                 if x.device.type == "cuda":
                     torch.cuda.synchronize()
                 seconds[candidate] = time.perf_counter() - start
-        fastest = min(seconds, key=seconds.get)
-        _cast(self.transformer, fastest)
-        return fastest
+        return self._cast(min(seconds, key=seconds.get))
+
+    def _cast(self, dtype: torch.dtype) -> torch.dtype:
+        # nn.Module.to, not ModelMixin.to: diffusers' version warns about modules "that should be
+        # kept in float32: []" on every cast, even when there are none (diffusers 0.42).
+        for model in (self.transformer, self.vae):
+            torch.nn.Module.to(model, dtype)
+        return dtype
 
     # -- prompts ------------------------------------------------------------------
 
@@ -455,12 +461,6 @@ class TinyDiTPipeline(DiffusionPipeline):
         if not return_dict:
             return (frames,)
         return TinyDiTPipelineOutput(frames=frames)
-
-
-def _cast(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """model.to(dtype) without diffusers' warning about modules "that should be kept in float32: []",
-    which its ModelMixin.to prints on every dtype cast, even when there are none (diffusers 0.42)."""
-    torch.nn.Module.to(model, dtype)
 
 
 def _is_int(value) -> bool:

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write the grid as an animated GIF here (for a README or slides)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                        help="transformer precision; auto (default) times both and keeps the faster")
+                        help="transformer and autoencoder precision; auto (default) times both and keeps the faster")
     return parser
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     except OSError as error:
         raise SystemExit(f"error: {error}") from error
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-    pipe.set_transformer_dtype(args.dtype)
+    pipe.set_dtype(args.dtype)
     loaded = time.time()
     try:
         frames = pipe(args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
