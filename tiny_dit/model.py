@@ -342,7 +342,10 @@ class DiTBlock(nn.Module):
         self.cross_attn = CrossAttention(dim, context_dim, num_heads) if context_dim is not None else None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         mlp_hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_hidden), nn.GELU(approximate="tanh"), nn.Linear(mlp_hidden, dim))
+        # Exact (erf) GELU, not DiT's tanh approximation: on this CPU PyTorch's tanh kernel is ~6x
+        # slower (1.1 vs 0.18 ms for the 2048 x 768 activations of a 4-clip guided batch, ~10% of a
+        # forward pass), and the two differ by < 0.001, so weights trained with either work with both.
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, dim))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(
