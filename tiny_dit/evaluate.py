@@ -15,6 +15,7 @@ generated clips (the DiT's quality). Also here: the autoencoder's PSNR and speed
 
     python -m tiny_dit.evaluate --model assets/tiny-dit-shapes      # the DiT, both judges
     python -m tiny_dit.evaluate --rendered                          # the judges on rendered clips
+    python -m tiny_dit.evaluate --rendered --round-trip             # ... through the model's autoencoder
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tiny_dit.autoencoder import decode_latents, encode_clips
 from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, ClipSpec,
                                   all_attribute_combinations, caption, random_clip_spec, render_clips,
                                   render_dataset)
+from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
 from tiny_dit.text_encoder import CLIPEncoder
 
 ATTRIBUTES = ("color", "shape", "motion", "background")
@@ -69,7 +72,6 @@ def clip_retrieval_accuracy(clip: CLIPEncoder, num_clips: int = 512, seed: int =
 @torch.no_grad()
 def autoencoder_psnr(vae, num_clips: int = 64, seed: int = 1234, split: str = "heldout") -> float:
     """Mean PSNR (dB, pixels in [0, 1]) of encode -> decode on freshly rendered clips."""
-    from tiny_dit.autoencoder import decode_latents, encode_clips
 
     psnrs = []
     for frames, _ in render_dataset(num_clips, seed=seed, split=split, batch_size=16):
@@ -85,7 +87,6 @@ def decode_frames_per_second(vae, num_frames: int = 64, repeats: int = 5) -> flo
     (the app decodes 4 clips x 16 frames = 64 per request). Best of `repeats`."""
     import time
 
-    from tiny_dit.autoencoder import decode_latents
 
     latents = torch.randn(1, vae.config.latent_channels, num_frames, 32, 32)
     decode_latents(vae, latents)  # warm-up
@@ -207,8 +208,6 @@ def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: 
     """Sample one clip per evaluation prompt (seeded) and score both splits."""
     from tqdm import tqdm
 
-    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
-
     pipe = TinyDiTPipeline.from_pretrained(model).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
     dtype = pipe.set_dtype(dtype)
@@ -229,14 +228,20 @@ def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: 
     return results
 
 
-def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0) -> dict:
-    """The judges on rendered clips of the same prompts: how far to trust them."""
-    results = {"model": "rendered clips (judge sanity check)"}
+def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0, vae=None) -> dict:
+    """The judges on rendered clips of the same prompts: how far to trust them. With `vae`, the
+    clips first make a round trip through that autoencoder (encode, decode): the best any DiT
+    sampling in its latent space can score."""
+    results = {"model": "rendered clips (judge sanity check)" if vae is None else
+               "rendered clips after the autoencoder's round trip (the ceiling for a DiT)"}
     for split in ("seen", "held-out"):
         prompts = evaluation_prompts(split, num_prompts, seed)
         rng = np.random.default_rng(seed)
         specs = [random_clip_spec(rng, p["color"], p["shape"], p["motion"], p["background"]) for p in prompts]
-        results[split] = evaluate_clips(render_clips(specs), prompts, clip)
+        clips = render_clips(specs)
+        if vae is not None:
+            clips = (decode_latents(vae, encode_clips(vae, clips)) * 255).round().to(torch.uint8)
+        results[split] = evaluate_clips(clips, prompts, clip)
     return results
 
 
@@ -259,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="pipeline folder or Hub repo id to evaluate")
     parser.add_argument("--rendered", action="store_true",
                         help="judge rendered clips instead of a model (checks the judges)")
+    parser.add_argument("--round-trip", action="store_true",
+                        help="with --rendered: pass the clips through --model's autoencoder first (the ceiling "
+                             "for a DiT in its latent space)")
     parser.add_argument("--clip", default="assets/tiny-clip", help="the CLIP used as a judge")
     parser.add_argument("--num-prompts", type=int, default=72, help="prompts per split (seen, held-out)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (pipeline default)")
@@ -268,9 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="transformer and autoencoder precision, as in the app: auto (default) keeps the faster")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.round_trip and not args.rendered:
+        parser.error("--round-trip goes with --rendered")
     clip = CLIPEncoder.from_pretrained(args.clip)
+    vae = TinyDiTPipeline.from_pretrained(args.model).vae if args.round_trip else None
     with torch.no_grad():
-        results = (evaluate_rendered(clip, args.num_prompts, args.seed) if args.rendered else
+        results = (evaluate_rendered(clip, args.num_prompts, args.seed, vae) if args.rendered else
                    evaluate_model(args.model, clip, args.num_prompts, args.steps, args.guidance, args.seed,
                                   dtype=args.dtype))
     print_table(results)
