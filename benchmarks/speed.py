@@ -6,7 +6,8 @@
 Times, with the model loaded and after a warm-up:
   * generating 4 clips at the default steps and guidance, split into text encoding,
     transformer (all denoising steps, conditional and unconditional passes batched;
-    also with the transformer in bfloat16) and decoding, and end to end through the pipeline
+    also with the transformer in bfloat16) and decoding (float32, and in the auto dtype),
+    and end to end through the pipeline
     (float32, and with `set_dtype("auto")` as the app, sample and evaluate run it);
   * training throughput in clips per second (forward, backward and AdamW on random
     latents of the cache's shape, at the small preset's batch size);
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         # As the app, sample and evaluate run it: the transformer in the faster dtype, measured.
         results["auto_dtype"] = str(pipe.set_dtype("auto")).removeprefix("torch.")
         results["end_to_end_s"] = best_time(end_to_end, args.repeats)
+        results["decoding_auto_dtype_s"] = best_time(lambda: pipe.decode_latents(latents), args.repeats)
         pipe.set_dtype("float32")
 
         # Achieved arithmetic rate of the transformer, against a large matmul.
