@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -72,7 +73,6 @@ def clip_retrieval_accuracy(clip: CLIPEncoder, num_clips: int = 512, seed: int =
 @torch.no_grad()
 def autoencoder_psnr(vae, num_clips: int = 64, seed: int = 1234, split: str = "heldout") -> float:
     """Mean PSNR (dB, pixels in [0, 1]) of encode -> decode on freshly rendered clips."""
-
     psnrs = []
     for frames, _ in render_dataset(num_clips, seed=seed, split=split, batch_size=16):
         recon = decode_latents(vae, encode_clips(vae, frames))  # (n, T, H, W, 3) in [0, 1]
@@ -85,9 +85,6 @@ def autoencoder_psnr(vae, num_clips: int = 64, seed: int = 1234, split: str = "h
 def decode_frames_per_second(vae, num_frames: int = 64, repeats: int = 5) -> float:
     """Decoding speed of the autoencoder in frames per second, one batch of num_frames
     (the app decodes 4 clips x 16 frames = 64 per request). Best of `repeats`."""
-    import time
-
-
     latents = torch.randn(1, vae.config.latent_channels, num_frames, 32, 32)
     decode_latents(vae, latents)  # warm-up
     best = float("inf")
