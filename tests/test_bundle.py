@@ -24,19 +24,21 @@ def test_bundle_samples_offline(monkeypatch):
     assert pipe.transformer.num_tokens(16, 32, 32) == 256
 
 
-def test_bundle_follows_background_and_colour_words():
+def test_bundle_follows_background_colour_and_motion_words():
     """The frame judge on 6 clips at the default 20 steps (float32, seed 0). Measured: 6/6 backgrounds,
-    3/6 colours right and 3 clips with the object missing from some frame, no wrong colour."""
+    4/6 colours and motions right (and 4/6 shapes), 2 clips with the object missing from some frame,
+    nothing of the wrong colour or motion."""
     pipe = TinyDiTPipeline.from_pretrained(BUNDLE)
     pipe.set_progress_bar_config(disable=True)
     prompts = ["a red circle moving left on a black background", "a yellow star growing on a white background",
                "a green square moving up on a gray background", "a blue circle moving right on a white background",
                "an orange triangle moving down on a black background", "a purple square shrinking on a gray background"]
-    truth = [("black", "red"), ("white", "yellow"), ("gray", "green"), ("white", "blue"), ("black", "orange"),
-             ("gray", "purple")]
+    truth = [("black", "red", "left"), ("white", "yellow", "growing"), ("gray", "green", "up"),
+             ("white", "blue", "right"), ("black", "orange", "down"), ("gray", "purple", "shrinking")]
     frames = pipe(prompts, num_inference_steps=20, generator=torch.Generator().manual_seed(0)).frames
     judged = [judge_frames(clip) for clip in (frames * 255).round().astype(np.uint8)]
-    assert [j["background"] for j in judged] == [b for b, _ in truth]
-    right = sum(j["color"] == c for j, (_, c) in zip(judged, truth))
-    wrong = sum(j["color"] not in (c, "none") for j, (_, c) in zip(judged, truth))
-    assert right >= 2 and wrong <= 1, judged
+    assert [j["background"] for j in judged] == [b for b, _, _ in truth]
+    for attribute, column in (("color", 1), ("motion", 2)):
+        right = sum(j[attribute] == t[column] for j, t in zip(judged, truth))
+        wrong = sum(j[attribute] not in (t[column], "none") for j, t in zip(judged, truth))
+        assert right >= 3 and wrong <= 1, (attribute, judged)
