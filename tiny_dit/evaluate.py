@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tiny_dit.autoencoder import decode_latents, encode_clips
+from tiny_dit.autoencoder import decode_latents, encode_clips, load_autoencoder
 from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, ClipSpec,
                                   all_attribute_combinations, caption, random_clip_spec, render_clips,
                                   render_dataset)
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
 from tiny_dit.text_encoder import CLIPEncoder
 
 ATTRIBUTES = ("color", "shape", "motion", "background")
@@ -269,14 +269,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (pipeline default)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+    parser.add_argument("--dtype", choices=("auto", *COMPUTE_DTYPES), default="auto",
                         help="transformer and autoencoder precision, as in the app: auto (default) keeps the faster")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if args.round_trip and not args.rendered:
         parser.error("--round-trip goes with --rendered")
     clip = CLIPEncoder.from_pretrained(args.clip)
-    vae = TinyDiTPipeline.from_pretrained(args.model).vae if args.round_trip else None
+    vae = load_autoencoder(args.model, subfolder="vae") if args.round_trip else None  # the pipeline's own
     with torch.no_grad():
         results = (evaluate_rendered(clip, args.num_prompts, args.seed, vae) if args.rendered else
                    evaluate_model(args.model, clip, args.num_prompts, args.steps, args.guidance, args.seed,

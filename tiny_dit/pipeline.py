@@ -175,9 +175,10 @@ class TinyDiTPipeline(DiffusionPipeline):
         bfloat16 halves the bytes moved and, on CPUs with AVX-512 BF16 or AMX (and on GPUs),
         runs matmuls and convolutions about twice as fast: measured here (benchmarks/speed.py),
         the transformer's work for 4 guided clips x 20 steps took 1.0-1.3 s instead of 2.7-2.9 s,
-        and decoding their 64 frames 0.06 s instead of 0.09-0.12 s. On older CPUs it is slower, so "auto" times one pass of a 4-clip guided batch
-        (the app's default request) in each dtype. The sampler's latents stay float32, and so
-        does the text encoder (it runs once per prompt). Returns the dtype set.
+        and decoding their 64 frames 0.06 s instead of 0.09-0.12 s. On older CPUs it is slower,
+        so "auto" times one pass of a 4-clip guided batch (the app's default request) in each dtype.
+        The sampler's latents stay float32, and so does the text encoder (it runs once per prompt).
+        Returns the dtype set.
         """
         if dtype != "auto":
             if dtype not in COMPUTE_DTYPES:

@@ -20,7 +20,7 @@ DEFAULT_MODEL = "assets/tiny-dit-shapes"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+    from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
 
     parser = argparse.ArgumentParser(prog="python -m tiny_dit.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gif", type=Path, default=None,
                         help="also write the grid as an animated GIF here (for a README or slides)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+    parser.add_argument("--dtype", choices=("auto", *COMPUTE_DTYPES), default="auto",
                         help="transformer and autoencoder precision; auto (default) times both and keeps the faster")
     return parser
 
