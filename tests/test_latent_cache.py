@@ -84,3 +84,12 @@ def test_bf16_encoding_is_close_to_float32(tmp_path, encoders):
     assert a["num_clips"] == b["num_clips"] == 2
     assert not torch.equal(la, lb)  # bf16 really ran
     assert (la - lb).abs().max() < 0.1 * la.std() + 0.05
+
+
+def test_still_captions_from_the_attributes():
+    metadata = [{"text": "a red star moving left on a black background", "color": "red", "shape": "star",
+                 "motion": "left", "background": "black"}, {"text": "a real clip of a dog"}]
+    cache = LatentCache(torch.zeros(2, 1), None, None, None, None, [m["text"] for m in metadata], {}, metadata)
+    stills = cache.still_captions()
+    assert stills[0] == "a red star on a black background"  # phrasing 0 of the first clip
+    assert stills[1] == "a real clip of a dog"  # no attributes: the clip's own caption

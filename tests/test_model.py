@@ -341,3 +341,54 @@ def test_gradient_checkpointing_gives_same_gradients():
     for a, b in zip(plain, checkpointed):
         torch.testing.assert_close(a, b)
     assert any(g.abs().max() > 0 for g in plain)
+
+
+# ---------------------------------------------------------------------------
+# conv_mlp: the depthwise convolution inside the MLP
+# ---------------------------------------------------------------------------
+
+
+def test_conv_mlp_starts_as_the_plain_block():
+    """Zero-initialised, the convolution adds nothing: the same weights give the same output with and
+    without it, and the plain model's weights load into the conv model (the new keys stay zero)."""
+    plain = perturb(make_model(cross_attention=True))
+    conv = make_model(cross_attention=True, conv_mlp=True)
+    missing, unexpected = conv.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all("mlp_conv" in key for key in missing)
+    latents, timestep, cond = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(conv(latents, timestep, **cond).sample, plain(latents, timestep, **cond).sample)
+        assert all(block.mlp_conv.conv.weight.abs().sum() == 0 for block in make_model(conv_mlp=True).blocks)
+
+
+def test_conv_mlp_mixes_neighbours_within_a_frame_slot_only():
+    """Changing one token's input changes the conv's output at its 3 x 3 neighbours of the same frame
+    slot, and nowhere else (not in other frame slots, not two patches away)."""
+    block = make_model(conv_mlp=True).blocks[0]
+    conv = block.mlp_conv
+    torch.nn.init.normal_(conv.conv.weight)
+    grid = (2, 4, 4)  # T', H', W'
+    h = torch.randn(1, 32, conv.conv.in_channels)
+    h2 = h.clone()
+    token = (0 * 4 + 1) * 4 + 1  # frame slot 0, row 1, column 1
+    h2[0, token] += 1.0
+    with torch.no_grad():
+        changed = (conv(h2, grid) - conv(h, grid)).abs().sum(-1)[0] > 0  # (N,)
+    changed = changed.reshape(2, 4, 4)
+    expected = torch.zeros(2, 4, 4, dtype=torch.bool)
+    expected[0, 0:3, 0:3] = True
+    assert torch.equal(changed, expected)
+
+
+def test_conv_mlp_output_shapes_and_save_load(tmp_path):
+    model = perturb(make_model(conv_mlp=True, cross_attention=True))
+    for shape in ((2, 4, 4, 8, 8), (1, 4, 2, 6, 10)):  # any length and aspect
+        latents, timestep, cond = make_inputs(shape)
+        with torch.no_grad():
+            assert model(latents, timestep, **cond).sample.shape == shape
+    model.save_pretrained(tmp_path)
+    loaded = TinyDiT.from_pretrained(tmp_path).eval()
+    assert loaded.config.conv_mlp
+    latents, timestep, cond = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(latents, timestep, **cond).sample, model(latents, timestep, **cond).sample)

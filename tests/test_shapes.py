@@ -177,3 +177,13 @@ def test_render_at_lower_resolution_is_the_same_scene():
     small = render_clips(specs, frame_indices=[0], size=32).float()
     pooled = torch.nn.functional.avg_pool2d(full[:, 0].permute(0, 3, 1, 2), 4).permute(0, 2, 3, 1)
     assert (small[:, 0] - pooled).abs().mean() < 4  # same picture, up to anti-aliasing
+
+
+def test_still_captions_leave_out_the_motion():
+    from tiny_dit.data.shapes import NUM_PHRASINGS, caption
+
+    stills = {caption("red", "star", None, "black", p) for p in range(NUM_PHRASINGS)}
+    assert "a red star on a black background" in stills and len(stills) == NUM_PHRASINGS - 1  # 0 and 1 agree
+    for text in stills:
+        assert all(word in text for word in ("red", "star", "black"))
+        assert not any(word in text for word in ("moving", "moves", "slides", "going", "grow", "shrink", "big"))

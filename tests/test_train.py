@@ -192,3 +192,42 @@ def test_help_and_presets():
     assert PRESETS["small"]["batch_size"] == 32 and PRESETS["base"]["batch_size"] == 64
     args = build_parser().parse_args(["--cache", "c", "--out", "o", "--preset", "small"])
     assert args.noise_shift is None  # filled in from the preset by train()
+
+
+def test_still_images_are_one_frame_held_for_a_tubelet():
+    latents = torch.randn(3, 4, 8, 5, 5)
+    stills = tiny_dit.train.still_images(latents, 2, torch.Generator().manual_seed(0))
+    assert stills.shape == (3, 4, 2, 5, 5)
+    for clip, still in zip(latents, stills):
+        assert torch.equal(still[:, 0], still[:, 1])  # it does not move
+        assert any(torch.equal(still[:, 0], clip[:, t]) for t in range(8))  # a frame of its own clip
+
+
+def test_stills_only_training_with_evaluation_and_matched_sampler(cache_dir, tmp_path):
+    """--batch-size 0 trains on stills alone (the image proxy); --eval-every logs the frame judge on
+    still prompts; the saved pipeline samples with the noise shift it was trained with."""
+    run(cache_dir, tmp_path / "run", "--steps", "2", "--batch-size", "0", "--image-batch-size", "4",
+        "--sample-every", "0", "--eval-every", "2", "--eval-prompts", "2", "--noise-shift", "2")
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval" in r]
+    assert len(evals) == 1 and evals[0]["eval_still"] and evals[0]["step"] == 2
+    assert {"seen/shape", "held-out/shape", "seen/color", "seen/all"} <= set(evals[0]["eval"])
+    pipe = TinyDiTPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert pipe.scheduler.config.shift == 2
+    with pytest.raises(ValueError, match="--batch-size"):
+        run(cache_dir, tmp_path / "none", "--steps", "2", "--batch-size", "0", "--image-batch-size", "0")
+
+
+def test_init_from_adds_a_zero_initialised_conv_mlp(cache_dir, tmp_path):
+    run(cache_dir, tmp_path / "first", "--steps", "2", "--sample-every", "0")
+    trained = TinyDiT.from_pretrained(tmp_path / "first" / "pipeline" / "transformer")
+    run(cache_dir, tmp_path / "second", "--steps", "1", "--sample-every", "0", "--lr", "0", "--conv-mlp",
+        "--image-batch-size", "2", "--init-from", str(tmp_path / "first" / "pipeline"))
+    state = torch.load(tmp_path / "second" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["model_config"]["conv_mlp"]
+    for name, value in state["model"].items():
+        expected = trained.state_dict().get(name, torch.zeros_like(value))  # new parts: still zero
+        assert torch.equal(value, expected), name
+    with pytest.raises(ValueError, match="another shape"):
+        run(cache_dir, tmp_path / "third", "--steps", "1", "--model", "depth=3",
+            "--init-from", str(tmp_path / "first" / "pipeline"))

@@ -168,10 +168,11 @@ def judge_frames(clip: np.ndarray) -> dict[str, str]:
 # ----------------------------------------------------------------------------
 
 
-def evaluation_prompts(split: str, num_prompts: int, seed: int = 0) -> list[dict]:
+def evaluation_prompts(split: str, num_prompts: int, seed: int = 0, still: bool = False) -> list[dict]:
     """A fixed, balanced prompt set: every value of every attribute, several phrasings.
 
-    split "seen" uses training colour-shape pairs, "held-out" the four held-out pairs."""
+    split "seen" uses training colour-shape pairs, "held-out" the four held-out pairs.
+    still=True: prompts for still images (no motion word; "motion" is "none", what the judge sees)."""
     rng = np.random.default_rng(seed)
     held_out = split != "seen"
     pairs = [(c, s) for c in COLORS for s in SHAPES if ((c, s) in HELD_OUT_PAIRS) == held_out]
@@ -181,8 +182,11 @@ def evaluation_prompts(split: str, num_prompts: int, seed: int = 0) -> list[dict
     for k in range(num_prompts):  # motions, backgrounds and pairs each cycle evenly
         color, shape = pairs[k % len(pairs)]
         motion, background = MOTIONS[k % len(MOTIONS)], backgrounds[(k // len(MOTIONS)) % len(backgrounds)]
-        prompts.append({"text": caption(color, shape, motion, background, phrasing=k % 5), "color": color,
-                        "shape": shape, "motion": motion, "background": background})
+        if still:  # backgrounds cycle fastest, so that few prompts still cover every pair
+            motion, background = "none", backgrounds[k % len(backgrounds)]
+            color, shape = pairs[(k // len(backgrounds)) % len(pairs)]
+        text = caption(color, shape, None if still else motion, background, phrasing=k % 5)
+        prompts.append({"text": text, "color": color, "shape": shape, "motion": motion, "background": background})
     return prompts
 
 
@@ -201,24 +205,40 @@ def evaluate_clips(frames: torch.Tensor, truth: list[dict], clip: CLIPEncoder) -
 
 def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: int | None = None,
                    guidance_scale: float | None = None, seed: int = 0, batch_size: int = 8,
-                   dtype: str = "auto") -> dict:
-    """Sample one clip per evaluation prompt (seeded) and score both splits."""
-    from tqdm import tqdm
-
+                   dtype: str = "auto", still: bool = False, shift: float | None = None) -> dict:
+    """Sample one clip per evaluation prompt (seeded) and score both splits. `shift`: sample with this
+    noise shift instead of the one in the model's scheduler config."""
     pipe = TinyDiTPipeline.from_pretrained(model).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
+    if shift is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
     dtype = pipe.set_dtype(dtype)
+    results = evaluate_pipeline(pipe, clip, num_prompts, steps, guidance_scale, seed, batch_size, still)
+    return {"model": str(model), **results, "dtype": str(dtype).removeprefix("torch."),
+            "shift": pipe.scheduler.config.shift}
+
+
+def evaluate_pipeline(pipe: TinyDiTPipeline, clip: CLIPEncoder, num_prompts: int = 72, steps: int | None = None,
+                      guidance_scale: float | None = None, seed: int = 0, batch_size: int = 8,
+                      still: bool = False, progress: bool = True) -> dict:
+    """Both judges on one seeded sample per evaluation prompt, for both splits.
+
+    still=True samples still images instead of clips: the shortest clip the transformer makes
+    (`patch_size_t` frames, one tubelet deep) from prompts without a motion."""
+    from tqdm import tqdm
+
     steps = steps or DEFAULT_NUM_INFERENCE_STEPS
     guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
-    results = {"model": str(model), "steps": steps, "guidance_scale": guidance_scale,
-               "dtype": str(dtype).removeprefix("torch.")}
+    num_frames = pipe.transformer.config.patch_size_t if still else None
+    results = {"steps": steps, "guidance_scale": guidance_scale, "still": still}
     for split in ("seen", "held-out"):
-        prompts = evaluation_prompts(split, num_prompts, seed)
+        prompts = evaluation_prompts(split, num_prompts, seed, still=still)
         clips = []
-        for start in tqdm(range(0, len(prompts), batch_size), desc=f"sampling {split}", unit="batch"):
+        for start in tqdm(range(0, len(prompts), batch_size), desc=f"sampling {split}", unit="batch",
+                          disable=not progress):
             batch = prompts[start:start + batch_size]
             generator = torch.Generator().manual_seed(seed * 100_003 + start)
-            out = pipe([p["text"] for p in batch], num_inference_steps=steps,
+            out = pipe([p["text"] for p in batch], num_inference_steps=steps, num_frames=num_frames,
                        guidance_scale=guidance_scale, generator=generator).frames
             clips.append(torch.from_numpy((out * 255).round().astype(np.uint8)))
         results[split] = evaluate_clips(torch.cat(clips), prompts, clip)
@@ -244,7 +264,8 @@ def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0, v
 
 def print_table(results: dict) -> None:
     settings = [f"{results['steps']} steps", f"guidance {results['guidance_scale']}",
-                results.get("dtype")] if "steps" in results else []
+                f"shift {results.get('shift')}", results.get("dtype"),
+                "still images" if results.get("still") else None] if "steps" in results else []
     print(f"\n{results['model']}" + (f"  ({', '.join(x for x in settings if x)})" if settings else ""))
     print(f"{'split':10s} {'judge':7s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all")))
     for split in ("seen", "held-out"):
@@ -269,6 +290,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (pipeline default)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shift", type=float, default=None,
+                        help="sampler noise shift (default: the model's scheduler config)")
+    parser.add_argument("--still", action="store_true",
+                        help="sample still images (prompts without motion) instead of clips: the image proxy")
     parser.add_argument("--dtype", choices=("auto", *COMPUTE_DTYPES), default="auto",
                         help="transformer and autoencoder precision, as in the app: auto (default) keeps the faster")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -280,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         results = (evaluate_rendered(clip, args.num_prompts, args.seed, vae) if args.rendered else
                    evaluate_model(args.model, clip, args.num_prompts, args.steps, args.guidance, args.seed,
-                                  dtype=args.dtype))
+                                  dtype=args.dtype, still=args.still, shift=args.shift))
     print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

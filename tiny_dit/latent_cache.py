@@ -143,6 +143,15 @@ class LatentCache:
     uncond: TextEmbeddings  # the empty prompt, batch of 1
     captions: list[str]
     info: dict
+    metadata: list[dict]  # captions.jsonl: the caption and, for shapes-world clips, the attributes
+
+    def still_captions(self) -> list[str]:
+        """A caption for a still frame of each clip: its shapes-world caption without the motion
+        (a frame shows none), or the clip's own caption where the cache has no attributes."""
+        from tiny_dit.data.shapes import NUM_PHRASINGS, caption
+
+        return [caption(m["color"], m["shape"], None, m["background"], i % NUM_PHRASINGS)
+                if "shape" in m else m["text"] for i, m in enumerate(self.metadata)]
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentCache":
@@ -155,9 +164,9 @@ class LatentCache:
         data = {key: torch.cat([s[key] for s in shards]) for key in shards[0]}
         u = load_file(path / "uncond.safetensors")
         uncond = TextEmbeddings(pooled=u["pooled"], hidden_states=u["hidden_states"], mask=u["mask"].bool())
-        captions = [json.loads(line)["text"] for line in (path / "captions.jsonl").read_text().splitlines()]
+        metadata = [json.loads(line) for line in (path / "captions.jsonl").read_text().splitlines()]
         return cls(data["latents"], data["pooled"], data["hidden_states"], data["mask"].bool(),
-                   uncond, captions, info)
+                   uncond, [m["text"] for m in metadata], info, metadata)
 
     def __len__(self) -> int:
         return len(self.latents)

@@ -316,6 +316,34 @@ class CrossAttention(nn.Module):
 # ---------------------------------------------------------------------------
 
 
+class DepthwiseConv(nn.Module):
+    """A 3 x 3 depthwise convolution over each frame slot's token grid, as a zero-initialised residual.
+
+        h = h + DWConv3x3(h)      h: the MLP's hidden tokens, (B, N, D_mlp)
+
+    Attention treats tokens as a set (only the positional embedding says who is a
+    neighbour) and the MLP sees one token at a time, so nothing in a plain DiT block
+    mixes a token with its neighbours directly. Outlines (a corner, a point of a star)
+    span patch borders, and the plain block learns them slowly: samples are
+    patch-sized blocks long before they are shapes. TLD (apapiu/transformer_latent_diffusion)
+    puts this convolution between the MLP's two Linears for exactly that reason.
+    Each channel has its own 3 x 3 kernel (9 D_mlp weights), within a frame slot (1 x 3 x 3),
+    so it costs little and works for any number of frames. Zero-initialised, the block
+    starts as a plain DiT block.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+
+    def forward(self, h: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        B, N, D = h.shape
+        Tg, Hg, Wg = grid
+        img = h.reshape(B * Tg, Hg, Wg, D).permute(0, 3, 1, 2)  # (B*T', D_mlp, H', W'): one image per frame slot
+        out = self.conv(img).permute(0, 2, 3, 1).reshape(B, N, D)  # (B, N, D_mlp), time-major again
+        return h + out
+
+
 class DiTBlock(nn.Module):
     """Pre-norm transformer block with adaLN-Zero conditioning.
 
@@ -323,6 +351,7 @@ class DiTBlock(nn.Module):
         x = x + CrossAttn(x, text)                 (only if cross_attention)
         x = x + gate_mlp * MLP(modulate(LN(x), shift_mlp, scale_mlp))
 
+    MLP is Linear -> GELU -> Linear, or with `conv_mlp` Linear -> DepthwiseConv -> GELU -> Linear (TLD).
     The six (B, D) modulation vectors are one Linear of SiLU(c). That Linear is
     zero-initialised, so all gates are 0 and the block starts as the identity.
     """
@@ -334,6 +363,7 @@ class DiTBlock(nn.Module):
         mlp_ratio: float = 4.0,
         layout: str = "full",
         context_dim: int | None = None,
+        conv_mlp: bool = False,
     ):
         super().__init__()
         # No affine parameters: shift and scale come from c instead.
@@ -346,7 +376,15 @@ class DiTBlock(nn.Module):
         # slower (1.1 vs 0.18 ms for the 2048 x 768 activations of a 4-clip guided batch, ~10% of a
         # forward pass), and the two differ by < 0.001, so weights trained with either work with both.
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, dim))
+        self.mlp_conv = DepthwiseConv(mlp_hidden) if conv_mlp else None  # between mlp[0] and the GELU
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def feed_forward(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """The MLP: (B, N, D) -> (B, N, D_mlp) -> (B, N, D), with the depthwise convolution if any."""
+        if self.mlp_conv is None:
+            return self.mlp(x)
+        fc1, act, fc2 = self.mlp
+        return fc2(act(self.mlp_conv(fc1(x), grid)))
 
     def forward(
         self,
@@ -366,7 +404,7 @@ class DiTBlock(nn.Module):
         if self.cross_attn is not None:
             x = x + self.cross_attn(x, context, context_mask)
 
-        x = x + gate_mlp[:, None, :] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = x + gate_mlp[:, None, :] * self.feed_forward(modulate(self.norm2(x), shift_mlp, scale_mlp), grid)
         return x, probs  # (B, N, D), attention probabilities or None
 
 
@@ -437,12 +475,17 @@ class TinyDiT(ModelMixin, ConfigMixin):
         cross_attention: add a cross-attention layer to CLIP token states in every block.
         attention_type: "full" (all tokens attend to all tokens) or "factorized"
             (even blocks attend spatially, odd blocks temporally).
+        conv_mlp: a zero-initialised 3 x 3 depthwise convolution inside every MLP (TLD),
+            so that neighbouring patches mix; see `DepthwiseConv`.
         prediction_type: what the network outputs before conversion to a velocity:
             "sample" (the clean latents x0) or "velocity" (v itself). See the module docstring.
     """
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["DiTBlock"]
+    # Left in the model's dtype by enable_layerwise_casting (fp8 storage): the layers whose weight dtype
+    # forward casts its inputs to (patch_embed, time_embed.mlp), and the norms.
+    _skip_layerwise_casting_patterns = ["patch_embed", "time_embed", "norm"]
 
     @register_to_config
     def __init__(
@@ -462,6 +505,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         cross_attention: bool = False,
         attention_type: str = "full",
         prediction_type: str = "sample",
+        conv_mlp: bool = False,
     ):
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -500,6 +544,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
                     mlp_ratio,
                     layout=layout(i),
                     context_dim=text_embed_dim if cross_attention else None,
+                    conv_mlp=conv_mlp,
                 )
                 for i in range(depth)
             ]
@@ -531,6 +576,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
             if block.cross_attn is not None:
                 nn.init.zeros_(block.cross_attn.proj.weight)
                 nn.init.zeros_(block.cross_attn.proj.bias)
+            if block.mlp_conv is not None:  # the MLP starts as the plain one
+                nn.init.zeros_(block.mlp_conv.conv.weight)
+                nn.init.zeros_(block.mlp_conv.conv.bias)
 
         # ... and the output layer starts at zero.
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import random
 import shutil
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.flow import flow_matching_loss
-from tiny_dit.latent_cache import LatentCache
+from tiny_dit.latent_cache import LatentCache, embed_prompts
 from tiny_dit.model import TinyDiT
 from tiny_dit.training_utils import JsonlLog, atomic_save
 
@@ -57,29 +58,35 @@ PRESETS = {
     "tiny": dict(
         model=dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
         steps=200, batch_size=8, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50, sample_every=100,
-        noise_shift=1.0,
+        noise_shift=1.0, image_batch_size=0,
     ),
     # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (~1 s per step in bf16).
     # lr and noise shift as the bundled model was trained (README: "The bundled model").
     "small": dict(
         model=dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True),
         steps=8000, batch_size=32, lr=1e-3, warmup=200, ema_decay=0.999, checkpoint_every=250, sample_every=1000,
-        noise_shift=3.0,
+        noise_shift=3.0, image_batch_size=0,
     ),
     # For one GPU (e.g. a Colab T4, with --mixed-precision fp16): patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens,
     # 37M parameters. The noise shift as for small (more tokens need at least as much; not measured here).
     "base": dict(
         model=dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True),
         steps=50000, batch_size=64, lr=2e-4, warmup=1000, ema_decay=0.9999, checkpoint_every=1000,
-        sample_every=5000, noise_shift=3.0,
+        sample_every=5000, noise_shift=3.0, image_batch_size=0,
     ),
 }
 TRAINING_DEFAULTS = ("steps", "batch_size", "lr", "warmup", "ema_decay", "checkpoint_every", "sample_every",
-                     "noise_shift")
+                     "noise_shift", "image_batch_size")
 
 
-def build_model(cache: LatentCache, preset: str) -> TinyDiT:
-    """A fresh TinyDiT of the preset's shape, sized for the cache's latents and CLIP embeddings."""
+# Model options whose parts start at zero (the block computes what it did without them), so that
+# --init-from can add them to a trained model: config key -> the name of the parts in the state dict.
+ZERO_INIT_ADDITIONS = {"conv_mlp": "mlp_conv"}
+
+
+def build_model(cache: LatentCache, preset: str, **overrides) -> TinyDiT:
+    """A fresh TinyDiT of the preset's shape (with `overrides` of it), sized for the cache's latents
+    and CLIP embeddings."""
     _, channels, frames, height, width = cache.latents.shape
     return TinyDiT(
         in_channels=channels,
@@ -87,8 +94,21 @@ def build_model(cache: LatentCache, preset: str) -> TinyDiT:
         sample_size=height,
         text_embed_dim=cache.hidden_states.shape[-1],
         pooled_embed_dim=cache.pooled.shape[-1],
-        **PRESETS[preset]["model"],
+        **{**PRESETS[preset]["model"], **overrides},
     )
+
+
+def still_images(latents: torch.Tensor, patch_size_t: int, generator: torch.Generator) -> torch.Tensor:
+    """One random latent frame of each clip, held for one tubelet: (B, C, T, h, w) -> (B, C, pt, h, w).
+
+    This is how the model learns images (Sora, Latte and VDM train on images beside clips): a
+    still is a clip one tubelet long that does not move. A frame is 4x fewer tokens than a clip
+    and attention on it 16x cheaper, so shape (what one frame shows) is learned at a fraction of
+    the cost, and the same weights then sample images (num_frames = patch_size_t)."""
+    B, _, T = latents.shape[:3]
+    t = torch.randint(T, (B,), generator=generator).to(latents.device)  # (B,) which frame of each clip
+    frame = latents[torch.arange(B, device=latents.device), :, t]  # (B, C, h, w)
+    return frame[:, :, None].expand(-1, -1, patch_size_t, -1, -1)  # (B, C, pt, h, w)
 
 
 def model_shape(config) -> dict:
@@ -149,11 +169,13 @@ def load_frozen_components(cache_info: dict, args: argparse.Namespace):
     return clip, load_autoencoder(vae_name)
 
 
-def make_pipeline(ema: TinyDiT, clip, vae):
+def make_pipeline(ema: TinyDiT, clip, vae, noise_shift: float = 1.0):
+    """The pipeline of a run. Its sampler visits the noise levels training emphasised (the same shift):
+    the bundle of session 3 trained with shift 3 and sampled with 1, and lost shape to it."""
     from tiny_dit.pipeline import TinyDiTPipeline
 
     pipe = TinyDiTPipeline(vae=vae, text_encoder=clip, tokenizer=clip.tokenizer, transformer=ema,
-                           scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=noise_shift))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -172,15 +194,42 @@ def write_samples(pipe, prompts: list[str], folder: Path, steps: int, seed: int)
     (folder / "prompts.txt").write_text("".join(f"sample-{i:02d}: {p}\n" for i, p in enumerate(prompts)))
 
 
+def model_overrides(args: argparse.Namespace) -> dict:
+    """TinyDiT keyword arguments that replace the preset's: --conv-mlp and every --model KEY=VALUE."""
+    overrides = {} if args.conv_mlp is None else {"conv_mlp": args.conv_mlp}
+    for item in args.model or ():
+        key, sep, value = item.partition("=")
+        if not sep or key not in inspect.signature(TinyDiT).parameters:
+            raise ValueError(f"--model {item!r}: expected KEY=VALUE with KEY a TinyDiT argument")
+        overrides[key] = json.loads(value)
+    return overrides
+
+
+def evaluate_run(pipe, clip, args: argparse.Namespace) -> dict:
+    """The project's evaluation (tiny_dit.evaluate) of the EMA weights, as log.jsonl fields: a learning curve."""
+    from tiny_dit.evaluate import evaluate_pipeline
+
+    still = args.batch_size == 0 if args.eval_still is None else args.eval_still
+    start = time.time()
+    with torch.no_grad():
+        results = evaluate_pipeline(pipe, clip, num_prompts=args.eval_prompts, still=still, progress=False)
+    scores = {f"{split}/{attribute}": round(value, 4) for split in ("seen", "held-out")
+              for attribute, value in results[split]["frame_judge"].items()}
+    return {"eval": scores, "eval_still": still, "eval_seconds": round(time.time() - start, 1)}
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run (or resume) a training run as described by the command-line arguments. Returns a summary."""
     preset = PRESETS[args.preset]
     for key in TRAINING_DEFAULTS:
         if getattr(args, key, None) is None:
             setattr(args, key, preset[key])
-    for key in ("steps", "batch_size", "checkpoint_every", "log_every", "sample_steps", "num_samples"):
+    for key in ("steps", "checkpoint_every", "log_every", "sample_steps", "num_samples"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
+    if args.batch_size < 0 or args.image_batch_size < 0 or args.batch_size + args.image_batch_size == 0:
+        raise ValueError(f"--batch-size ({args.batch_size}) and --image-batch-size ({args.image_batch_size}) "
+                         "must be at least 0, and not both 0")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -207,22 +256,32 @@ def train(args: argparse.Namespace) -> dict:
               "pooled_projections": cache.uncond.pooled.float().to(device),
               "encoder_attention_mask": cache.uncond.mask.to(device)}
     clip = vae = None
-    if main:  # fail now, not after hours of training, if they cannot be loaded
+    if main or args.image_batch_size:  # fail now, not after hours of training, if they cannot be loaded
         clip, vae = load_frozen_components(cache.info, args)
         clip, vae = clip.to(device), vae.to(device)
+    if args.image_batch_size:  # stills are captioned without a motion: embed those captions once
+        still = embed_prompts(clip, cache.still_captions(), memo={})
+        still_pooled, still_hidden = still.pooled.half().to(device), still.hidden_states.half().to(device)
+        still_mask = still.mask.to(device)
 
     # Model, EMA copy, optimiser, LR schedule.
-    model = build_model(cache, args.preset)
+    model = build_model(cache, args.preset, **model_overrides(args))
     if args.init_from and not (args.resume and ckpt_path.is_file()):
         # Start from trained weights (e.g. the bundled model) instead of DiT's initialisation.
         folder = Path(args.init_from)
         folder = folder / "transformer" if (folder / "transformer").is_dir() else folder
         trained = TinyDiT.from_pretrained(folder)
-        shape = model_shape(trained.config)
-        if shape != model_shape(model.config):
+        shape, new_parts = model_shape(trained.config), ZERO_INIT_ADDITIONS
+        if {k: v for k, v in shape.items() if k not in new_parts} != \
+                {k: v for k, v in model_shape(model.config).items() if k not in new_parts}:
             raise ValueError(f"--init-from {args.init_from} is a model of another shape ({shape}); "
                              f"pick the --preset it was trained with and a cache of the same sizes")
-        model.load_state_dict(trained.state_dict())
+        # Parts the trained model lacks (e.g. --conv-mlp) keep their zero initialisation: the
+        # network starts out computing exactly what the trained one did.
+        missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+        if unexpected or any(not any(part in key for part in new_parts.values()) for key in missing):
+            raise ValueError(f"--init-from {args.init_from}: weights do not fit (missing {missing}, "
+                             f"unexpected {unexpected})")
     if args.gradient_checkpointing:  # recompute activations in the backward pass: less memory, ~1/3 more time
         model.enable_gradient_checkpointing()
     ema = copy.deepcopy(model).requires_grad_(False).eval().to(device)
@@ -285,13 +344,24 @@ def train(args: argparse.Namespace) -> dict:
                disable=not accelerator.is_local_main_process)
     loss_sum, loss_count, last_loss, t_log, t_aside = 0.0, 0, float("nan"), time.time(), 0.0
     for step in bar:
-        idx = torch.randint(len(cache), (args.batch_size,), generator=batch_generator).to(device)  # (B,)
-        x0 = latents[idx].float()  # (B, C, T, h, w)
-        cond = {"encoder_hidden_states": hidden_states[idx].float(),  # (B, L, W)
-                "pooled_projections": pooled[idx].float(),  # (B, E)
-                "encoder_attention_mask": mask[idx]}  # (B, L)
-        loss = flow_matching_loss(model, x0, cond, uncond, label_dropout=args.label_dropout,
-                                  generator=noise_generator, noise_shift=args.noise_shift)
+        # A batch of clips and a batch of stills (either may be empty); the loss is the mean over both.
+        loss = 0.0
+        for count, is_still in ((args.batch_size, False), (args.image_batch_size, True)):
+            if count == 0:
+                continue
+            idx = torch.randint(len(cache), (count,), generator=batch_generator).to(device)  # (B,)
+            if is_still:
+                x0 = still_images(latents[idx], raw_model.config.patch_size_t, batch_generator).float()
+                text = (still_hidden, still_pooled, still_mask)
+            else:
+                x0 = latents[idx].float()  # (B, C, T, h, w)
+                text = (hidden_states, pooled, mask)
+            cond = {"encoder_hidden_states": text[0][idx].float(),  # (B, L, W)
+                    "pooled_projections": text[1][idx].float(),  # (B, E)
+                    "encoder_attention_mask": text[2][idx]}  # (B, L)
+            loss = loss + count / (args.batch_size + args.image_batch_size) * flow_matching_loss(
+                model, x0, cond, uncond, label_dropout=args.label_dropout, generator=noise_generator,
+                noise_shift=args.noise_shift)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -307,15 +377,18 @@ def train(args: argparse.Namespace) -> dict:
             clips_per_s = loss_count * args.batch_size * accelerator.num_processes / max(elapsed, 1e-9)
             if main:
                 log.write(step=done, loss=mean_loss, lr=lr_scheduler.get_last_lr()[0],
-                          clips_per_s=round(clips_per_s, 2), grad_norm=float(grad_norm))
+                          clips_per_s=round(clips_per_s, 2), grad_norm=float(grad_norm),
+                          seconds_per_step=round(elapsed / loss_count, 3))
             bar.set_postfix(loss=f"{mean_loss:.4f}", clips_s=f"{clips_per_s:.1f}")
             last_loss, loss_sum, loss_count, t_log, t_aside = mean_loss, 0.0, 0, time.time(), 0.0
         t_start_aside = time.time()
         if done % args.checkpoint_every == 0 or done == args.steps:
             save_checkpoint(done)
         if main and args.sample_every and done % args.sample_every == 0:
-            write_samples(make_pipeline(ema, clip, vae), prompts, out / "samples" / f"step-{done:06d}",
-                          args.sample_steps, args.seed)
+            write_samples(make_pipeline(ema, clip, vae, args.noise_shift), prompts,
+                          out / "samples" / f"step-{done:06d}", args.sample_steps, args.seed)
+        if main and args.eval_every and done % args.eval_every == 0:
+            log.write(step=done, **evaluate_run(make_pipeline(ema, clip, vae, args.noise_shift), clip, args))
         t_aside += time.time() - t_start_aside
     bar.close()
 
@@ -324,7 +397,7 @@ def train(args: argparse.Namespace) -> dict:
     if main:
         tmp = out / "pipeline.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        make_pipeline(ema, clip, vae).save_pretrained(tmp)
+        make_pipeline(ema, clip, vae, args.noise_shift).save_pretrained(tmp)
         shutil.rmtree(pipeline_dir, ignore_errors=True)
         tmp.rename(pipeline_dir)
         accelerator.print(f"saved the pipeline (EMA weights) to {pipeline_dir}/")
@@ -343,7 +416,8 @@ def export_checkpoint(args: argparse.Namespace) -> Path:
     ema = TinyDiT.from_config(state["model_config"])
     ema.load_state_dict(state["ema"])
     clip, vae = load_frozen_components(json.loads((Path(args.cache) / "cache.json").read_text()), args)
-    make_pipeline(ema.eval(), clip, vae).save_pretrained(args.export)
+    run_args = json.loads((Path(args.out) / "args.json").read_text())  # the run's own noise shift
+    make_pipeline(ema.eval(), clip, vae, run_args.get("noise_shift") or 1.0).save_pretrained(args.export)
     print(f"wrote the EMA weights of step {state['step']} to {args.export}/")
     return Path(args.export)
 
@@ -383,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--noise-shift", type=float, default=None,
                      help="move training noise levels towards noise: s -> shift*s / (1 + (shift-1)*s); "
                           "1 = logit-normal as in SD3 (small: 3)")
+    opt.add_argument("--image-batch-size", type=int, default=None,
+                     help="still images per step besides the --batch-size clips: one random frame of a cached clip, "
+                          "one tubelet long, captioned without its motion (small: 0). --batch-size 0 trains on "
+                          "stills alone (the image proxy)")
+    opt.add_argument("--conv-mlp", action=argparse.BooleanOptionalAction, default=None,
+                     help="a depthwise 3x3 convolution in every MLP (TinyDiT conv_mlp; default: the preset's)")
+    opt.add_argument("--model", nargs="+", metavar="KEY=VALUE", default=None,
+                     help="TinyDiT arguments that replace the preset's, JSON values, e.g. --model depth=8 "
+                          "hidden_size=160 (for studies)")
     opt.add_argument("--label-dropout", type=float, default=0.1,
                      help="probability of training on the empty prompt, for guidance (default 0.1)")
     opt.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
@@ -397,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="steps between sample clips, 0 = never (small: 1000)")
     run.add_argument("--sample-steps", type=int, default=10, help="Euler steps for the sample clips (default 10)")
     run.add_argument("--num-samples", type=int, default=4, help="sample clips, one per cache caption (default 4)")
+    run.add_argument("--eval-every", type=int, default=0,
+                     help="steps between evaluations of the EMA weights (the frame and CLIP judges of "
+                          "tiny_dit.evaluate, logged to log.jsonl), 0 = never")
+    run.add_argument("--eval-prompts", type=int, default=24, help="prompts per split for --eval-every (default 24)")
+    run.add_argument("--eval-still", action=argparse.BooleanOptionalAction, default=None,
+                     help="--eval-every judges still images (default: when --batch-size is 0)")
     run.add_argument("--seed", type=int, default=0, help="seed of the weights, batches, noise and samples")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser

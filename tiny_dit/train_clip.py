@@ -65,11 +65,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="draw batches at random instead of in shape x motion groups")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from the weights of this saved CLIP folder (a new run, not a resume)")
+    parser.add_argument("--freeze-text", action="store_true",
+                        help="train only the image tower (and the logit scale): the text tower, and with it "
+                             "every text embedding a DiT was trained on, stays exactly as it is (use with --init)")
     args = parser.parse_args(argv)
+    if args.freeze_text and not args.init:
+        parser.error("--freeze-text needs --init: a frozen random text tower would learn nothing")
     start_run(args)
 
     clip = CLIPEncoder.from_pretrained(args.init) if args.init else \
         CLIPEncoder(open_clip.get_model_config(args.model))
+    if args.freeze_text:  # the DiT conditions on the text tower: keep it, sharpen only what sees the clips
+        for name, param in clip.model.named_parameters():
+            param.requires_grad_(name.startswith("visual.") or name == "logit_scale")
     loss_fn = open_clip.ClipLoss()
 
     def step_loss(step: int):

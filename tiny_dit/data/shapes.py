@@ -83,10 +83,21 @@ _PHRASINGS = (
     ("{color} {shape}, {motion}, {background} background", 0),
 )
 NUM_PHRASINGS = len(_PHRASINGS)
+# The same phrasings for a still image (one frame, or a clip with no motion): the motion words left out.
+_STILL_PHRASINGS = (
+    "a {color} {shape} on a {background} background",
+    "a {color} {shape} on a {background} background",
+    "on a {background} background, a {color} {shape}",
+    "a {background} background with a {color} {shape}",
+    "{color} {shape}, {background} background",
+)
 
 
-def caption(color: str, shape: str, motion: str, background: str, phrasing: int = 0) -> str:
-    """The caption of a clip; phrasing 0 is the canonical form of the spec."""
+def caption(color: str, shape: str, motion: str | None, background: str, phrasing: int = 0) -> str:
+    """The caption of a clip; phrasing 0 is the canonical form of the spec. motion=None
+    captions a still image: "a red star on a black background"."""
+    if motion is None:
+        return _STILL_PHRASINGS[phrasing].format(color=color, shape=shape, background=background)
     template, words = _PHRASINGS[phrasing]
     return template.format(color=color, shape=shape, motion=_MOTION_WORDS[words][motion],
                            background=background)
