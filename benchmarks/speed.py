@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     with torch.no_grad():
         prompts = [PROMPT] * n
-        results["text_encoding_s"] = best_time(lambda: pipe.encode_prompt(prompts), args.repeats)
-        cond, uncond = pipe.encode_prompt(prompts)
+        results["text_encoding_s"] = best_time(lambda: pipe.encode_conditioning(prompts), args.repeats)
+        cond, uncond = pipe.encode_conditioning(prompts)
         both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
         results["transformer_s"] = best_time(lambda: denoise(dit, latents, both, steps), args.repeats)
         # The same work with the transformer's weights and activations in bfloat16.

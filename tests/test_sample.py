@@ -87,3 +87,72 @@ def test_make_grid_tiles_clips_in_reading_order():
     assert make_grid(clips, ncols=5, padding=0).shape == (2, 4, 30, 3)
     with pytest.raises(ValueError):
         make_grid(clips[0])
+
+
+# --- any length and size, known frames (--image, --video, --frame-index) -------------------
+
+
+def test_cli_one_frame_writes_images_and_other_sizes_work(model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "stills"
+    paths = main(["--model", str(model_dir), "--prompt", "a red star on a black background", "--num-frames", "1",
+                  "--num-videos", "2", "--steps", "1", "--out", str(out), "--threads", "1"])
+    assert [p.name for p in paths] == ["sample-00.png", "sample-01.png", "grid.png"]
+    assert Image.open(out / "sample-00.png").size == (SIZE, SIZE)
+    assert "wrote 2 images" in capsys.readouterr().out
+    main(["--model", str(model_dir), "--prompt", PROMPT, "--num-frames", "3", "--width", "48", "--num-videos", "1",
+          "--steps", "1", "--out", str(tmp_path / "wide"), "--threads", "1"])
+    info = probe_mp4(tmp_path / "wide" / "sample-00.mp4")
+    assert info["size"] == (48, SIZE) and info["num_frames"] == 3
+    # Without --width/--height the clip takes the size of the given frames.
+    Image.fromarray(np.zeros((48, SIZE, 3), dtype=np.uint8)).save(tmp_path / "tall.png")
+    main(["--model", str(model_dir), "--prompt", PROMPT, "--image", str(tmp_path / "tall.png"), "--num-frames", "2",
+          "--num-videos", "1", "--steps", "1", "--out", str(tmp_path / "tall"), "--threads", "1"])
+    assert probe_mp4(tmp_path / "tall" / "sample-00.mp4")["size"] == (SIZE, 48)
+
+
+def test_cli_holds_an_image_and_a_clip_at_their_frame_indices(model_dir, tmp_path):
+    from PIL import Image
+
+    from tiny_dit.autoencoder import decode_latents, encode_clips
+    from tiny_dit.video import write_mp4
+
+    rng = np.random.default_rng(0)
+    clip = np.repeat(rng.integers(0, 256, (1, SIZE // 8, SIZE // 8, 3), dtype=np.uint8), 8, axis=1)
+    clip = np.repeat(np.repeat(clip, 8, axis=2), 2, axis=0)  # 2 frames of 8-px blocks: survive H.264
+    write_mp4(tmp_path / "clip.mp4", clip)
+    image = np.full((SIZE, SIZE, 3), (200, 40, 40), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "image.png")
+    out = tmp_path / "out"
+    main(["--model", str(model_dir), "--prompt", PROMPT, "--num-frames", "6", "--num-videos", "1", "--steps", "2",
+          "--video", str(tmp_path / "clip.mp4"), "--frame-index", "0", "--image", str(tmp_path / "image.png"),
+          "--frame-index", "-1", "--out", str(out), "--threads", "1"])
+    frames = read_mp4(out / "sample-00.mp4")[0].astype(np.float32)
+    assert frames.shape == (6, SIZE, SIZE, 3)
+    pipe = tiny_pipeline()
+    given = torch.from_numpy(np.concatenate([read_mp4(tmp_path / "clip.mp4")[0], image[None]]))
+    expected = decode_latents(pipe.vae, encode_clips(pipe.vae, given[None]))[0].numpy() * 255  # the round trip
+    assert np.abs(frames[[0, 1, 5]] - expected).mean() < 3  # up to H.264 compression
+
+
+def test_cli_condition_errors_name_the_option(model_dir, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / "image.png")
+    Image.fromarray(np.zeros((48, SIZE, 3), dtype=np.uint8)).save(tmp_path / "tall.png")
+    base = ["--model", str(model_dir), "--prompt", PROMPT, "--steps", "1", "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match="2 --frame-index for 1 --image/--video"):
+        main(base + ["--image", str(tmp_path / "image.png"), "--frame-index", "0", "--frame-index", "1"])
+    with pytest.raises(SystemExit, match="--video .*missing.mp4: no such file"):
+        main(base + ["--video", str(tmp_path / "missing.mp4")])
+    with pytest.raises(SystemExit, match=r"conditions\[1\].frame_index=40 is outside the 4-frame clip.*"
+                                         r"conditions\[1\] is --image .*image.png"):
+        main(base + ["--image", str(tmp_path / "image.png"), "--image", str(tmp_path / "image.png"),
+                     "--frame-index", "0", "--frame-index", "40"])
+    with pytest.raises(SystemExit, match="frames are 32x48 .* but the clip is 32x32"):
+        main(base + ["--image", str(tmp_path / "tall.png"), "--width", "32"])
+    with pytest.raises(SystemExit, match="could not be read"):
+        (tmp_path / "bad.png").write_text("not an image")
+        main(base + ["--image", str(tmp_path / "bad.png")])
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ _EXPORTS = {
     "OpenCLIPTokenizer": "tiny_dit.text_encoder",
     "TinyDiTPipeline": "tiny_dit.pipeline",
     "TinyDiTPipelineOutput": "tiny_dit.pipeline",
+    "TinyDiTCondition": "tiny_dit.conditions",
 }
 
 __all__ = list(_EXPORTS)

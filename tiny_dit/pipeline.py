@@ -26,7 +26,8 @@ Generation, step by step (`__call__`):
         v  = v_uncond + guidance_scale * (v_cond - v_uncond)  (CFG)
         x0 = x - s_i * v                                      the current guess of the clean clip
         x  = x + (s_{i+1} - s_i) * v                          the scheduler's Euler step
-  4. decode the final latents to frames with the autoencoder.
+        x[known] = (1 - s_{i+1}) * x0_known + s_{i+1} * noise   only with conditions (RePaint)
+  4. decode the final latents to frames with the autoencoder (and cut them to num_frames).
 
 To watch a clip form, ask the step callback for the current guess of the clean clip:
 
@@ -36,7 +37,30 @@ To watch a clip form, ask the step callback for the current guess of the clean c
         return {}
 
     pipe(prompt, callback_on_step_end=show, callback_on_step_end_tensor_inputs=["pred_x0", "attentions"],
-         capture_attention_layers=[0])
+         capture_attention_layers=[0])                    # default: every block's maps
+
+Like diffusers' SD3, LTX and Wan pipelines, it can take prompt embeddings instead of
+prompts (encode once with `encode_prompt`, reuse them, or encode in a pipeline that holds
+only the text encoder), and it keeps the callback state diffusers' built-in callbacks use
+(`guidance_scale`, read at every step from `_guidance_scale`, `num_timesteps`, `interrupt`),
+so `diffusers.callbacks.SD3CFGCutoffCallback` turns guidance off part-way through a run.
+
+Any length and size. num_frames may be anything from 1 (an image) to 64, and height and
+width any multiple of the token size (16 px for the bundled model, e.g. 128 x 192): the
+transformer's positional embeddings are computed from the input, not learned for one size.
+The transformer cuts the latent clip into tubelets of patch_size_t frames, so a clip
+whose length is not a multiple of that is sampled at the next multiple and cut (the
+autoencoder works frame by frame: pixel frame k is latent frame k). An image is the
+shortest case: one tubelet is sampled and its first frame returned. The model learns
+images that way: stills in training are one frame held for a whole tubelet, captioned
+without a motion ("a red star on a black background").
+
+Known frames (`conditions`, as in diffusers' LTXConditionPipeline): an image or a clip
+held at its place in the output while the rest is generated: animate an image, extend a
+clip forwards or backwards, connect two clips. See tiny_dit.conditions:
+
+    pipe(prompt, conditions=[TinyDiTCondition(image=img, frame_index=0)])
+    pipe(prompt, num_frames=32, conditions=[TinyDiTCondition(video=clip)])   # extend forwards
 
 With the default scheduler (shift=1) this is exactly `tiny_dit.flow.euler_sample`,
 the teaching sampler; the pipeline adds input checks, batching over prompts,
@@ -58,11 +82,14 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from tiny_dit.autoencoder import decode_latents as decode_to_frames
 from tiny_dit.autoencoder import spatial_downsample
+from tiny_dit.conditions import (KnownFrames, TinyDiTCondition, encode_known_frames, hold_known_frames,
+                                 place_conditions)
 from tiny_dit.model import TinyDiT
 from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
 
@@ -73,18 +100,26 @@ DEFAULT_GUIDANCE_SCALE = 5.0  # same default as tiny_dit.flow.euler_sample
 MAX_NUM_INFERENCE_STEPS = 200
 MAX_GUIDANCE_SCALE = 30.0
 MAX_VIDEOS = 36  # per call: prompts x num_videos_per_prompt
-OUTPUT_TYPES = ("np", "pt", "latent")
+# 4x the bundled model's training length; attention's cost grows with the square of the tokens.
+MAX_NUM_FRAMES = 64
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")  # diffusers' video layouts, see TinyDiTPipelineOutput
+# The prompt embeddings __call__ takes and encode_prompt returns, in encode_prompt's order.
+PROMPT_EMBEDDING_NAMES = ("prompt_embeds", "prompt_attention_mask", "pooled_prompt_embeds")
+NEGATIVE_EMBEDDING_NAMES = tuple(f"negative_{name}" for name in PROMPT_EMBEDDING_NAMES)
 
 
 @dataclass
 class TinyDiTPipelineOutput(BaseOutput):
     """Output of `TinyDiTPipeline`.
 
-    frames: the generated clips. output_type="np": float32 numpy array (batch, frames, height, width, 3)
-        in [0, 1]; "pt": the same as a torch tensor; "latent": the latents (batch, C, T, h, w).
+    frames: the generated clips, in the layouts of diffusers' video pipelines (LTX, Wan, Latte):
+        output_type="np": float32 numpy array (batch, frames, height, width, 3) in [0, 1];
+        "pt": float32 torch tensor (batch, frames, 3, height, width) in [0, 1], channels first;
+        "pil": a list (one per clip) of lists of PIL RGB images (one per frame);
+        "latent": the latents (batch, C, T, h, w), not decoded.
     """
 
-    frames: np.ndarray | torch.Tensor
+    frames: np.ndarray | torch.Tensor | list
 
 
 class TinyDiTPipeline(DiffusionPipeline):
@@ -99,8 +134,8 @@ class TinyDiTPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
-    # What `callback_on_step_end` may ask for (see __call__).
-    _callback_tensor_inputs = ["latents", "pred_x0", "attentions"]
+    # What `callback_on_step_end` may ask for (see __call__); each one works on its own.
+    _callback_tensor_inputs = ["latents", "pred_x0", "attentions", *PROMPT_EMBEDDING_NAMES, *NEGATIVE_EMBEDDING_NAMES]
 
     def __init__(
         self,
@@ -161,6 +196,13 @@ class TinyDiTPipeline(DiffusionPipeline):
         """Pixels per latent pixel along each side."""
         return spatial_downsample(self.vae)
 
+    def latent_num_frames(self, num_frames: int) -> int:
+        """Latent frames sampled for a clip of num_frames pixel frames: the next multiple of the
+        transformer's tubelet length patch_size_t (the surplus frames are cut after decoding).
+        num_frames=1 (an image) gives one tubelet, which the model learned as a still image."""
+        pt = self.transformer.config.patch_size_t
+        return -(-num_frames // pt) * pt
+
     def default_size(self) -> tuple[int, int, int]:
         """(num_frames, height, width) in pixels that the transformer was trained for."""
         config = self.transformer.config
@@ -188,7 +230,7 @@ class TinyDiTPipeline(DiffusionPipeline):
         frames, height, width = self.default_size()
         ds, config = self.vae_scale_factor, self.transformer.config
         x = torch.randn(batch_size, config.in_channels, frames, height // ds, width // ds, device=self.device)
-        cond, _ = self.encode_prompt([""] * batch_size, do_classifier_free_guidance=False, device=self.device)
+        cond, _ = self.encode_conditioning([""] * batch_size, do_classifier_free_guidance=False, device=self.device)
         timestep = torch.full((batch_size,), 500.0, device=self.device)
         seconds = {}
         for candidate in COMPUTE_DTYPES.values():
@@ -211,17 +253,88 @@ class TinyDiTPipeline(DiffusionPipeline):
     # -- prompts ------------------------------------------------------------------
 
     @torch.no_grad()
-    def _embed(self, prompts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
-        """CLIP embeddings as the transformer's keyword arguments."""
+    def _encode_text(self, prompts: list[str], device: torch.device,
+                     dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CLIP's token states (B, L, W), their mask (B, L) and pooled embedding (B, E), one row per prompt.
+
+        Reads only the text encoder and tokenizer (not the transformer's dtype), so that a pipeline
+        holding just those two can encode prompts for another one to sample from."""
+        if self.text_encoder is None or self.tokenizer is None:
+            raise ValueError("this pipeline has no text_encoder or tokenizer to encode prompts with: pass "
+                             "prompt_embeds, prompt_attention_mask and pooled_prompt_embeds (from encode_prompt "
+                             "in a pipeline that has them) instead, and negative_prompt_embeds, "
+                             "negative_prompt_attention_mask and negative_pooled_prompt_embeds for guidance")
         emb = self.text_encoder.encode_text(self.tokenizer(prompts))
-        dtype = self.transformer.dtype
-        return {
-            "encoder_hidden_states": emb.hidden_states.to(device, dtype),  # (B, L, W)
-            "pooled_projections": emb.pooled.to(device, dtype),  # (B, E)
-            "encoder_attention_mask": emb.mask.to(device),  # (B, L) bool
-        }
+        dtype = dtype or emb.hidden_states.dtype  # the text encoder's; the transformer casts to its own
+        return emb.hidden_states.to(device, dtype), emb.mask.to(device), emb.pooled.to(device, dtype)
+
+    def _negative_embeddings(self, negative_prompt: str | list[str] | None, num_prompts: int,
+                             num_videos_per_prompt: int, device: torch.device, dtype: torch.dtype | None
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The unconditional input of CFG for num_prompts * num_videos_per_prompt clips: the negative
+        prompts, or the empty prompt "" (what the model learned through label dropout)."""
+        if negative_prompt is None:
+            empty = self._encode_text([""], device, dtype)  # one empty-prompt embedding for every clip
+            return tuple(e.expand(num_prompts * num_videos_per_prompt, *e.shape[1:]) for e in empty)
+        negatives = [negative_prompt] * num_prompts if isinstance(negative_prompt, str) else list(negative_prompt)
+        return _repeat(self._encode_text(negatives, device, dtype), num_videos_per_prompt)
 
     def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        negative_prompt: str | list[str] | None = None,
+        do_classifier_free_guidance: bool = True,
+        num_videos_per_prompt: int = 1,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Prompt embeddings for B = len(prompts) * num_videos_per_prompt clips, as diffusers' SD3/LTX
+        pipelines return them, to pass back to __call__ under the same names (with prompt=None).
+
+        Returns (prompt_embeds (B, L, W) CLIP token states, prompt_attention_mask (B, L) bool,
+        pooled_prompt_embeds (B, E), negative_prompt_embeds, negative_prompt_attention_mask,
+        negative_pooled_prompt_embeds), each prompt's rows repeated num_videos_per_prompt times in a
+        row. The negative ones embed negative_prompt, or the empty prompt "" when it is None; they are
+        None without classifier-free guidance (unless given). Embeddings passed in are used instead of
+        encoding (and repeated the same way), so this needs the text encoder only for what is missing;
+        it never needs the transformer. dtype: default the text encoder's (the transformer casts them).
+        """
+        device = device or self._execution_device
+        if prompt_embeds is None:
+            if prompt is None:
+                raise ValueError("encode_prompt needs a prompt (or prompt_embeds to repeat), got None")
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds, prompt_attention_mask, pooled_prompt_embeds = self._encode_text(prompts, device, dtype)
+        else:
+            prompt_embeds, prompt_attention_mask, pooled_prompt_embeds = _to(
+                (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds), device, dtype)
+        num_prompts = prompt_embeds.shape[0]
+        prompt_embeds, prompt_attention_mask, pooled_prompt_embeds = _repeat(
+            (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds), num_videos_per_prompt)
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds = _repeat(_to(
+                (negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds), device, dtype),
+                num_videos_per_prompt)
+        elif do_classifier_free_guidance:
+            negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds = (
+                self._negative_embeddings(negative_prompt, num_prompts, num_videos_per_prompt, device, dtype))
+        return (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds,
+                negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds)
+
+    @staticmethod
+    def transformer_text_inputs(prompt_embeds: torch.Tensor, prompt_attention_mask: torch.Tensor,
+                                pooled_prompt_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Prompt embeddings as TinyDiT's keyword arguments (what flow.euler_sample takes as cond/uncond)."""
+        return {"encoder_hidden_states": prompt_embeds, "pooled_projections": pooled_prompt_embeds,
+                "encoder_attention_mask": prompt_attention_mask}
+
+    def encode_conditioning(
         self,
         prompt: str | list[str],
         negative_prompt: str | list[str] | None = None,
@@ -229,38 +342,29 @@ class TinyDiTPipeline(DiffusionPipeline):
         do_classifier_free_guidance: bool = True,
         device: torch.device | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        """Text conditioning for B = len(prompts) * num_videos_per_prompt clips.
-
-        Returns (cond, uncond): dicts of transformer keyword arguments (encoder_hidden_states
-        (B, L, W), pooled_projections (B, E), encoder_attention_mask (B, L)), each prompt repeated
-        num_videos_per_prompt times in a row. `uncond` embeds the negative prompts, or the empty
-        prompt "" when negative_prompt is None; it is None without classifier-free guidance.
-        """
-        device = device or self._execution_device
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        n = num_videos_per_prompt
-        cond = {k: v.repeat_interleave(n, dim=0) for k, v in self._embed(prompts, device).items()}
-        if not do_classifier_free_guidance:
-            return cond, None
-        if negative_prompt is None:
-            empty = self._embed([""], device)  # one empty-prompt embedding for every clip
-            uncond = {k: v.expand(len(prompts) * n, *v.shape[1:]) for k, v in empty.items()}
-        else:
-            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-            uncond = {k: v.repeat_interleave(n, dim=0) for k, v in self._embed(negatives, device).items()}
-        return cond, uncond
+        """encode_prompt as two dicts of transformer keyword arguments, (cond, uncond), for code that
+        calls the transformer itself (flow.euler_sample, the inspector, benchmarks). `uncond` is None
+        without classifier-free guidance."""
+        embeds = self.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance, num_videos_per_prompt,
+                                    device=device)
+        cond = self.transformer_text_inputs(*embeds[:3])
+        return cond, (self.transformer_text_inputs(*embeds[3:]) if embeds[3] is not None else None)
 
     # -- latents --------------------------------------------------------------------
 
     def prepare_latents(self, batch_size: int, num_frames: int, height: int, width: int,
                         generator, device: torch.device, latents: torch.Tensor | None = None) -> torch.Tensor:
-        """Starting noise (B, C, T, h, w) at noise level 1, float32, from `generator`."""
+        """Starting noise (B, C, T, h, w) at noise level 1, float32, from `generator`. T is
+        latent_num_frames(num_frames): num_frames rounded up to whole tubelets, so a shorter clip
+        starts from the first frames of the noise of the longer one."""
         ds = self.vae_scale_factor
-        shape = (batch_size, self.transformer.config.in_channels, num_frames, height // ds, width // ds)
+        shape = (batch_size, self.transformer.config.in_channels, self.latent_num_frames(num_frames),
+                 height // ds, width // ds)
         if latents is None:
             return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         if not torch.is_tensor(latents) or tuple(latents.shape) != shape:
-            raise ValueError(f"latents must have shape {shape} (videos, C, frames, height/{ds}, width/{ds}), "
+            raise ValueError(f"latents must have shape {shape} (videos, C, frames rounded up to whole tubelets, "
+                             f"height/{ds}, width/{ds}), "
                              f"got {tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__}")
         return latents.to(device, torch.float32)
 
@@ -272,14 +376,46 @@ class TinyDiTPipeline(DiffusionPipeline):
 
     def check_inputs(self, prompt, negative_prompt, num_inference_steps, guidance_scale, num_videos_per_prompt,
                      num_frames, height, width, generator, output_type, callback_on_step_end_tensor_inputs,
-                     capture_attention_layers) -> None:
+                     capture_attention_layers, prompt_embeds=None, prompt_attention_mask=None,
+                     pooled_prompt_embeds=None, negative_prompt_embeds=None, negative_prompt_attention_mask=None,
+                     negative_pooled_prompt_embeds=None, conditions=None) -> None:
         """Raise a ValueError that says what is wrong with the arguments of __call__."""
-        if isinstance(prompt, str):
+        missing = [name for name in ("transformer", "vae", "scheduler") if getattr(self, name, None) is None]
+        if missing:
+            raise ValueError(f"this pipeline has no {' or '.join(missing)} to generate with (built to encode "
+                             "prompts only? use encode_prompt, and pass its output to a full pipeline)")
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("pass either prompt or prompt_embeds, not both (prompt_embeds replace the prompts)")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("pass either negative_prompt or negative_prompt_embeds, not both")
+        if prompt_embeds is not None:
+            num_prompts = self._check_embeddings("", prompt_embeds, prompt_attention_mask, pooled_prompt_embeds)
+        elif isinstance(prompt, str):
             num_prompts = 1
         elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
             num_prompts = len(prompt)
         else:
-            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r:.100}")
+            raise ValueError(f"prompt must be a string or a non-empty list of strings (or pass prompt_embeds), "
+                             f"got {prompt!r:.100}")
+        if prompt_embeds is None and (prompt_attention_mask is not None or pooled_prompt_embeds is not None):
+            raise ValueError("prompt_attention_mask and pooled_prompt_embeds come with prompt_embeds: pass all three")
+        if negative_prompt_embeds is not None:
+            rows = self._check_embeddings("negative_", negative_prompt_embeds, negative_prompt_attention_mask,
+                                          negative_pooled_prompt_embeds)
+            if prompt_embeds is not None:
+                for name, neg, pos in zip(PROMPT_EMBEDDING_NAMES,
+                                          (negative_prompt_embeds, negative_prompt_attention_mask,
+                                           negative_pooled_prompt_embeds),
+                                          (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds)):
+                    if neg.shape != pos.shape:
+                        raise ValueError(f"negative_{name} must have the shape of {name}, {tuple(pos.shape)}, "
+                                         f"got {tuple(neg.shape)}")
+            elif rows != num_prompts:
+                raise ValueError(f"negative_prompt_embeds has {rows} rows but there are {num_prompts} prompts: "
+                                 "pass one row per prompt")
+        elif negative_prompt_attention_mask is not None or negative_pooled_prompt_embeds is not None:
+            raise ValueError("negative_prompt_attention_mask and negative_pooled_prompt_embeds come with "
+                             "negative_prompt_embeds: pass all three")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             if not (isinstance(negative_prompt, (list, tuple)) and all(isinstance(p, str) for p in negative_prompt)):
                 raise ValueError(f"negative_prompt must be None, a string or a list of strings, "
@@ -301,10 +437,10 @@ class TinyDiTPipeline(DiffusionPipeline):
         if total > MAX_VIDEOS:
             raise ValueError(f"{num_prompts} prompts x {num_videos_per_prompt} videos per prompt = {total} videos; "
                              f"at most {MAX_VIDEOS} per call")
-        pt, p = self.transformer.config.patch_size_t, self.transformer.config.patch_size
+        p = self.transformer.config.patch_size
         ds = self.vae_scale_factor
-        if not _is_int(num_frames) or num_frames < pt or num_frames % pt:
-            raise ValueError(f"num_frames must be a positive multiple of the transformer's patch_size_t={pt}, "
+        if not _is_int(num_frames) or not 1 <= num_frames <= MAX_NUM_FRAMES:
+            raise ValueError(f"num_frames must be an integer from 1 (an image) to {MAX_NUM_FRAMES}, "
                              f"got {num_frames!r}")
         for name, value in (("height", height), ("width", width)):
             if not _is_int(value) or value < ds * p or value % (ds * p):
@@ -326,16 +462,78 @@ class TinyDiTPipeline(DiffusionPipeline):
                     _is_int(i) and 0 <= i < depth for i in capture_attention_layers):
                 raise ValueError(f"capture_attention_layers must be a list of block indices from 0 to {depth - 1}, "
                                  f"got {capture_attention_layers!r}")
-        if "attentions" in (callback_on_step_end_tensor_inputs or ()) and not capture_attention_layers:
-            raise ValueError("the callback asks for 'attentions': pass capture_attention_layers=[...] to say which "
-                             "blocks' attention maps to capture")
+        if (prompt_embeds is not None or negative_prompt_embeds is not None) and self.transformer is not None:
+            widths = (self.transformer.config.text_embed_dim, self.transformer.config.pooled_embed_dim)
+            for prefix, embeds, pooled in (("", prompt_embeds, pooled_prompt_embeds),
+                                           ("negative_", negative_prompt_embeds, negative_pooled_prompt_embeds)):
+                if embeds is not None and (embeds.shape[-1], pooled.shape[-1]) != widths:
+                    raise ValueError(
+                        f"{prefix}prompt_embeds and {prefix}pooled_prompt_embeds must be {widths[0]} and "
+                        f"{widths[1]} wide (the transformer's text_embed_dim and pooled_embed_dim), got "
+                        f"{embeds.shape[-1]} and {pooled.shape[-1]}: were they encoded with this model's CLIP?")
+        if prompt_embeds is None and (self.text_encoder is None or self.tokenizer is None):
+            raise ValueError("this pipeline has no text_encoder or tokenizer to encode the prompt with: pass "
+                             "prompt_embeds, prompt_attention_mask and pooled_prompt_embeds (from encode_prompt)")
+        if conditions is not None:
+            place_conditions(conditions, num_frames, height, width)  # raises for a condition that does not fit
+        if guidance_scale > 1 and negative_prompt_embeds is None and (
+                self.text_encoder is None or self.tokenizer is None):
+            raise ValueError("guidance_scale > 1 needs an unconditional input and this pipeline has no text_encoder "
+                             "to embed the empty prompt: pass negative_prompt_embeds, negative_prompt_attention_mask "
+                             "and negative_pooled_prompt_embeds (from encode_prompt), or guidance_scale=1")
+
+    @staticmethod
+    def _check_embeddings(prefix: str, embeds, mask, pooled) -> int:
+        """Check one set of prompt embeddings (as encode_prompt returns them); return its number of rows."""
+        names = [prefix + name for name in PROMPT_EMBEDDING_NAMES]
+        missing = [name for name, t in zip(names, (embeds, mask, pooled)) if t is None]
+        if missing:
+            raise ValueError(f"{names[0]} needs {' and '.join(missing)} too (encode_prompt returns all three)")
+        for name, t, dims in zip(names, (embeds, mask, pooled), (3, 2, 2)):
+            if not torch.is_tensor(t) or t.dim() != dims:
+                raise ValueError(f"{name} must be a {dims}-D tensor, got "
+                                 f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+        rows = embeds.shape[0]
+        if rows < 1 or tuple(mask.shape) != tuple(embeds.shape[:2]) or pooled.shape[0] != rows:
+            raise ValueError(f"{names[0]} (B, L, W) {tuple(embeds.shape)}, {names[1]} (B, L) {tuple(mask.shape)} "
+                             f"and {names[2]} (B, E) {tuple(pooled.shape)} do not fit together")
+        return rows
+
+    # -- the state of a run, as diffusers' callbacks read and change it -------------------
+
+    @property
+    def guidance_scale(self) -> float:
+        """The CFG weight of the run under way, read at every step: a callback may change
+        `pipe._guidance_scale` between steps (diffusers' CFG cut-off callbacks set it to 0)."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether this step runs the unconditional pass too (guidance_scale > 1)."""
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps of the run under way (or of the last one)."""
+        return self._num_timesteps
+
+    @property
+    def current_timestep(self) -> torch.Tensor | None:
+        """The timestep being denoised (1000 * noise level), None outside the loop."""
+        return self._current_timestep
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` in a callback to skip the remaining steps; the latents as
+        they are then are decoded and returned (diffusers' convention)."""
+        return self._interrupt
 
     # -- generation -----------------------------------------------------------------
 
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
@@ -345,53 +543,96 @@ class TinyDiTPipeline(DiffusionPipeline):
         width: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
+        conditions: TinyDiTCondition | list[TinyDiTCondition] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         capture_attention_layers: list[int] | None = None,
     ) -> TinyDiTPipelineOutput | tuple:
-        """Generate clips for one or more prompts.
+        """Generate clips for one or more prompts, or for prompt embeddings.
 
         Args:
-            prompt: a prompt or a list of prompts.
+            prompt: a prompt or a list of prompts (or pass prompt_embeds instead).
             negative_prompt: replaces the empty prompt as the unconditional input of classifier-free
                 guidance: a string for all prompts, or a list with one per prompt.
             num_inference_steps: Euler steps, 1 to 200.
             guidance_scale: classifier-free guidance weight w, 0 to 30: v = v_uncond + w (v_cond - v_uncond).
                 w <= 1 turns guidance off (diffusers' convention): the conditional model alone, one pass
-                per step instead of two, and negative_prompt is not used.
+                per step instead of two, and negative_prompt is not used. Read from `pipe._guidance_scale`
+                at every step, so a callback may change it during the run.
             num_videos_per_prompt: clips per prompt (at most 36 clips per call in all).
             num_frames, height, width: clip size in pixels; default: what the transformer was trained on.
-                Frames must be a multiple of the transformer's patch_size_t, height and width of the
-                autoencoder's downsampling times the transformer's patch_size.
+                num_frames: 1 (an image) to 64; a length that is not a multiple of the transformer's
+                patch_size_t is sampled at the next multiple and cut, and one frame is the first of a
+                one-tubelet clip (what the model learned as a still image). Height and width: multiples
+                of the autoencoder's downsampling times the transformer's patch_size.
             generator: a torch.Generator (or one per clip) for the starting noise: the same seed gives
                 the same clips. Without one, the global torch RNG is used.
-            latents: starting noise (videos, C, T, h, w) instead of drawing it.
-            output_type: "np" (numpy float frames), "pt" (torch float frames) or "latent" (no decoding).
+            latents: starting noise (videos, C, T, h, w) instead of drawing it; T is num_frames rounded up
+                to a multiple of patch_size_t.
+            conditions: known frames, a TinyDiTCondition or a list of them: each an image or a clip
+                (PIL images, or uint8 / [0, 1] float arrays (T, H, W, 3)) of the output's height and width,
+                placed from its frame_index on (negative: from the end) and held there while the other
+                frames are generated; the same for every clip of the call. Animate an image:
+                [TinyDiTCondition(image=img)]; extend a clip: the clip at 0 and num_frames larger (or at
+                -len(clip) to extend it backwards); connect two: one at 0, the other at -len(other). The
+                held frames come back as the autoencoder's round trip of the given ones. Training-free
+                (RePaint-style): see tiny_dit.conditions. Frames may not overlap.
+            prompt_embeds, prompt_attention_mask, pooled_prompt_embeds: what `encode_prompt` returns under
+                these names, instead of `prompt`: CLIP token states (P, L, W), their mask (P, L) and pooled
+                embedding (P, E), one row per prompt; each row gives num_videos_per_prompt clips. They
+                need no text encoder: encode once and reuse, or encode in another pipeline.
+            negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds: the
+                same for the unconditional input, instead of negative_prompt (default: the empty prompt).
+            output_type: "np" (numpy float frames (B, F, H, W, 3)), "pt" (torch float frames (B, F, 3, H, W)),
+                "pil" (lists of PIL images) or "latent" (no decoding); see TinyDiTPipelineOutput.
             return_dict: return a TinyDiTPipelineOutput, or a tuple (frames,).
             callback_on_step_end: `fn(pipe, step_index, timestep, callback_kwargs) -> dict`, called after
-                every step. callback_kwargs holds the entries named in callback_on_step_end_tensor_inputs:
+                every step, or a diffusers PipelineCallback / MultiPipelineCallbacks (whose tensor_inputs
+                then replace callback_on_step_end_tensor_inputs). callback_kwargs holds the entries named in
+                callback_on_step_end_tensor_inputs, any of `pipe._callback_tensor_inputs`:
                   "latents":    x after this step, (B, C, T, h, w) float32, at noise level
-                                pipe.scheduler.sigmas[step_index + 1] (0 after the last step);
+                                pipe.scheduler.sigmas[step_index + 1] (0 after the last step), with the
+                                known frames of `conditions` already held at that level; T is num_frames
+                                rounded up to whole tubelets;
                   "pred_x0":    the clean latents predicted at this step, x_t - sigma_t * v (guided v),
-                                where x_t is the input of the step and sigma_t = timestep / 1000;
-                  "attentions": {block: attention probabilities} of the blocks in capture_attention_layers,
-                                for the conditional pass only (shapes: see tiny_dit.model.Attention).
-                A "latents" entry in the returned dict replaces the latents (diffusers' convention).
-                Decode latents with `pipe.decode_latents` to watch a clip form.
+                                where x_t is the input of the step and sigma_t = timestep / 1000 (at known
+                                frames too: the model's own guess of them, not the condition);
+                  "attentions": {block: attention probabilities} of the blocks in capture_attention_layers
+                                (default: all blocks), for the conditional pass only (shapes: see
+                                tiny_dit.model.Attention);
+                  "prompt_embeds", "prompt_attention_mask", "pooled_prompt_embeds" and their "negative_"
+                                twins: the conditioning of the next step, one row per clip (the
+                                negative ones are None while guidance is off).
+                Entries of the returned dict named "latents" or after the embeddings replace them for the
+                next step (diffusers' convention). Decode latents with `pipe.decode_latents` to watch a
+                clip form; set `pipe._guidance_scale` to change the guidance and `pipe._interrupt = True`
+                to stop early.
             callback_on_step_end_tensor_inputs: see callback_on_step_end; default ["latents"].
-            capture_attention_layers: transformer blocks whose attention maps to capture for the callback.
+            capture_attention_layers: transformer blocks whose attention maps to capture for the callback;
+                default: all of them when the callback asks for "attentions", else none.
 
         Returns:
-            TinyDiTPipelineOutput with `.frames` (see output_type), or (frames,) if not return_dict.
+            TinyDiTPipelineOutput with `.frames` (see output_type), num_frames of them per clip (latents
+            too), or (frames,) if not return_dict.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        given_embeddings = dict(zip(PROMPT_EMBEDDING_NAMES + NEGATIVE_EMBEDDING_NAMES, (
+            prompt_embeds, prompt_attention_mask, pooled_prompt_embeds,
+            negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds)))
 
         # 0. Sizes: from the given latents, else the transformer's training size.
-        default_frames, default_height, default_width = self.default_size()
-        if torch.is_tensor(latents) and latents.dim() == 5:
+        complete = self.vae is not None and self.transformer is not None  # else check_inputs says what is missing
+        default_frames, default_height, default_width = self.default_size() if complete else (None, None, None)
+        if torch.is_tensor(latents) and latents.dim() == 5 and complete:
             ds = self.vae_scale_factor
             default_frames, default_height, default_width = (
                 latents.shape[2], latents.shape[3] * ds, latents.shape[4] * ds)
@@ -402,18 +643,29 @@ class TinyDiTPipeline(DiffusionPipeline):
         # 1. Check everything before any work is done.
         self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, num_videos_per_prompt,
                           num_frames, height, width, generator, output_type, callback_on_step_end_tensor_inputs,
-                          capture_attention_layers)
+                          capture_attention_layers, **given_embeddings, conditions=conditions)
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
+        self._current_timestep = None
         device = self._execution_device
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        batch_size = len(prompts) * num_videos_per_prompt
-        do_cfg = guidance_scale > 1.0
+        num_prompts = len(prompt) if isinstance(prompt, (list, tuple)) else (
+            1 if prompt_embeds is None else prompt_embeds.shape[0])
+        batch_size = num_prompts * num_videos_per_prompt
 
-        # 2. Starting noise, at noise level 1.
+        # 2. Starting noise, at noise level 1: (B, C, T, h, w), T = num_frames rounded up to whole tubelets.
         latents = self.prepare_latents(batch_size, num_frames, height, width, generator, device, latents)
+        noise = latents  # the known frames are held on the line from this noise to their clean latents
 
-        # 3. Text conditioning; with CFG one batch [uncond; cond] of 2B rows.
-        cond, uncond = self.encode_prompt(prompts, negative_prompt, num_videos_per_prompt, do_cfg, device)
-        model_kwargs = {k: torch.cat([uncond[k], v]) for k, v in cond.items()} if do_cfg else cond
+        # 2b. Known frames, encoded once: (1, C, T, h, w) latents and a (1, 1, T, 1, 1) mask (see conditions.py).
+        known: KnownFrames | None = None
+        if conditions:
+            placed = place_conditions(conditions, num_frames, height, width)
+            known = encode_known_frames(self.vae, placed, latents.shape[2], device)
+
+        # 3. Text conditioning, one row per clip (the unconditional one only for CFG).
+        embeddings = dict(zip(PROMPT_EMBEDDING_NAMES + NEGATIVE_EMBEDDING_NAMES, self.encode_prompt(
+            prompt, negative_prompt, self.do_classifier_free_guidance, num_videos_per_prompt, device=device,
+            **given_embeddings)))
 
         # 4. Noise levels 1, 1 - 1/N, ..., 1/N (the scheduler appends the final 0), as in euler_sample
         #    and the SD3/Flux pipelines. The scheduler's timesteps are the model's: 1000 * sigma.
@@ -421,47 +673,91 @@ class TinyDiTPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
         self.scheduler.set_begin_index(0)
         timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
 
-        # 5. The denoising loop.
-        capture = list(capture_attention_layers) if capture_attention_layers else None
+        # 5. The denoising loop. Whether to guide, and how much, is read at every step (callbacks may
+        #    change it); with CFG the transformer sees one batch [uncond; cond] of 2B rows.
+        tensor_inputs = list(callback_on_step_end_tensor_inputs or ())
+        capture = capture_attention_layers
+        if capture is None and callback_on_step_end is not None and "attentions" in tensor_inputs:
+            capture = range(self.transformer.config.depth)
+        capture = list(capture) if capture else None
+        text, text_guided = None, None  # the transformer's text inputs, built when the conditioning changes
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
+                self._current_timestep = t
+                do_cfg = self.do_classifier_free_guidance
+                if do_cfg and embeddings["negative_prompt_embeds"] is None:  # a callback turned guidance on
+                    embeddings.update(zip(NEGATIVE_EMBEDDING_NAMES, self._negative_embeddings(
+                        negative_prompt, num_prompts, num_videos_per_prompt, device, None)))
+                if text is None or text_guided != do_cfg:
+                    rows = [embeddings[name] for name in PROMPT_EMBEDDING_NAMES]
+                    if do_cfg:
+                        rows = [torch.cat([embeddings["negative_" + name], row])
+                                for name, row in zip(PROMPT_EMBEDDING_NAMES, rows)]
+                    text, text_guided = self.transformer_text_inputs(*rows), do_cfg
                 model_input = torch.cat([latents, latents]) if do_cfg else latents  # (2B or B, C, T, h, w)
                 output = self.transformer(
                     model_input,  # float32; the transformer casts it to its own dtype
                     timestep=t.expand(model_input.shape[0]),
                     capture_attention_layers=capture,
-                    **model_kwargs,
+                    **text,
                 )
                 v = output.sample.float()
                 if do_cfg:
                     v_uncond, v_cond = v.chunk(2)
-                    v = v_uncond + guidance_scale * (v_cond - v_uncond)
+                    v = v_uncond + self._guidance_scale * (v_cond - v_uncond)
                 sigma = self.scheduler.sigmas[i]
                 pred_x0 = latents - sigma * v  # where the straight line through x_t ends at s = 0
                 latents = self.scheduler.step(v, t, latents, return_dict=False)[0]  # x + (s_next - s) v
+                if known is not None:  # the known frames, put back at the next noise level (0 after the last step)
+                    latents = hold_known_frames(latents, known, noise, self.scheduler.sigmas[i + 1])
 
                 if callback_on_step_end is not None:
-                    available = {"latents": latents, "pred_x0": pred_x0}
-                    if capture:
+                    available = {"latents": latents, "pred_x0": pred_x0, **embeddings}
+                    if "attentions" in tensor_inputs:
                         available["attentions"] = {
-                            k: (a.chunk(2)[1] if do_cfg else a) for k, a in output.attentions.items()}
-                    callback_kwargs = {k: available[k] for k in callback_on_step_end_tensor_inputs}
+                            k: (a.chunk(2)[1] if do_cfg else a) for k, a in (output.attentions or {}).items()}
+                    callback_kwargs = {k: available[k] for k in tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                     latents = callback_outputs.pop("latents", latents)
+                    for name in embeddings:
+                        if name in callback_outputs and callback_outputs[name] is not embeddings[name]:
+                            embeddings[name], text = callback_outputs[name], None
                 progress_bar.update()
+        self._current_timestep = None
 
-        # 6. Latents -> frames.
+        # 6. Latents -> frames, in diffusers' layouts; the frames sampled beyond num_frames are cut.
+        latents = latents[:, :, :num_frames]  # (B, C, num_frames, h, w)
         if output_type == "latent":
             frames = latents
         else:
             frames = self.decode_latents(latents)  # (B, T, H, W, 3) float in [0, 1]
             if output_type == "np":
                 frames = frames.numpy()
+            elif output_type == "pt":
+                frames = frames.permute(0, 1, 4, 2, 3).contiguous()  # (B, T, 3, H, W)
+            else:  # "pil"
+                frames = [VaeImageProcessor.numpy_to_pil(clip) for clip in frames.numpy()]
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)
         return TinyDiTPipelineOutput(frames=frames)
+
+
+def _repeat(tensors: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
+    """Each row n times in a row: the clips of one prompt are neighbours, as for prompts."""
+    return tuple(t.repeat_interleave(n, dim=0) if n != 1 else t for t in tensors)
+
+
+def _to(embeddings: tuple[torch.Tensor, torch.Tensor, torch.Tensor], device: torch.device,
+        dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embeds, mask, pooled) to the device, the embeddings to dtype if given; the mask becomes bool
+    (diffusers' pipelines pass 0/1 integer masks)."""
+    embeds, mask, pooled = embeddings
+    return embeds.to(device, dtype), mask.to(device).bool(), pooled.to(device, dtype)
 
 
 def _is_int(value) -> bool:

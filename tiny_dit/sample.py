@@ -4,8 +4,22 @@
     python -m tiny_dit.sample --model runs/dit-small/pipeline --prompt "a blue star growing" \\
         --num-videos 9 --steps 30 --guidance 4 --seed 1 --out samples/blue-star
 
+Any length and size, and known frames (tiny_dit.conditions):
+
+    python -m tiny_dit.sample --prompt "a red star on a black background" --num-frames 1     # images
+    python -m tiny_dit.sample --prompt "..." --num-frames 32 --width 192                     # 32 x 128 x 192
+    python -m tiny_dit.sample --prompt "a red star moving up on a black background" --image star.png
+    python -m tiny_dit.sample --prompt "..." --video clip.mp4 --num-frames 32                 # extend forwards
+    python -m tiny_dit.sample --prompt "..." --video clip.mp4 --frame-index -16 --num-frames 32  # backwards
+    python -m tiny_dit.sample --prompt "..." --video a.mp4 --frame-index 0 --video b.mp4 --frame-index -4
+
+--image (a picture file) and --video (an mp4, or anything ffmpeg reads) may be repeated; the n-th
+--frame-index places the n-th of them, in command-line order (default: all at frame 0; negative
+counts from the end). Without --width and --height the clip takes the size of their frames.
+
 Writes DIR/sample-00.mp4, sample-01.mp4, ... (one per clip) and DIR/grid.mp4
-(all clips tiled in a near-square grid), H.264 at 8 frames per second.
+(all clips tiled in a near-square grid), H.264 at 8 frames per second; with
+--num-frames 1, PNG images instead (sample-00.png, ..., grid.png).
 --model is a folder written by TinyDiTPipeline.save_pretrained (python -m
 tiny_dit.train leaves one in <out>/pipeline/) or a Hugging Face Hub repo id.
 """
@@ -13,6 +27,7 @@ tiny_dit.train leaves one in <out>/pipeline/) or a Hugging Face Hub repo id.
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -36,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Euler steps (default {DEFAULT_NUM_INFERENCE_STEPS})")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE,
                         help=f"classifier-free guidance scale, 1 = none (default {DEFAULT_GUIDANCE_SCALE:g})")
+    parser.add_argument("--num-frames", type=int, default=None,
+                        help="frames per clip, 1 (an image) to 64 (default: the model's, 16 for the bundled one)")
+    parser.add_argument("--height", type=int, default=None, help="frame height in pixels (default: the model's)")
+    parser.add_argument("--width", type=int, default=None, help="frame width in pixels (default: the model's)")
+    parser.add_argument("--image", dest="conditions", action="append", type=lambda path: ("image", Path(path)),
+                        metavar="PATH", help="an image to hold at its --frame-index (animate it); repeatable")
+    parser.add_argument("--video", dest="conditions", action="append", type=lambda path: ("video", Path(path)),
+                        metavar="PATH", help="a clip to hold from its --frame-index on (extend or connect); "
+                                             "repeatable")
+    parser.add_argument("--frame-index", type=int, action="append", default=None,
+                        help="where the matching --image/--video goes, in their order (default 0; "
+                             "negative: from the end)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same clips")
     parser.add_argument("--out", type=Path, default=Path("samples"), help="output folder (default samples/)")
     parser.add_argument("--gif", type=Path, default=None,
@@ -55,6 +82,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     from tiny_dit.pipeline import TinyDiTPipeline
     from tiny_dit.video import make_grid, write_gif, write_mp4
 
+    conditions = load_conditions(args.conditions or [], args.frame_index)
+    if conditions and args.height is None and args.width is None:  # the size of the given frames
+        first = conditions[0].image if conditions[0].image is not None else conditions[0].video[0]
+        args.height, args.width = first.shape[:2]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model == DEFAULT_MODEL and not Path(DEFAULT_MODEL).is_dir():
@@ -71,25 +102,69 @@ def main(argv: list[str] | None = None) -> list[Path]:
     try:
         frames = pipe(args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, num_videos_per_prompt=args.num_videos,
+                      num_frames=args.num_frames, height=args.height, width=args.width, conditions=conditions,
                       generator=torch.Generator().manual_seed(args.seed)).frames  # (N, T, H, W, 3) in [0, 1]
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from error
+    except ValueError as error:  # name the option behind conditions[i]
+        named = sorted({int(i) for i in re.findall(r"conditions\[(\d+)\]", str(error)) if int(i) < len(conditions)})
+        where = ", ".join("conditions[{}] is --{} {}".format(i, *args.conditions[i]) for i in named)
+        raise SystemExit(f"error: {error}" + (f" ({where})" if where else "")) from error
     generated = time.time()
 
     clips = (frames * 255).round().astype(np.uint8)
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = [write_mp4(args.out / f"sample-{i:02d}.mp4", clip, fps=FPS) for i, clip in enumerate(clips)]
     grid = make_grid(clips, ncols=args.num_videos if len(args.prompt) > 1 else None)  # a row per prompt
-    paths.append(write_mp4(args.out / "grid.mp4", grid, fps=FPS))
+    if clips.shape[1] == 1:  # images
+        from PIL import Image
+
+        paths = []
+        for name, image in [*((f"sample-{i:02d}.png", c[0]) for i, c in enumerate(clips)), ("grid.png", grid[0])]:
+            Image.fromarray(image).save(args.out / name)
+            paths.append(args.out / name)
+    else:
+        paths = [write_mp4(args.out / f"sample-{i:02d}.mp4", clip, fps=FPS) for i, clip in enumerate(clips)]
+        paths.append(write_mp4(args.out / "grid.mp4", grid, fps=FPS))
     if args.gif:
         paths.append(write_gif(args.gif, grid, fps=FPS))
         print(f"wrote {args.gif}")
     n, t, h, w = clips.shape[:4]
-    print(f"wrote {n} clips ({t} frames of {w}x{h} at {FPS} fps) to {args.out}/: "
-          f"sample-00.mp4 ... sample-{n - 1:02d}.mp4 and grid.mp4")
+    if t == 1:
+        print(f"wrote {n} images ({w}x{h}) to {args.out}/: sample-00.png ... sample-{n - 1:02d}.png and grid.png")
+    else:
+        print(f"wrote {n} clips ({t} frames of {w}x{h} at {FPS} fps) to {args.out}/: "
+              f"sample-00.mp4 ... sample-{n - 1:02d}.mp4 and grid.mp4")
     print(f"time: {time.time() - start:.1f} s (loading {loaded - start:.1f} s, "
           f"generating {generated - loaded:.1f} s, writing {time.time() - generated:.1f} s)")
     return paths
+
+
+def load_conditions(inputs: list[tuple[str, Path]], frame_indices: list[int] | None) -> list:
+    """TinyDiTConditions from the --image/--video files, in command-line order, each placed at the
+    --frame-index of the same position (all at 0 when none is given)."""
+    import numpy as np
+
+    from tiny_dit.pipeline import TinyDiTCondition
+    from tiny_dit.video import read_mp4
+
+    if frame_indices is None:
+        frame_indices = [0] * len(inputs)
+    if len(frame_indices) != len(inputs):
+        raise SystemExit(f"error: {len(frame_indices)} --frame-index for {len(inputs)} --image/--video: give one "
+                         "per --image/--video, in the same order, or none (all at frame 0)")
+    conditions = []
+    for (kind, path), index in zip(inputs, frame_indices):
+        if not path.is_file():
+            raise SystemExit(f"error: --{kind} {path}: no such file")
+        try:
+            if kind == "image":
+                from PIL import Image
+
+                conditions.append(TinyDiTCondition(image=np.asarray(Image.open(path).convert("RGB")),
+                                                   frame_index=index))
+            else:
+                conditions.append(TinyDiTCondition(video=read_mp4(path)[0], frame_index=index))
+        except (OSError, RuntimeError) as error:
+            raise SystemExit(f"error: --{kind} {path} could not be read: {error}") from error
+    return conditions
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ VIEW_FRAMES = 4  # frames of a clip that CLIP's image tower sees
 OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
 
 
+def weights_name(variant: str | None = None) -> str:
+    """open_clip_model.safetensors, or open_clip_model.<variant>.safetensors as diffusers names variants."""
+    return OPEN_CLIP_WEIGHTS if not variant else OPEN_CLIP_WEIGHTS.replace(".safetensors", f".{variant}.safetensors")
+
+
 @dataclass
 class TextEmbeddings:
     """What the DiT is conditioned on, for a batch of B prompts."""
@@ -176,19 +181,24 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, pretrained: str | None = None,
                         subfolder: str | None = None, torch_dtype: torch.dtype | None = None,
-                        **kwargs) -> "CLIPEncoder":
+                        variant: str | None = None, **kwargs) -> "CLIPEncoder":
         """A folder in open_clip's layout (e.g. assets/tiny-clip, or a pipeline's text_encoder/),
         an open_clip model name with a `pretrained` tag (e.g. "ViT-B-32", "laion2b_s34b_b79k"),
-        or "hf-hub:org/repo". Pretrained weights need the Hugging Face Hub."""
+        or "hf-hub:org/repo". Pretrained weights need the Hugging Face Hub. `variant` (e.g. "fp16")
+        loads the weights that save_pretrained(variant=...) wrote next to the others."""
         path = Path(name_or_path) / (subfolder or "")
         if path.is_dir():
             if not (path / OPEN_CLIP_CONFIG).is_file():
                 raise FileNotFoundError(f"{path} has no {OPEN_CLIP_CONFIG}: not an open_clip model folder")
+            weights = path / weights_name(variant)
+            if not weights.is_file():
+                raise FileNotFoundError(f"{path} has no {weights.name}: saved without variant={variant!r}? "
+                                        f"(it has {sorted(p.name for p in path.glob('*.safetensors'))})")
             config = json.loads((path / OPEN_CLIP_CONFIG).read_text())
             # open_clip reads model_cfg and preprocess_cfg; "video_view" is ours (open_clip ignores it).
             encoder = cls(config["model_cfg"], config.get("preprocess_cfg"),
                           config.get("video_view", "storyboard"), config.get("weights_dtype", "float32"))
-            encoder.model.load_state_dict(load_file(path / OPEN_CLIP_WEIGHTS))
+            encoder.model.load_state_dict(load_file(weights))
         else:
             try:
                 model = open_clip.create_model(str(name_or_path), pretrained=pretrained)
@@ -205,11 +215,15 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
             encoder = encoder.to(torch_dtype)
         return encoder.eval()
 
-    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
+    def save_pretrained(self, save_directory: str | Path, variant: str | None = None, **kwargs) -> None:
         """Write open_clip's folder layout: open_clip_config.json + open_clip_model.safetensors.
 
         Weights are stored in `weights_dtype` (the bundled tiny CLIP: float16, half the download;
-        loading casts them back to the model's dtype)."""
+        loading casts them back to the model's dtype). With `variant` (diffusers' convention, e.g.
+        "fp16") they go to open_clip_model.<variant>.safetensors, so that variants saved to one
+        folder sit side by side instead of overwriting each other; open_clip itself reads only
+        the file without a variant. DiffusionPipeline.save_pretrained passes `variant` on only
+        to save methods that name it, hence the explicit argument."""
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         config = {"model_cfg": self.config.model_cfg or json.loads(TINY_CLIP_CONFIG.read_text()),
@@ -219,7 +233,7 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
         dtype = getattr(torch, self.config.weights_dtype)
         state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
                  for k, v in self.model.state_dict().items()}
-        save_file(state, out / OPEN_CLIP_WEIGHTS)
+        save_file(state, out / weights_name(variant))
 
     # -- text -----------------------------------------------------------------
 
