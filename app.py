@@ -11,22 +11,20 @@ process). The maths and pictures live in tiny_dit.inspector and tiny_dit.views; 
 file is layout and wiring. `build_demo(pipe)` builds the app without launching it
 (the tests do that); `TinyDiTApp` holds the functions the events call.
 
-Every input is checked on the server (API callers bypass the sliders): anything out of
-range, non-finite, empty or absurd becomes a gr.Error that says what is wrong.
+Every input is checked on the server (API callers bypass the sliders), raw, by
+tiny_dit.app_checks: anything of the wrong type, out of range, non-finite or empty becomes a
+gr.Error that names the field and what it accepts. The finished run of each session is kept,
+bounded, in tiny_dit.app_sessions.RunStore; Stop stops the sampler within one DiT block.
 """
 
-import functools
 import logging
-import math
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,11 +36,14 @@ import numpy as np
 import torch
 
 from tiny_dit.data.shapes import FPS, HELD_OUT_PAIRS
-from tiny_dit.inspector import ModelGeometry, RunRecord, iter_run, sample_clips, shapes_attributes, tokenize
-from tiny_dit.inspector import training_clip
+from tiny_dit.app_checks import check_choice, check_list, check_number, check_text, md_escape, short, user_error
+from tiny_dit.app_checks import user_errors
+from tiny_dit.app_sessions import ActiveRuns, RunHandle, RunStore, release_free_memory, session_of
+from tiny_dit.inspector import ModelGeometry, RunCancelled, RunRecord, iter_run, sample_clips, shapes_attributes
+from tiny_dit.inspector import tokenize, training_clip
 from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
 from tiny_dit.video import make_grid, write_mp4
-from tiny_dit import views
+from tiny_dit import app_startup, views
 
 log = logging.getLogger("tiny-dit-app")
 
@@ -60,6 +61,10 @@ GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
 GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
 MAX_GUIDANCE_COMPARE = 8
 OUTPUT_MAX_AGE_S = 2 * 3600  # mp4 files of older runs are deleted
+RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views then ask for a new one)
+MAX_RUNS_MB = 300  # all sessions' finished runs together (~6 MB each at the defaults, 17 MB at most)
+MAX_RUNS_MB_ENV = "TINY_DIT_MAX_RUNS_MB"
+STOP_WAIT_S = 10  # Stop waits at most this long for the sampler to let go (one DiT block, normally)
 
 SEEN_EXAMPLES = [
     "a red circle moving left on a black background",
@@ -136,12 +141,13 @@ MATRIX_TEXT = (
 # ----------------------------------------------------------------------------
 
 
-def _prepare(pipe: TinyDiTPipeline) -> TinyDiTPipeline:
+def _prepare(pipe: TinyDiTPipeline, name: str = "") -> TinyDiTPipeline:
     pipe.set_progress_bar_config(disable=True)
     for component in (pipe.transformer, pipe.vae, pipe.text_encoder):
         component.eval()
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-    pipe.set_dtype("auto")  # bfloat16 where it is faster (measured at startup, ~1 s)
+    how = app_startup.set_dtype(pipe, name)  # bfloat16 where the hardware has native bfloat16 matmuls
+    log.info("compute dtype: %s", how)  # also printed with the URL at start
     return pipe
 
 
@@ -174,114 +180,36 @@ def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[s
     stand-in. Returns (pipeline, what was loaded, notices for the page)."""
     requested = os.environ.get(MODEL_ENV, "").strip() if name is None else name
     notices = []
+    app_startup.quiet_loading()
     if requested:
         try:
-            return _prepare(TinyDiTPipeline.from_pretrained(requested)), requested, notices
+            return _prepare(TinyDiTPipeline.from_pretrained(requested), requested), requested, notices
         except Exception as error:  # any failure to load: say so and fall back
-            notices.append(f"Could not load the model `{requested}` ({MODEL_ENV}): {_short(error)} "
+            notices.append(f"Could not load the model `{requested}` ({MODEL_ENV}): {md_escape(short(error))} "
                            f"Falling back to the bundled model `{BUNDLED_MODEL}`.")
     bundled = HERE / BUNDLED_MODEL
     try:
-        return _prepare(TinyDiTPipeline.from_pretrained(str(bundled))), BUNDLED_MODEL, notices
+        return _prepare(TinyDiTPipeline.from_pretrained(str(bundled)), BUNDLED_MODEL), BUNDLED_MODEL, notices
     except Exception as error:
-        notices.append(f"The bundled model `{BUNDLED_MODEL}` could not be loaded either ({_short(error)}). "
+        notices.append(f"The bundled model `{BUNDLED_MODEL}` could not be loaded either ({md_escape(short(error))}). "
                        "**Running an untrained stand-in with random weights: its clips are noise.** Train a model "
                        "(`python -m tiny_dit.train`) and point TINY_DIT_MODEL at its `pipeline/` folder.")
-    return _prepare(standin_pipeline()), "untrained stand-in (random weights)", notices
-
-
-def _short(error: BaseException, limit: int = 300) -> str:
-    text = f"{type(error).__name__}: {error}".replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
+    return _prepare(standin_pipeline(), "standin"), "untrained stand-in (random weights)", notices
 
 
 # ----------------------------------------------------------------------------
-# Checking inputs (API callers bypass the sliders)
+# Checking inputs (API callers bypass the sliders): tiny_dit.app_checks
 # ----------------------------------------------------------------------------
-
-
-def check_number(value, what: str, lo: float, hi: float, integer: bool = False):
-    """A finite number in [lo, hi] (an integer if asked), from a number or a numeric string; else gr.Error."""
-    kind = "a whole number" if integer else "a number"
-    lo_, hi_ = _fmt(lo), _fmt(hi)
-    shown = repr(value) if not isinstance(value, str) or len(value) < 40 else repr(value[:40] + "...")
-    number = None
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-        number = float(value)
-    elif isinstance(value, str) and len(value) < 40:
-        try:
-            number = float(value.strip())
-        except ValueError:
-            number = None
-    if number is None or not math.isfinite(number):
-        raise gr.Error(f"{what} must be {kind} from {lo_} to {hi_}; got {shown}.")
-    if integer and number != int(number):
-        raise gr.Error(f"{what} must be a whole number from {lo_} to {hi_}; got {shown}.")
-    if not lo <= number <= hi:
-        raise gr.Error(f"{what} must be from {lo_} to {hi_}; got {shown}.")
-    return int(number) if integer else number
-
-
-def _fmt(x: float) -> str:
-    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
 
 
 def check_prompt(prompt) -> str:
-    """The prompt, stripped of control characters and extra spaces; gr.Error if empty or absurd."""
-    if prompt is None:
-        raise gr.Error("Type a prompt first, e.g. \"a red circle moving left on a black background\".")
-    if not isinstance(prompt, str):
-        raise gr.Error(f"The prompt must be text; got {type(prompt).__name__}.")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise gr.Error(f"The prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS:,} are accepted "
-                       f"(CLIP reads only its first few dozen tokens anyway).")
-    text = re.sub(r"\s+", " ", re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", prompt)).strip()
-    if not text:
-        raise gr.Error("The prompt is empty. Describe a clip, e.g. \"a red circle moving left on a black background\".")
-    return text
+    return check_text(prompt, "The prompt", MAX_PROMPT_CHARS)
 
 
 def check_record(record) -> RunRecord:
     if not isinstance(record, RunRecord):
-        raise gr.Error("Generate a clip first: these views show the run you just made.")
+        raise user_error("Generate a clip first: these views show the run you just made.")
     return record
-
-
-def user_errors(fn):
-    """gr.Error for every failure of an event function (never a traceback in the page); unexpected
-    errors are logged with their traceback on the server. Generator functions stay generators."""
-    def translate(error: Exception):
-        if isinstance(error, gr.Error):
-            return error
-        if isinstance(error, ValueError):  # the pipeline's own input checks
-            return gr.Error(str(error))
-        log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-        return gr.Error(f"Something went wrong inside the app ({_short(error, 200)}). The server is still "
-                        "running; try again, perhaps with fewer clips or iterations.")
-
-    if _is_generator_function(fn):
-        @functools.wraps(fn)
-        def generator_wrapper(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except GeneratorExit:
-                raise
-            except Exception as error:
-                raise translate(error) from error
-        return generator_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:
-            raise translate(error) from error
-    return wrapper
-
-
-def _is_generator_function(fn) -> bool:
-    import inspect
-    return inspect.isgeneratorfunction(fn)
 
 
 # ----------------------------------------------------------------------------
@@ -303,11 +231,34 @@ class TinyDiTApp:
         # One sampling run at a time on this pipeline (its scheduler is shared), even when a stopped
         # run is still finishing its last step while the next one starts.
         self.sampling_lock = threading.Lock()
+        self.runs = RunStore(max_bytes=int(float(os.environ.get(MAX_RUNS_MB_ENV, MAX_RUNS_MB)) * 10**6),
+                             ttl_s=RUN_TTL_S)  # the finished runs the views show, bounded
+        self.active = ActiveRuns()  # the run under way per session, for Stop
         self.head_choices = [("mean of all heads", "mean")] + [
             (f"head {h + 1}", str(h)) for h in range(self.geometry.num_heads)]
         self.layer_choices = [(f"block {b + 1} ({layout})", b) for b, layout in enumerate(self.geometry.layouts)]
 
     # -- helpers ------------------------------------------------------------------
+
+    def record_of(self, state) -> RunRecord:
+        """The run a view is asked about: the page's state (a RunHandle) or a RunRecord itself."""
+        if isinstance(state, RunHandle):
+            record = self.runs.get(state)
+            if record is None:
+                raise user_error("This run is no longer kept on the server (runs are dropped after "
+                                 f"{RUN_TTL_S // 60} minutes unused, or when many sessions are open): press "
+                                 "Generate again.")
+            return record
+        return check_record(state)
+
+    def close_session(self, request: gr.Request = None) -> None:
+        """The page was closed (demo.unload): stop its run and forget its state now."""
+        session = session_of(request)
+        run = self.active.get(session)
+        if run is not None:
+            run.cancel.set()
+        self.runs.drop_session(session)
+        release_free_memory()
 
     def _run_dir(self) -> Path:
         """A fresh folder for one run's mp4 files; folders older than OUTPUT_MAX_AGE_S are removed."""
@@ -346,29 +297,41 @@ class TinyDiTApp:
     def random_seed(self) -> int:
         return random.randint(0, SEED_MAX)
 
-    def generate(self, prompt, guidance, steps, samples, seed, progress=gr.Progress()):
-        """Sample clips with a live preview. Yields (preview image, grid video, clips, info, run record)."""
+    def generate(self, prompt, guidance, steps, samples, seed, request: gr.Request = None,
+                 progress=gr.Progress()):
+        """Sample clips with a live preview. Yields (preview image, grid video, clips, info, run handle):
+        a status line after every iteration (so that Stop and job.cancel() act within one), a preview
+        every ~steps/5, and finally the videos and the handle of the run (kept in self.runs)."""
         prompt, guidance, steps, samples, seed = self._inputs(prompt, guidance, steps, samples, seed)
         notices = self._notice_truncation(prompt)
+        session = session_of(request)
+        run = self.active.start(session, steps)
         start = time.perf_counter()
         preview_every = max(1, round(steps / 5))  # ~6 previews: each is decoded, sent and drawn
-        preview = None
-        yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
         record = None
-        for event in iter_run(self.pipe, prompt, seed=seed, guidance_scale=guidance, num_inference_steps=steps,
-                              num_videos=samples, preview_every=preview_every, lock=self.sampling_lock,
-                              make_preview=lambda pred: views.preview_image(self.pipe, pred)):
-            if isinstance(event, RunRecord):
-                record = event
-                break
-            progress((event.step + 1, event.num_steps), desc=f"iteration {event.step + 1}/{event.num_steps}")
-            if event.preview is not None:
-                preview = event.preview
+        try:
+            yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
+            for event in iter_run(self.pipe, prompt, seed=seed, guidance_scale=guidance, num_inference_steps=steps,
+                                  num_videos=samples, preview_every=preview_every, lock=self.sampling_lock,
+                                  cancel=run.cancel, done=run.done,
+                                  make_preview=lambda pred: views.preview_image(self.pipe, pred)):
+                if isinstance(event, RunRecord):
+                    record = event
+                    break
+                run.steps_done = event.step + 1
+                progress((event.step + 1, event.num_steps), desc=f"iteration {event.step + 1}/{event.num_steps}")
                 status = (f"Iteration {event.step + 1} of {event.num_steps} (noise level sigma = {event.sigma:.2f}), "
                           f"{event.elapsed:.1f} s. The preview shows the model's current guess of the clean clip.")
-                yield preview, gr.skip(), gr.skip(), status, gr.skip()
+                if event.preview is not None:
+                    run.preview = event.preview
+                yield (gr.skip() if event.preview is None else event.preview), gr.skip(), gr.skip(), status, gr.skip()
+        except RunCancelled:
+            raise user_error(run.status().replace("**", ""), title="Stopped") from None
+        finally:
+            run.cancel.set()  # a no-op after a finished run; stops the sampler if this generator was closed
+            self.active.finish(session, run)
         if record is None:
-            raise gr.Error("The run stopped before it finished.")
+            raise user_error("The run stopped before it finished.", title="Stopped")
         progress(None)
         t_write = time.perf_counter()
         folder = self._run_dir()
@@ -383,7 +346,21 @@ class TinyDiTApp:
         record.notices = notices
         record.timings["write_mp4"] = written
         total = time.perf_counter() - start
-        yield preview, str(grid), clips, self._info(record, total), record
+        handle = self.runs.put(session, record.slim())  # the views need clip 1 only
+        info = self._info(record, total)
+        record = event = None  # only the slim copy stays (in self.runs)
+        release_free_memory()
+        yield run.preview, str(grid), clips, info, handle
+
+    def stop(self, request: gr.Request = None):
+        """The Stop button: stop this session's run within one DiT block, wait (a few seconds at most)
+        until the sampler has let go, and say so, with the last preview. Returns (preview, info)."""
+        run = self.active.get(session_of(request))
+        if run is None:
+            return gr.skip(), "Nothing to stop: no run is under way."
+        run.cancel.set()
+        run.done.wait(STOP_WAIT_S)
+        return (gr.skip() if run.preview is None else run.preview), run.status()
 
     def _info(self, record: RunRecord, total: float) -> str:
         t = record.timings
@@ -401,7 +378,7 @@ class TinyDiTApp:
     # -- Inside the model -----------------------------------------------------
 
     def patch_grid(self, record):
-        record = check_record(record)
+        record = self.record_of(record)
         frames = views.patch_grid_image(record.frames[0], record.geometry)
         channels = views.latent_channels_image(record.x_t[-1].astype(np.float32), record.geometry,
                                                title="clip 1 in latent space: one row per channel")
@@ -410,13 +387,9 @@ class TinyDiTApp:
     def _attention_args(self, record, layer, head, step):
         g = record.geometry
         layer = check_number(layer, "Layer (block)", 0, g.depth - 1, integer=True)
-        if head in (None, "mean", "mean of all heads"):
-            head = None
-        else:
-            head = check_number(head, "Head", 0, g.num_heads - 1, integer=True)
+        heads = {"mean": None, **{str(h): h for h in range(g.num_heads)}, **{h: h for h in range(g.num_heads)}}
+        head = check_choice(head, "Head", heads)
         step = check_number(step, "Iteration (denoising step)", 1, record.num_inference_steps, integer=True)
-        if layer not in record.attention:
-            raise gr.Error(f"No attention maps were kept for block {layer + 1}.")
         return layer, head, step
 
     def _check_query(self, record, query):
@@ -426,42 +399,38 @@ class TinyDiTApp:
         try:
             t, h, w = (int(v) for v in query)
         except (TypeError, ValueError):
-            raise gr.Error(f"The query patch must be (time slot, row, column); got {query!r:.60}.") from None
+            raise user_error(f"The query patch must be (time slot, row, column); got {query!r:.60}.") from None
         if not (0 <= t < tg and 0 <= h < hg and 0 <= w < wg):
-            raise gr.Error(f"The query patch {query!r} is outside the token grid {tg} x {hg} x {wg}.")
+            raise user_error(f"The query patch {query!r} is outside the token grid {tg} x {hg} x {wg}.")
         return (t, h, w)
 
     def attention(self, record, layer, head, step, query=None):
         """(picker image, heatmap, matrix, description, query) for a block, head and step."""
-        record = check_record(record)
+        record = self.record_of(record)
         layer, head, step = self._attention_args(record, layer, head, step)
         query = self._check_query(record, query)
-        index = record.nearest_attention_step(step - 1)
-        shown = record.attention_steps[index]
-        heat, md = views.attention_heatmap(record, layer, head, index, query)
-        matrix = views.attention_matrix(record, layer, head, index, query)
+        shown = step - 1
+        heat, md = views.attention_heatmap(record, layer, head, shown, query)
+        matrix = views.attention_matrix(record, layer, head, shown, query)
         picker = views.picker_image(record.frames[0], record.geometry, query)
         who = "the mean of all heads" if head is None else f"head {head + 1}"
-        kept = len(record.attention_steps)
         where = (f"Block {layer + 1} ({record.geometry.layouts[layer]} attention), {who}, iteration {shown + 1} of "
                  f"{record.num_inference_steps} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
-        if kept < record.num_inference_steps:
-            where += f" Maps were kept for {kept} of the {record.num_inference_steps} iterations; this is the nearest."
         return picker, heat, matrix, where + "\n\n" + md, query
 
     def pick_patch(self, record, layer, head, step, evt: gr.SelectData):
         """A click on the picker or the heatmap: make the clicked patch the query."""
-        record = check_record(record)
+        record = self.record_of(record)
         index = getattr(evt, "index", None)
         if not isinstance(index, (list, tuple)) or len(index) != 2:
-            raise gr.Error("Click on a patch inside one of the frames.")
+            raise user_error("Click on a patch inside one of the frames.")
         hit = views.slot_layout(record.geometry).hit(*index)
         if hit is None:
-            raise gr.Error("That click was between the frames: click on a patch inside a frame.")
+            raise user_error("That click was between the frames: click on a patch inside a frame.")
         return self.attention(record, layer, head, step, hit)
 
     def trajectory(self, record, step):
-        record = check_record(record)
+        record = self.record_of(record)
         step = check_number(step, "Iterations done (denoising steps)", 0, record.num_inference_steps, integer=True)
         return views.trajectory_images(record, self.pipe, step)
 
@@ -470,13 +439,8 @@ class TinyDiTApp:
         prompt = check_prompt(prompt)
         seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
         steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
-        if isinstance(scales, (int, float, str)):
-            scales = [scales]
-        if not isinstance(scales, (list, tuple)) or not scales:
-            raise gr.Error("Choose at least one guidance scale to compare.")
-        if len(scales) > MAX_GUIDANCE_COMPARE:
-            raise gr.Error(f"Choose at most {MAX_GUIDANCE_COMPARE} guidance scales; got {len(scales)}.")
-        scales = sorted({check_number(s, "Each guidance scale", GUIDANCE_MIN, GUIDANCE_MAX) for s in scales})
+        scales = check_list(scales, "Class guidance scales to compare", MAX_GUIDANCE_COMPARE)
+        scales = sorted({check_number(s, "Each class guidance scale", GUIDANCE_MIN, GUIDANCE_MAX) for s in scales})
         self._notice_truncation(prompt)
         clips = []
         start = time.perf_counter()
@@ -497,7 +461,7 @@ class TinyDiTApp:
         yield str(video), table
 
     def text_path(self, record):
-        record = check_record(record)
+        record = self.record_of(record)
         tokens = record.tokens
         reference = None
         attributes = shapes_attributes(record.prompt)
@@ -518,7 +482,7 @@ class TinyDiTApp:
         return views.tokens_image(tokens), chart, summary
 
     def adaln(self, record):
-        record = check_record(record)
+        record = self.record_of(record)
         adaln = record.adaln
         gates = adaln[:, :, [2, 5]].mean(axis=(0, 2))  # mean |gate| per block
         strongest = int(gates.argmax())
@@ -552,7 +516,7 @@ class TinyDiTApp:
 
     def inside(self, record):
         """Every view of a fresh run at its default settings (after Generate)."""
-        record = check_record(record)
+        record = self.record_of(record)
         g = record.geometry
         steps = record.num_inference_steps
         attention = self.attention(record, g.depth - 1, "mean", steps, None)
@@ -589,7 +553,8 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         model_md = (f"Model: `{model_name}`: {g.num_frames} frames of {g.width} x {g.height} px, "
                     f"{g.num_tokens} tokens, {g.depth} blocks x {g.num_heads} heads, width {g.hidden_size}.")
         gr.Markdown("\n\n".join([model_md] + [f"**Note:** {n}" for n in app.notices]), elem_id="model-info")
-        run_state = gr.State(None, time_to_live=3600)
+        # The state holds a RunHandle; the run itself lives in app.runs (bounded: see tiny_dit.app_sessions).
+        run_state = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=app.runs.drop)
         query_state = gr.State(None)
 
         with gr.Row(elem_id="generate-panel"):
@@ -690,12 +655,17 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
 
         # -- wiring ------------------------------------------------------------------
         sampler = dict(concurrency_limit=1, concurrency_id="sampler")  # one sampling run at a time (2 vCPU)
+        raw = dict(preprocess=False)  # raw JSON values: tiny_dit.app_checks checks them, nothing is coerced
         randomise.click(app.random_seed, None, seed, api_name="random_seed", api_visibility="private", queue=False)
         gen_event = gr.on(
             [generate.click, prompt.submit], wrap(app.generate), [prompt, guidance, steps, samples, seed],
             [preview, grid_video, clips, info, run_state], api_name="generate", show_progress_on=[grid_video],
-            **sampler)
-        stop.click(None, None, None, cancels=[gen_event])
+            **sampler, **raw)
+        # Stop: Gradio cancels the event (the generator yields every iteration, so within one), and
+        # app.stop stops the sampler within one DiT block and says so on the page, with the last preview.
+        stop.click(wrap(app.stop), None, [preview, info], cancels=[gen_event], queue=False, api_name="stop",
+                   api_visibility="private", show_progress="hidden")
+        demo.unload(app.close_session)  # the tab was closed: drop the session's run now
 
         attention_outputs = [picker, heatmap, matrix, att_md, query_state]
         inside_outputs = [patch_frames, patch_channels, patch_md,
@@ -704,19 +674,19 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                           tokens_md, scores_image, text_md,
                           adaln_image, adaln_md]
         gen_event.success(wrap(app.inside), [run_state], inside_outputs, api_name="inside",
-                          api_visibility="private")
+                          api_visibility="private", **raw)
 
         attention_inputs = [run_state, layer, head, att_step]
         gr.on([att_step.release, layer.change, head.change], wrap(app.attention), attention_inputs + [query_state],
-              attention_outputs, api_name="attention", show_progress="minimal")
+              attention_outputs, api_name="attention", show_progress="minimal", **raw)
         gr.on([picker.select, heatmap.select], wrap(app.pick_patch), attention_inputs, attention_outputs,
-              api_name="pick_patch", api_visibility="private", show_progress="minimal")
+              api_name="pick_patch", api_visibility="private", show_progress="minimal", **raw)
         traj_step.release(wrap(app.trajectory), [run_state, traj_step], [traj_latent, traj_frames, traj_md],
-                          api_name="trajectory", show_progress="minimal")
+                          api_name="trajectory", show_progress="minimal", **raw)
         compare.click(wrap(app.compare_guidance), [prompt, seed, steps, scales], [guidance_video, guidance_md],
-                      api_name="compare_guidance", **sampler)
+                      api_name="compare_guidance", **sampler, **raw)
         gr.on([forward_button.click, level.release, demo.load], wrap(app.forward_process), [prompt, level, seed],
-              [forward_clip, forward_ladder, forward_md], api_name="forward_process", show_progress="minimal")
+              [forward_clip, forward_ladder, forward_md], api_name="forward_process", show_progress="minimal", **raw)
 
     demo.queue(max_size=16, default_concurrency_limit=2)
     return demo, app
@@ -747,7 +717,8 @@ def main(argv: list[str] | None = None) -> None:
     demo, _ = build_demo(pipe, name, notices)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, show_error=False,
                 css=CSS)
-    print(f"tiny-dit app on {name}: {demo.local_url}", flush=True)
+    print(f"tiny-dit app on {name} ({str(pipe.transformer.dtype).replace('torch.', '')}): {demo.local_url}",
+          flush=True)
     demo.block_thread()
 
 

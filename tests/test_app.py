@@ -2,7 +2,9 @@
 
 Outputs are browser-playable mp4 files of the right size and length, every "Inside the model"
 view renders from a run's state, and bad inputs (as an API caller could send them) raise
-gr.Error with a message that says what is wrong.
+gr.Error with a message that says what is wrong. The last section starts a real Gradio server
+on the tiny pipeline and calls it through gradio_client and raw HTTP: input errors, Stop and
+job.cancel(), and what a session keeps.
 """
 
 import sys
@@ -19,7 +21,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives at the top of the checkout
 import app  # noqa: E402
 from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
-from tiny_dit.inspector import RunRecord, attention_steps_for, record_run, shapes_attributes
+from tiny_dit.app_sessions import RunHandle, RunStore
+from tiny_dit.inspector import ATTENTION_CACHE_STEPS, _ATTENTION_CACHE, RunRecord, record_run, shapes_attributes
 from tiny_dit.model import TinyDiT
 from tiny_dit.pipeline import TinyDiTPipeline
 from tiny_dit.video import make_grid, probe_mp4
@@ -50,8 +53,8 @@ def run(tiny_app):
 
 
 @pytest.fixture(scope="module")
-def record(run) -> RunRecord:
-    return run[-1][4]
+def record(run, tiny_app) -> RunRecord:
+    return tiny_app.runs.get(run[-1][4])  # the page's state is a handle; the store holds the run
 
 
 def images(values):
@@ -77,12 +80,14 @@ def test_demo_has_named_endpoints_and_a_bounded_queue(built):
 
 def test_generate_yields_live_previews_then_playable_videos(run, record):
     previews = [out[0] for out in run[1:-1]]
-    assert previews and all(isinstance(p, Image.Image) for p in previews)  # live pred_x0 previews
+    assert len(previews) == STEPS  # a status line after every iteration: Stop and cancel act within one
+    assert images(previews) and all(isinstance(p, Image.Image) or p == gr.skip() for p in previews)
     assert all(out[1] == gr.skip() for out in run[1:-1])  # the video waits for the end
     preview, grid_path, clips, info, state = run[-1]
-    assert state is record and record.frames.shape == (SAMPLES, 4, 32, 32, 3)
+    assert isinstance(state, RunHandle) and isinstance(preview, Image.Image)
+    assert record.num_videos == SAMPLES and record.frames.shape == (1, 4, 32, 32, 3)  # kept: clip 1 only
 
-    grid = make_grid(record.frames)
+    grid = make_grid(np.zeros((SAMPLES, 4, 32, 32, 3), np.uint8))
     probe = probe_mp4(grid_path)
     assert probe["codec"] == "h264" and probe["pix_fmt"] == "yuv420p" and probe["faststart"]
     assert probe["size"] == (grid.shape[2], grid.shape[1]) and probe["num_frames"] == 4
@@ -96,12 +101,13 @@ def test_generate_yields_live_previews_then_playable_videos(run, record):
 
 
 def test_generate_is_reproducible_and_records_the_run(tiny_app, record):
-    again = list(tiny_app.generate(PROMPT, 4.0, STEPS, 1, SEED))[-1][4]
+    again = tiny_app.runs.get(list(tiny_app.generate(PROMPT, 4.0, STEPS, 1, SEED))[-1][4])
     # Same seed, same clip 1 (up to one grey level: a batch of 1 and of 3 round differently in the matmuls).
     assert np.abs(again.frames[0].astype(int) - record.frames[0]).max() <= 1
     assert record.x_t.shape == (STEPS + 1, 4, 4, 8, 8) and record.pred_x0.shape == (STEPS, 4, 4, 8, 8)
     assert record.x_t.dtype == np.float16 and record.sigmas[0] == 1 and record.sigmas[-1] == 0
-    assert set(record.attention) == {0, 1} and record.attention[0].shape == (STEPS, 2, 32, 32)
+    maps = record.attention_at(STEPS - 1)  # recomputed from the recorded latents
+    assert set(maps) == {0, 1} and maps[0].shape == (2, 32, 32) and maps[0].dtype == np.float16
     assert record.adaln.shape == (STEPS, 2, 6) and (record.adaln > 0).all()
     assert len(record.clip_scores) == SAMPLES and record.tokens.read_text == PROMPT
 
@@ -118,19 +124,80 @@ def test_recorded_attention_is_what_the_pipeline_captures(record):
          generator=torch.Generator().manual_seed(SEED), callback_on_step_end=keep,
          callback_on_step_end_tensor_inputs=["attentions"], capture_attention_layers=[0, 1])
     for step in range(STEPS):
-        for block in (0, 1):
-            np.testing.assert_allclose(record.attention[block][step], captured[step][block], atol=2e-3)
+        for block in (0, 1):  # equal up to the float16 storage of the latents they are recomputed from
+            np.testing.assert_allclose(record.attention_at(step)[block], captured[step][block], atol=2e-3)
 
 
-def test_attention_is_kept_for_a_bounded_number_of_steps():
-    assert attention_steps_for(10, 20) == list(range(10))
-    kept = attention_steps_for(60, 20)
-    assert len(kept) == 20 and kept[0] == 0 and kept[-1] == 59
+def test_a_finished_run_keeps_little_and_the_attention_cache_is_bounded(tiny_app, record):
+    # Per step: x_t and pred_x0 of clip 1 in float16, 4 x 4 x 8 x 8 x 2 bytes each; clip 1's frames.
+    assert record.nbytes < 2 * (STEPS + 1) * 4 * 4 * 8 * 8 * 2 + record.frames.nbytes + 20_000
+    for step in range(STEPS):
+        record.attention_at(step)
+    assert len(_ATTENTION_CACHE) <= ATTENTION_CACHE_STEPS
+    with pytest.raises(ValueError, match="step must be from 0 to 4"):
+        record.attention_at(STEPS)
+
+
+def test_run_store_bounds_sessions_age_and_bytes():
+    class Fake:
+        def __init__(self, nbytes):
+            self.nbytes = nbytes
+
+    store = RunStore(max_bytes=100, ttl_s=3600)
+    a = store.put("a", Fake(40))
+    a2 = store.put("a", Fake(40))  # a session keeps one run: its latest
+    assert store.get(a) is None and store.get(a2) is not None and len(store) == 1
+    b, c = store.put("b", Fake(40)), store.put("c", Fake(40))  # 120 > 100 bytes: the least recently used goes
+    assert store.get(a2) is None and store.get(b) is not None and store.total_bytes == 80
+    store.drop_session("b")  # the tab was closed (demo.unload)
+    assert store.get(b) is None and len(store) == 1
+    store.drop(c)  # gr.State's delete_callback (time_to_live)
+    store.drop(None)
+    assert len(store) == 0 and store.total_bytes == 0
+    old = RunStore(ttl_s=0.0)
+    handle = old.put("x", Fake(1))
+    time.sleep(0.01)
+    assert old.get(handle) is None  # unused for longer than ttl_s
+
+
+def test_state_is_released_with_the_session(built):
+    demo, tiny_app = built
+    state = next(b for b in demo.blocks.values() if isinstance(b, gr.State) and b.time_to_live)
+    assert state.time_to_live == app.RUN_TTL_S and state.delete_callback == tiny_app.runs.drop
+    unload = [fn for fn in demo.fns.values() if any(t[1] == "unload" for t in fn.targets)]
+    assert len(unload) == 1 and unload[0].fn == tiny_app.close_session
+    handle = list(tiny_app.generate(PROMPT, 4.0, 2, 1, 0, request=FakeRequest("closing")))[-1][4]
+    assert tiny_app.runs.get(handle) is not None
+    tiny_app.close_session(FakeRequest("closing"))
+    assert tiny_app.runs.get(handle) is None
+    with pytest.raises(gr.Error, match="no longer kept"):
+        tiny_app.trajectory(handle, 1)
+
+
+class FakeRequest:
+    def __init__(self, session_hash):
+        self.session_hash = session_hash
+
+
+def test_stop_stops_within_one_iteration_and_shows_the_last_preview(tiny_app):
+    session = FakeRequest("stopping")
+    gen = app.user_errors(tiny_app.generate)(PROMPT, 4.0, 60, 2, 0, request=session)
+    next(gen), next(gen)  # started, iteration 1 (with the first preview)
+    start = time.perf_counter()
+    preview, status = tiny_app.stop(session)
+    stopped = time.perf_counter() - start
+    assert stopped < 2.0 and isinstance(preview, Image.Image)
+    assert "Stopped** after iteration" in status and "of 60" in status and "Press Generate" in status
+    with pytest.raises(gr.Error, match="Stopped after iteration"):
+        list(gen)
+    assert tiny_app.stop(session)[1].startswith("Nothing to stop")
+    # The next Generate starts at once and finishes.
+    assert isinstance(list(tiny_app.generate(PROMPT, 4.0, 2, 1, 0, request=session))[-1][4], RunHandle)
 
 
 def test_stopping_a_run_stops_the_sampler_thread(tiny_app):
     gen = tiny_app.generate(PROMPT, 4.0, 60, 2, 0)
-    next(gen), next(gen)  # started, first preview
+    next(gen), next(gen)  # started, iteration 1
     gen.close()
     deadline = time.time() + 10
     while any(t.name == "tiny-dit-sampler" for t in threading.enumerate()) and time.time() < deadline:
@@ -194,7 +261,8 @@ def test_factorized_attention_degrades_gracefully(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     record = record_run(pipe, PROMPT, num_inference_steps=2, num_videos=2)
     assert record.geometry.layouts == ["spatial", "temporal"]
-    assert record.attention[0].shape == (2, 2, 2, 16, 16) and record.attention[1].shape == (2, 2, 16, 2, 2)
+    maps = record.attention_at(1)
+    assert maps[0].shape == (2, 2, 16, 16) and maps[1].shape == (2, 16, 2, 2)
     for block in (0, 1):
         full = views.attention_matrix_of(record, block, None, 0)
         np.testing.assert_allclose(full.sum(axis=1), 1, atol=1e-2)  # rows still sum to 1
@@ -206,7 +274,7 @@ def test_factorized_attention_degrades_gracefully(tmp_path):
 
 
 def test_guidance_comparison_and_forward_process(tiny_app, record):
-    *_, (video, table) = tiny_app.compare_guidance(PROMPT, SEED, STEPS, [5, "1", 2.5])
+    *_, (video, table) = tiny_app.compare_guidance(PROMPT, SEED, STEPS, [5, 1, 2.5])
     probe = probe_mp4(video)
     assert probe["codec"] == "h264" and probe["pix_fmt"] == "yuv420p" and probe["num_frames"] == 4
     assert probe["size"][0] >= 3 * 32 and "| 2.5 |" in table and "| 1 | off" in table
@@ -232,25 +300,29 @@ GOOD = dict(prompt=PROMPT, guidance=5.0, steps=4, samples=1, seed=0)
 @pytest.mark.parametrize("field, value, message", [
     ("prompt", "", "empty"),
     ("prompt", "   \n\t ", "empty"),
-    ("prompt", None, "Type a prompt"),
-    ("prompt", 42, "must be text"),
+    ("prompt", None, "The prompt is missing"),
+    ("prompt", 42, "The prompt must be text .a string.; got 42"),
+    ("prompt", {"text": "a red circle"}, "The prompt must be text .a string.; got an object"),
     ("prompt", "x" * 100_000, "100,000 characters"),
-    ("guidance", float("nan"), "Class guidance"),
+    ("guidance", float("nan"), "Class guidance .guidance scale. must be a number from 0 to 15; got nan"),
     ("guidance", float("inf"), "Class guidance"),
     ("guidance", -0.5, "from 0 to 15"),
     ("guidance", 15.5, "from 0 to 15"),
-    ("guidance", "lots", "Class guidance"),
-    ("guidance", True, "Class guidance"),
+    ("guidance", "lots", "Class guidance .guidance scale. must be a number from 0 to 15; got the text 'lots'"),
+    ("guidance", "5", "got the text '5' .send a JSON number, not text."),
+    ("guidance", True, "Class guidance .* got the boolean True"),
     ("steps", 0, "Iterations"),
     ("steps", 61, "from 1 to 60"),
-    ("steps", 2.5, "whole number"),
-    ("steps", None, "Iterations"),
+    ("steps", 2.5, "whole number .* got 2.5 .it is not rounded for you."),
+    ("steps", None, "Iterations .sampling steps. must be a whole number from 1 to 60; got nothing"),
+    ("steps", "20", "Iterations .* got the text '20'"),
     ("samples", 37, "Number of samples"),
     ("samples", 10**12, "from 1 to 36"),
     ("seed", -1, "Seed"),
     ("seed", 2**40, "Seed"),
-    ("seed", "x" * 1000, "Seed"),
-    ("seed", [1], "Seed"),
+    ("seed", 1.5, "Seed must be a whole number from 0 to 4,294,967,295; got 1.5"),
+    ("seed", "x" * 1000, "Seed .*1,000 characters"),
+    ("seed", [1], "Seed .* got a list"),
 ])
 def test_bad_generate_inputs_raise_a_clear_gr_error(tiny_app, field, value, message):
     args = {**GOOD, field: value}
@@ -258,8 +330,8 @@ def test_bad_generate_inputs_raise_a_clear_gr_error(tiny_app, field, value, mess
         list(app.user_errors(tiny_app.generate)(**args))
 
 
-def test_numeric_strings_from_api_callers_are_accepted(tiny_app):
-    out = list(tiny_app.generate(PROMPT, "3.5", "2", "1", "11"))[-1]
+def test_whole_floats_and_numpy_numbers_are_accepted_but_never_rounded(tiny_app):
+    out = list(tiny_app.generate(PROMPT, np.float32(3.5), 2.0, np.int64(1), 11.0))[-1]
     assert "class guidance 3.5" in out[3] and "seed 11" in out[3]
 
 
@@ -300,10 +372,21 @@ def test_unexpected_errors_become_a_gr_error_not_a_traceback(tiny_app, monkeypat
         raise RuntimeError("out of memory (simulated)")
 
     monkeypatch.setattr(tiny_app.pipe, "decode_latents", broken)
-    with pytest.raises(gr.Error, match="Something went wrong.*simulated"):
+    with pytest.raises(gr.Error, match="Something went wrong.*simulated") as caught:
         list(app.user_errors(tiny_app.generate)(PROMPT, 5.0, 2, 1, 0))
+    assert not caught.value.print_exception  # logged once, by user_errors, with the traceback
     monkeypatch.undo()
     assert list(tiny_app.generate(PROMPT, 5.0, 2, 1, 0))[-1][4] is not None  # and the app still works
+
+
+def test_user_errors_are_logged_as_one_line(tiny_app, caplog):
+    with caplog.at_level("WARNING", logger="tiny-dit-app"):
+        with pytest.raises(gr.Error) as caught:
+            list(app.user_errors(tiny_app.generate)(PROMPT, "five", 4, 1, 0))
+    assert not caught.value.print_exception  # Gradio prints no traceback for it
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["user error in generate: Class guidance (guidance scale) must be a number from 0 to 15; "
+                     "got the text 'five' (send a JSON number, not text)."]
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -319,4 +402,141 @@ def test_load_pipeline_falls_back_and_says_so(tmp_path, monkeypatch):
     pipe, name, notices = app.load_pipeline()
     assert "untrained stand-in" in name and len(notices) == 2
     assert "missing" in notices[0] and "bundled model" in notices[0] and "random weights" in notices[1]
+    # Error texts are escaped for Markdown: "<out>/pipeline/" is not swallowed as an HTML tag.
+    assert "<out>" not in notices[0] and "&lt;out&gt;/pipeline/" in notices[0]
+    assert notices[0].endswith(f"Falling back to the bundled model `{app.BUNDLED_MODEL}`.")
     assert pipe.default_size() == (16, 128, 128)
+
+
+# --- through a real server: gradio_client and raw HTTP ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app on a fresh tiny pipeline, served on a free local port."""
+    demo, served = app.build_demo(tiny_pipeline(), "tiny served model")
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=False, quiet=True)
+    try:
+        yield demo, served, demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def client(server):
+    from gradio_client import Client
+
+    return Client(server[2], verbose=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((PROMPT, "five", 4, 1, 0), "Class guidance (guidance scale) must be a number from 0 to 15; got the text 'five'"),
+    ((PROMPT, 5.0, "20", 1, 0), "Iterations (sampling steps) must be a whole number from 1 to 60; got the text '20'"),
+    ((PROMPT, 5.0, 4, None, 0), "Number of samples must be a whole number from 1 to 36; got nothing (None)"),
+    ((PROMPT, 5.0, 4, 1, "abc"), "Seed must be a whole number from 0 to 4,294,967,295; got the text 'abc'"),
+    ((PROMPT, 5.0, 4, 1, 1.5), "Seed must be a whole number from 0 to 4,294,967,295; got 1.5 (it is not rounded"),
+    ((PROMPT, 99, 4, 1, 0), "Class guidance (guidance scale) must be a number from 0 to 15; got 99."),
+    ((PROMPT, 5.0, 4, 37, 0), "Number of samples must be a whole number from 1 to 36; got 37."),
+    ((123, 5.0, 4, 1, 0), "The prompt must be text (a string); got 123."),
+    (({"text": PROMPT}, 5.0, 4, 1, 0), "The prompt must be text (a string); got an object (dict)"),
+    (("  ", 5.0, 4, 1, 0), "The prompt is empty."),
+])
+def test_api_input_errors_name_the_field_and_leave_no_traceback(client, args, message, capfd, caplog):
+    from gradio_client.exceptions import AppError
+
+    with caplog.at_level("WARNING", logger="tiny-dit-app"):
+        with pytest.raises(AppError) as caught:
+            client.predict(*args, api_name="/generate")
+    assert message in str(caught.value)
+    assert "Traceback" not in capfd.readouterr().err  # the server logs user errors as one line
+    assert [r.getMessage() for r in caplog.records if "user error" in r.getMessage()] == [
+        f"user error in generate: {caught.value}"]
+
+
+def test_raw_http_errors_name_the_field(server):
+    import httpx
+
+    url = server[2].rstrip("/")
+    for body, message in [('{"data": ["%s", 5, 4, 1, NaN]}' % PROMPT, "Seed must be a whole number"),
+                          ('{"data": ["%s", 5, 4, 1, 1e999]}' % PROMPT, "Seed must be a whole number"),
+                          ('{"data": ["%s", true, 4, 1, 0]}' % PROMPT, "got the boolean True"),
+                          ('{"data": [["%s"], 5, 4, 1, 0]}' % PROMPT, "The prompt must be text (a string); got a list")]:
+        post = httpx.post(f"{url}/gradio_api/call/generate", content=body,
+                          headers={"Content-Type": "application/json"}, timeout=30)
+        assert post.status_code == 200, post.text
+        event_id = post.json()["event_id"]
+        result = httpx.get(f"{url}/gradio_api/call/generate/{event_id}", timeout=30).text
+        assert "event: error" in result and message in result, result
+
+
+def test_a_session_keeps_one_small_run(server, client):
+    _, served, _ = server
+    before = len(served.runs)
+    result = client.predict(PROMPT, 4.0, 3, 2, 0, api_name="/generate")
+    assert "2 clips in" in result[3]
+    client.predict(PROMPT, 4.0, 2, 1, 1, api_name="/generate")  # the same session: replaces its run
+    assert len(served.runs) == before + 1 and served.runs.total_bytes < 100_000
+    picker, heat, matrix, text = client.predict(1, "mean", 2, api_name="/attention")  # looks inside it
+    assert "iteration 2 of 2" in text
+
+
+def test_job_cancel_returns_within_seconds_and_the_next_generate_starts_at_once(server, client):
+    _, served, _ = server
+    blocks = served.pipe.transformer.blocks
+    slow = [b.register_forward_pre_hook(lambda *a: time.sleep(0.1)) for b in blocks]  # ~0.2 s an iteration
+    try:
+        job = client.submit(PROMPT, 4.0, 60, 8, 0, api_name="/generate")  # ~12 s if not stopped
+        deadline = time.time() + 30
+        while not any("Iteration 2 of 60" in str(out[3]) for out in job.outputs()) and time.time() < deadline:
+            time.sleep(0.02)
+        start = time.perf_counter()
+        job.cancel()
+        cancel_s = time.perf_counter() - start
+        while any(t.name == "tiny-dit-sampler" for t in threading.enumerate()) and time.time() < deadline:
+            time.sleep(0.02)
+        sampler_stopped_s = time.perf_counter() - start
+        start = time.perf_counter()
+        result = client.predict(PROMPT, 4.0, 2, 1, 0, api_name="/generate")
+        next_s = time.perf_counter() - start
+    finally:
+        for handle in slow:
+            handle.remove()
+    print(f"job.cancel() {cancel_s:.2f} s, sampler stopped {sampler_stopped_s:.2f} s, next Generate {next_s:.2f} s")
+    assert cancel_s < 3.0 and sampler_stopped_s < 3.0
+    assert "1 clip in" in result[3] and next_s < 5.0
+
+
+# --- starting quickly -------------------------------------------------------------------------
+
+
+def test_the_compute_dtype_comes_from_the_hardware_not_a_timing(monkeypatch):
+    from tiny_dit import app_startup
+
+    monkeypatch.delenv(app_startup.DTYPE_ENV, raising=False)
+    pipe = tiny_pipeline()
+    monkeypatch.setattr(pipe, "set_dtype", lambda d: (_ for _ in ()).throw(AssertionError("timed")) if d == "auto"
+                        else type(pipe).set_dtype(pipe, d))
+    monkeypatch.setattr(app_startup, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert app_startup.set_dtype(pipe) == "bfloat16 (from the hardware: CPU flags)"
+    assert pipe.transformer.dtype == torch.bfloat16
+    monkeypatch.setattr(app_startup, "cpu_flags", lambda: {"avx2"})
+    assert app_startup.set_dtype(pipe).startswith("float32") and pipe.transformer.dtype == torch.float32
+    monkeypatch.setenv(app_startup.DTYPE_ENV, "bfloat16")
+    assert app_startup.set_dtype(pipe) == "bfloat16 (from $TINY_DIT_DTYPE)"
+    monkeypatch.setenv(app_startup.DTYPE_ENV, "float8")
+    with pytest.raises(ValueError):
+        app_startup.set_dtype(pipe)
+
+
+def test_loading_prints_no_config_warning(caplog):
+    import logging
+
+    from tiny_dit import app_startup
+
+    app_startup.quiet_loading()
+    logger = logging.getLogger("diffusers.configuration_utils")
+    with caplog.at_level("WARNING", logger="diffusers.configuration_utils"):
+        logger.warning("The config attributes {'block_out_channels': [16, 16, 16]} were passed to AutoencoderTiny, "
+                       "but are not expected and will be ignored. Please verify your config.json configuration file.")
+        logger.warning("another warning")
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]

@@ -9,7 +9,8 @@ tmp_path; with TINY_DIT_SCREENSHOTS=1 also into assets/screenshots/, the README'
 The app runs on the pipeline folder named by TINY_DIT_MODEL if set, else on the bundled model
 assets/tiny-dit-shapes when it is there, else on a tiny random pipeline (passed to the app
 through TINY_DIT_MODEL). Needs Debian's `chromium` and `chromium-driver`
-(apt-get install -y chromium chromium-driver); skipped, saying so, without them.
+(apt-get install -y chromium chromium-driver); skipped without them (`pytest -rs` prints why),
+or, with TINY_DIT_REQUIRE_BROWSER=1, an error instead of a skip.
 """
 
 import os
@@ -40,10 +41,11 @@ def find_browser() -> tuple[str | None, str | None]:
 
 
 BROWSER, DRIVER = find_browser()
-pytestmark = pytest.mark.skipif(
-    BROWSER is None or DRIVER is None,
-    reason="needs headless Chromium and its driver: apt-get install -y chromium chromium-driver "
+MISSING = ("needs headless Chromium and its driver: apt-get install -y chromium chromium-driver "
            f"(found browser={BROWSER}, chromedriver={DRIVER})")
+if (BROWSER is None or DRIVER is None) and os.environ.get("TINY_DIT_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"TINY_DIT_REQUIRE_BROWSER=1, but the browser test {MISSING}")  # fail, never skip
+pytestmark = pytest.mark.skipif(BROWSER is None or DRIVER is None, reason=MISSING)
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ Both judges rate rendered clips (a sanity check: they should be near 100%) and
 generated clips (the DiT's quality). Also here: the autoencoder's PSNR and speed.
 
     python -m tiny_dit.evaluate --model assets/tiny-dit-shapes      # the DiT, both judges
+    python -m tiny_dit.evaluate --scheduler dpm++ --steps 8         # with another solver (tiny_dit.schedulers)
     python -m tiny_dit.evaluate --rendered                          # the judges on rendered clips
     python -m tiny_dit.evaluate --rendered --round-trip             # ... through the model's autoencoder
 """
@@ -34,6 +35,7 @@ from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, 
                                   all_attribute_combinations, caption, random_clip_spec, render_clips,
                                   render_dataset)
 from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+from tiny_dit.schedulers import SCHEDULERS, choose_scheduler, config_shift, scheduler_name, transformer_passes
 from tiny_dit.text_encoder import CLIPEncoder
 
 ATTRIBUTES = ("color", "shape", "motion", "background")
@@ -205,17 +207,17 @@ def evaluate_clips(frames: torch.Tensor, truth: list[dict], clip: CLIPEncoder) -
 
 def evaluate_model(model: str, clip: CLIPEncoder, num_prompts: int = 72, steps: int | None = None,
                    guidance_scale: float | None = None, seed: int = 0, batch_size: int = 8,
-                   dtype: str = "auto", still: bool = False, shift: float | None = None) -> dict:
-    """Sample one clip per evaluation prompt (seeded) and score both splits. `shift`: sample with this
-    noise shift instead of the one in the model's scheduler config."""
+                   dtype: str = "auto", still: bool = False, shift: float | None = None,
+                   scheduler: str | None = None) -> dict:
+    """Sample one clip per evaluation prompt (seeded) and score both splits. `scheduler` (a name of
+    tiny_dit.schedulers.SCHEDULERS) and `shift`: sample with this solver and noise shift instead of
+    the ones in the model's scheduler config."""
     pipe = TinyDiTPipeline.from_pretrained(model).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
-    if shift is not None:
-        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
+    pipe.scheduler = choose_scheduler(pipe.scheduler, scheduler, shift)
     dtype = pipe.set_dtype(dtype)
     results = evaluate_pipeline(pipe, clip, num_prompts, steps, guidance_scale, seed, batch_size, still)
-    return {"model": str(model), **results, "dtype": str(dtype).removeprefix("torch."),
-            "shift": pipe.scheduler.config.shift}
+    return {"model": str(model), **results, "dtype": str(dtype).removeprefix("torch.")}
 
 
 def evaluate_pipeline(pipe: TinyDiTPipeline, clip: CLIPEncoder, num_prompts: int = 72, steps: int | None = None,
@@ -230,7 +232,10 @@ def evaluate_pipeline(pipe: TinyDiTPipeline, clip: CLIPEncoder, num_prompts: int
     steps = steps or DEFAULT_NUM_INFERENCE_STEPS
     guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
     num_frames = pipe.transformer.config.patch_size_t if still else None
-    results = {"steps": steps, "guidance_scale": guidance_scale, "still": still}
+    results = {"steps": steps, "guidance_scale": guidance_scale, "still": still,
+               "scheduler": scheduler_name(pipe.scheduler) or type(pipe.scheduler).__name__,
+               "shift": config_shift(pipe.scheduler.config),
+               "transformer_passes": transformer_passes(pipe.scheduler, steps)}
     for split in ("seen", "held-out"):
         prompts = evaluation_prompts(split, num_prompts, seed, still=still)
         clips = []
@@ -263,7 +268,8 @@ def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0, v
 
 
 def print_table(results: dict) -> None:
-    settings = [f"{results['steps']} steps", f"guidance {results['guidance_scale']}",
+    settings = [f"{results.get('scheduler', 'euler')} {results['steps']} steps",
+                f"guidance {results['guidance_scale']}",
                 f"shift {results.get('shift')}", results.get("dtype"),
                 "still images" if results.get("still") else None] if "steps" in results else []
     print(f"\n{results['model']}" + (f"  ({', '.join(x for x in settings if x)})" if settings else ""))
@@ -290,6 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (pipeline default)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (pipeline default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scheduler", choices=list(SCHEDULERS), default=None,
+                        help="ODE solver (default: the model's scheduler config)")
     parser.add_argument("--shift", type=float, default=None,
                         help="sampler noise shift (default: the model's scheduler config)")
     parser.add_argument("--still", action="store_true",
@@ -300,12 +308,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.round_trip and not args.rendered:
         parser.error("--round-trip goes with --rendered")
+    if args.shift is not None and not args.shift > 0:
+        parser.error(f"--shift must be a positive number, got {args.shift}")
     clip = CLIPEncoder.from_pretrained(args.clip)
     vae = load_autoencoder(args.model, subfolder="vae") if args.round_trip else None  # the pipeline's own
     with torch.no_grad():
         results = (evaluate_rendered(clip, args.num_prompts, args.seed, vae) if args.rendered else
                    evaluate_model(args.model, clip, args.num_prompts, args.steps, args.guidance, args.seed,
-                                  dtype=args.dtype, still=args.still, shift=args.shift))
+                                  dtype=args.dtype, still=args.still, shift=args.shift, scheduler=args.scheduler))
     print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -6,20 +6,25 @@
     record.frames            # uint8 (N, T, H, W, 3): the clips
     record.x_t[k]            # float16 latents of sample 0 at noise level record.sigmas[k]
     record.pred_x0[k]        # float16 clean latents of sample 0 predicted at step k
-    record.attention[b]      # float16 self-attention maps of block b for the kept steps
+    record.attention_at(k)[b]  # float16 self-attention maps of block b at step k (recomputed)
     record.adaln             # (steps, depth, 6) mean |shift|, |scale|, |gate| of every block
 
 One run of `TinyDiTPipeline` is recorded, nothing is run twice:
   * x_t and pred_x0 of the first clip come from the pipeline's step callback
     (`callback_on_step_end_tensor_inputs=["latents", "pred_x0"]`); the starting noise is
     drawn here with `pipe.prepare_latents`, exactly as the pipeline would draw it.
-  * Attention maps come from a forward hook on each block's self-attention. It runs the
-    block's own `Attention.forward(..., return_probs=True)` again on the first clip of the
-    conditional half of the batch only, so the maps are those the pipeline would capture
-    with `capture_attention_layers` for that clip (the tests check it), while the other
-    clips keep the fused kernel and no (2B, heads, N, N) tensors are held. Maps are kept
-    in float16 for at most `max_attention_steps` steps (spread over the run): 6 blocks x
-    6 heads x 256 x 256 x 20 steps x 2 bytes = 94 MB for the default model.
+  * Attention maps are not kept: a run of 36 clips and 60 iterations would hold 6 blocks x
+    6 heads x 256 x 256 x 60 steps x 2 bytes = 283 MB of them per session. `record.attention_at(k)`
+    recomputes them for one step from what is kept: the transformer is run once more, on clip 1
+    only (batch 1, conditional), on its recorded latents x_t[k] at the step's timestep with the
+    prompt's embeddings (recorded from the transformer's first call, as the pipeline passed them), with `capture_attention_layers` for every block. These are the maps the
+    pipeline captures for that clip up to the float16 storage of x_t (the tests check it), in
+    ~one block-pass of one clip (a few tens of ms); the last few steps asked for are cached
+    (ATTENTION_CACHE_STEPS, shared by all runs, so memory stays bounded).
+    A finished run keeps, for clip 1: x_t and pred_x0 (float16), its frames, the adaLN
+    magnitudes and the prompt's embeddings: `record.nbytes` is ~6 MB at the app's defaults
+    (20 iterations) and ~17 MB at its maximum (60), whatever the number of clips (after
+    `record.slim()`, which drops the frames of clips 2..N once they are written).
   * adaLN-Zero modulation magnitudes come from a forward hook on every
     `block.adaLN_modulation` (its output is the six vectors shift/scale/gate for the
     attention and the MLP branch), for the same clip.
@@ -39,15 +44,18 @@ import queue
 import re
 import threading
 import time
+import uuid
 import warnings
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 MODULATION_NAMES = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
-DEFAULT_MAX_ATTENTION_STEPS = 20
+TEXT_KWARGS = ("encoder_hidden_states", "pooled_projections", "encoder_attention_mask")  # the transformer's
+ATTENTION_CACHE_STEPS = 4  # recomputed attention maps kept (all runs together): ~4.7 MB each for the bundle
 
 
 class RunCancelled(Exception):
@@ -140,27 +148,67 @@ class RunRecord:
     num_inference_steps: int
     num_videos: int
     geometry: ModelGeometry
-    frames: np.ndarray  # uint8 (N, T, H, W, 3)
+    frames: np.ndarray  # uint8 (N, T, H, W, 3); after slim(), clip 1 only (1, T, H, W, 3)
     sigmas: np.ndarray  # (steps + 1,): noise level of x_t[k]; the last is 0
     x_t: np.ndarray  # float16 (steps + 1, C, T, h, w), sample 0: x_t[0] the noise, x_t[-1] the result
     pred_x0: np.ndarray  # float16 (steps, C, T, h, w), sample 0: the clean clip predicted at step k
-    attention: dict[int, np.ndarray]  # block -> float16 (len(attention_steps), heads, ...) (see Attention)
-    attention_steps: list[int]  # the steps whose attention maps were kept
+    timesteps: np.ndarray  # (steps,) the model's timestep at each step (1000 sigma)
+    conditioning: dict[str, torch.Tensor]  # the prompt's transformer kwargs for one clip (batch 1)
+    transformer: torch.nn.Module = field(repr=False)  # the model that ran (to recompute attention)
     adaln: np.ndarray  # float32 (steps, depth, 6): mean |v| of MODULATION_NAMES per block and step
     step_seconds: np.ndarray  # (steps,) wall time of each denoising step
     timings: dict[str, float]  # seconds: "prepare" (text + noise), "denoise", "decode", "clip_score", "total"
     tokens: TokenInfo
     clip_scores: list[float]  # CLIP score of each clip against the prompt
     notices: list[str] = field(default_factory=list)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this run in the attention cache
 
-    def nearest_attention_step(self, step: int) -> int:
-        """Index into the kept attention steps of the one closest to `step`."""
-        return int(np.argmin([abs(s - step) for s in self.attention_steps]))
+    def attention_at(self, step: int) -> dict[int, np.ndarray]:
+        """Self-attention maps of clip 1 at denoising step `step` (0-based), block -> float16
+        (heads, ...) (the shapes of `Attention.forward(..., return_probs=True)` for one clip),
+        recomputed from x_t[step] (see the module docstring) and cached for a few steps."""
+        step = int(step)
+        if not 0 <= step < self.num_inference_steps:
+            raise ValueError(f"step must be from 0 to {self.num_inference_steps - 1}, got {step}")
+        cache_key = (self.key, step)
+        with _ATTENTION_LOCK:
+            if cache_key in _ATTENTION_CACHE:
+                _ATTENTION_CACHE.move_to_end(cache_key)
+                return _ATTENTION_CACHE[cache_key]
+        maps = recompute_attention(self.transformer, self.x_t[step], float(self.timesteps[step]), self.conditioning)
+        with _ATTENTION_LOCK:
+            _ATTENTION_CACHE[cache_key] = maps
+            while len(_ATTENTION_CACHE) > ATTENTION_CACHE_STEPS:
+                _ATTENTION_CACHE.popitem(last=False)
+        return maps
+
+    def slim(self) -> "RunRecord":
+        """The same run without the frames of clips 2..N (what the views need; ~0.8 MB a clip)."""
+        return replace(self, frames=np.ascontiguousarray(self.frames[:1]))
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.frames, self.x_t, self.pred_x0, self.adaln, *self.attention.values()]
-        return int(sum(a.nbytes for a in arrays))
+        """Bytes this record holds (arrays and embeddings; not the shared transformer)."""
+        arrays = [self.frames, self.x_t, self.pred_x0, self.adaln, self.sigmas, self.timesteps, self.step_seconds]
+        tensors = [t.element_size() * t.nelement() for t in self.conditioning.values()]
+        return int(sum(a.nbytes for a in arrays) + sum(tensors))
+
+
+_ATTENTION_CACHE: "OrderedDict[tuple[str, int], dict[int, np.ndarray]]" = OrderedDict()
+_ATTENTION_LOCK = threading.Lock()
+
+
+@torch.no_grad()
+def recompute_attention(transformer, latents: np.ndarray, timestep: float,
+                        conditioning: dict[str, torch.Tensor]) -> dict[int, np.ndarray]:
+    """The self-attention maps of every block for one clip's latents (C, T, h, w) at `timestep`:
+    block -> float16 (heads, ...). One forward pass of batch 1, as the pipeline runs the model."""
+    param = next(transformer.parameters())
+    x = torch.as_tensor(np.asarray(latents, dtype=np.float32))[None].to(param.device)
+    t = torch.full((1,), timestep, dtype=torch.float32, device=param.device)
+    kwargs = {k: v.to(param.device) for k, v in conditioning.items()}
+    output = transformer(x, timestep=t, capture_attention_layers=list(range(len(transformer.blocks))), **kwargs)
+    return {b: a[0].to(torch.float16).cpu().numpy() for b, a in output.attentions.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -241,19 +289,20 @@ def training_clip(geometry: ModelGeometry, attributes: dict, seed: int = 0) -> n
 
 
 class _Recorder:
-    """Hooks on the transformer that record what happens to one clip of the batch."""
+    """Hooks on the transformer that record what happens to one clip of the batch, and stop
+    the run before the next block once `cancel` is set."""
 
-    def __init__(self, pipe, num_videos: int, steps: int, attention_steps: list[int]):
+    def __init__(self, pipe, num_videos: int, steps: int, cancel: threading.Event | None = None):
         self.pipe = pipe
         self.transformer = pipe.transformer
         self.num_videos = num_videos
-        self.attention_steps = set(attention_steps)
+        self.cancel = cancel
         self.thread = threading.get_ident()
         self.step = 0
         depth = len(self.transformer.blocks)
-        self.attention: dict[int, list[np.ndarray]] = {i: [] for i in range(depth)}
         self.adaln = np.zeros((steps, depth, 6), dtype=np.float32)
         self.first_forward: float | None = None
+        self.conditioning: dict[str, torch.Tensor] = {}  # the text kwargs of clip 1 (batch 1)
         self.handles = []
 
     def _index(self, batch: int) -> int:
@@ -262,9 +311,9 @@ class _Recorder:
         return batch - self.num_videos
 
     def __enter__(self) -> "_Recorder":
-        self.handles.append(self.transformer.register_forward_pre_hook(self._on_forward))
+        self.handles.append(self.transformer.register_forward_pre_hook(self._on_forward, with_kwargs=True))
         for i, block in enumerate(self.transformer.blocks):
-            self.handles.append(block.attn.register_forward_hook(self._attention_hook(i)))
+            self.handles.append(block.register_forward_pre_hook(self._check_cancel))
             self.handles.append(block.adaLN_modulation.register_forward_hook(self._adaln_hook(i)))
         return self
 
@@ -276,20 +325,17 @@ class _Recorder:
     def _mine(self) -> bool:
         return threading.get_ident() == self.thread
 
-    def _on_forward(self, module, args):
+    def _on_forward(self, module, args, kwargs):
         if self._mine() and self.first_forward is None:
             self.first_forward = time.perf_counter()
+            batch = (args[0] if args else kwargs["hidden_states"]).shape[0]
+            i = self._index(batch)
+            self.conditioning = {k: v[i:i + 1].detach().cpu().clone() for k, v in kwargs.items()
+                                 if k in TEXT_KWARGS and isinstance(v, torch.Tensor)}
 
-    def _attention_hook(self, block_index: int):
-        def hook(module, args, output):
-            if not self._mine() or self.step not in self.attention_steps:
-                return
-            x, grid = args[0], args[1]
-            i = self._index(x.shape[0])
-            with torch.no_grad():
-                _, probs = module.forward(x[i:i + 1], grid, True)  # the block's own maths, one clip
-            self.attention[block_index].append(probs[0].to(torch.float16).cpu().numpy())
-        return hook
+    def _check_cancel(self, module, args):
+        if self.cancel is not None and self.cancel.is_set() and self._mine():
+            raise RunCancelled("the run was stopped")
 
     def _adaln_hook(self, block_index: int):
         def hook(module, args, output):
@@ -300,23 +346,16 @@ class _Recorder:
         return hook
 
 
-def attention_steps_for(steps: int, max_steps: int = DEFAULT_MAX_ATTENTION_STEPS) -> list[int]:
-    """At most max_steps step indices spread evenly over the run, always the first and last."""
-    if steps <= max_steps:
-        return list(range(steps))
-    return sorted({int(round(x)) for x in np.linspace(0, steps - 1, max_steps)})
-
-
 def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None = None,
                num_inference_steps: int | None = None, num_videos: int = 1,
-               max_attention_steps: int = DEFAULT_MAX_ATTENTION_STEPS,
                on_step: Callable[[int, int, float, torch.Tensor], None] | None = None,
                cancel: threading.Event | None = None) -> RunRecord:
     """Sample `num_videos` clips for `prompt` and record the run (see the module docstring).
 
     on_step(step, num_steps, sigma, pred_x0) is called after every denoising step, in this
     thread, with the predicted clean latents of all clips (B, C, T, h, w): the live preview.
-    Setting `cancel` stops the run at the next step with RunCancelled.
+    Setting `cancel` stops the run with RunCancelled within one DiT block (the check runs
+    before every block and after every step).
     Invalid arguments raise the pipeline's ValueError before any work is done."""
     from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
 
@@ -331,12 +370,11 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
     device = pipe._execution_device
     generator = torch.Generator().manual_seed(int(seed))
     noise = pipe.prepare_latents(num_videos, frames_, height, width, generator, device)  # as the pipeline draws it
-    kept = attention_steps_for(steps, max_attention_steps)
 
     x_t = [noise[0].to(torch.float16).cpu().numpy()]
     pred_x0 = []
     step_ends = []
-    recorder = _Recorder(pipe, num_videos, steps, kept)
+    recorder = _Recorder(pipe, num_videos, steps, cancel)
 
     def callback(_pipe, i, t, kwargs):
         pred_x0.append(kwargs["pred_x0"][0].to(torch.float16).cpu().numpy())
@@ -355,19 +393,21 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
                       callback_on_step_end=callback,
                       callback_on_step_end_tensor_inputs=["latents", "pred_x0"]).frames
     t_decoded = time.perf_counter()
+    timesteps = pipe.scheduler.timesteps.detach().float().cpu().numpy()[:steps].copy()
+    sigmas = pipe.scheduler.sigmas.detach().float().cpu().numpy()[:steps + 1].copy()
     clips = (np.asarray(frames) * 255).round().astype(np.uint8)  # (N, T, H, W, 3)
     with torch.no_grad():
         scores = pipe.text_encoder.clip_score(torch.from_numpy(clips), prompt).float().cpu().tolist()
     t_end = time.perf_counter()
 
     first = recorder.first_forward or t_start
-    sigmas = pipe.scheduler.sigmas.detach().float().cpu().numpy()[:steps + 1]
     step_starts = [first] + step_ends[:-1]
-    attention = {b: np.stack(maps) for b, maps in recorder.attention.items() if maps}
     return RunRecord(
         prompt=prompt, seed=int(seed), guidance_scale=float(guidance_scale), num_inference_steps=steps,
         num_videos=num_videos, geometry=geometry, frames=clips, sigmas=sigmas, x_t=np.stack(x_t),
-        pred_x0=np.stack(pred_x0), attention=attention, attention_steps=kept, adaln=recorder.adaln,
+        pred_x0=np.stack(pred_x0), timesteps=timesteps, conditioning=recorder.conditioning,
+        transformer=pipe.transformer,
+        adaln=recorder.adaln,
         step_seconds=np.array([e - s for s, e in zip(step_starts, step_ends)]),
         timings={"prepare": first - t_start, "denoise": step_ends[-1] - first,
                  "decode": t_decoded - step_ends[-1], "clip_score": t_end - t_decoded, "total": t_end - t_start},
@@ -387,16 +427,19 @@ class StepEvent:
 
 def iter_run(pipe, prompt: str, *, preview_every: int = 0,
              make_preview: Callable[[torch.Tensor], object] | None = None,
-             lock: threading.Lock | None = None, **kwargs) -> Iterator[StepEvent | RunRecord]:
+             lock: threading.Lock | None = None, cancel: threading.Event | None = None,
+             done: threading.Event | None = None, **kwargs) -> Iterator[StepEvent | RunRecord]:
     """`record_run` in a worker thread: yields a StepEvent after every step (with
     make_preview(pred_x0) every `preview_every` steps and at the first step), then the
-    RunRecord. Errors of the run are raised here. Closing the generator early stops the run
-    (at the end of the step under way). The worker holds `lock`, if given, while it samples:
-    pass the same lock to everything that samples with this pipeline (its scheduler is shared)."""
+    RunRecord. Errors of the run are raised here (RunCancelled once `cancel` is set).
+    Closing the generator early, or setting `cancel`, stops the run within one DiT block.
+    The worker holds `lock`, if given, while it samples: pass the same lock to everything
+    that samples with this pipeline (its scheduler is shared). It sets `done`, if given, when
+    it has exited (and released the lock)."""
     events: queue.Queue = queue.Queue()
-    cancel = threading.Event()
+    cancel = threading.Event() if cancel is None else cancel
     start = time.perf_counter()
-    done = object()
+    finished = object()
 
     def on_step(i, n, sigma, pred):
         preview = None
@@ -413,14 +456,16 @@ def iter_run(pipe, prompt: str, *, preview_every: int = 0,
         except BaseException as error:  # handed to the consumer, raised there
             events.put(error)
         finally:
-            events.put(done)
+            if done is not None:
+                done.set()
+            events.put(finished)
 
     worker = threading.Thread(target=work, name="tiny-dit-sampler", daemon=True)
     worker.start()
     try:
         while True:
             item = events.get()
-            if item is done:
+            if item is finished:
                 return
             if isinstance(item, BaseException):
                 raise item

@@ -14,7 +14,8 @@ subfolder per component; `push_to_hub` uploads the same folder):
     text_encoder  CLIPEncoder (open_clip CLIP): prompt -> pooled embedding + token states
     tokenizer     OpenCLIPTokenizer: prompt -> token ids
     transformer   TinyDiT: predicts the rectified-flow velocity v = noise - x0
-    scheduler     diffusers' FlowMatchEulerDiscreteScheduler: the Euler steps
+    scheduler     the ODE solver: diffusers' FlowMatchEulerDiscreteScheduler (Euler steps), or
+                  FlowMatchHeun, DPM-Solver++ or UniPC (tiny_dit.schedulers.make_scheduler)
 
 Generation, step by step (`__call__`):
   1. encode the prompts, and for classifier-free guidance (CFG) the negative
@@ -66,6 +67,15 @@ With the default scheduler (shift=1) this is exactly `tiny_dit.flow.euler_sample
 the teaching sampler; the pipeline adds input checks, batching over prompts,
 seeds, callbacks and decoding.
 
+Other solvers, diffusers' standard way (see tiny_dit.schedulers for why fewer steps can be enough):
+
+    pipe.scheduler = make_scheduler("dpm++", pipe.scheduler.config, shift=1.0)  # "euler", "heun", "unipc"
+    pipe(prompt, num_inference_steps=8)          # saved with the pipeline by save_pretrained
+    pipe.with_scheduler("unipc")(prompt)         # a pipeline sharing the models; `pipe` is left as it is
+
+The loop is diffusers' generic one: one transformer pass per scheduler timestep, so Heun (whose
+timesteps repeat: two passes a step) makes 2N - 1 passes for N steps, the others N.
+
 model_index.json names each component's class by the module that defines it,
 e.g. ["tiny_dit.model", "TinyDiT"]. diffusers only looks such modules up among
 those already imported (it will not import code a folder names), and this
@@ -91,11 +101,13 @@ from tiny_dit.autoencoder import spatial_downsample
 from tiny_dit.conditions import (KnownFrames, TinyDiTCondition, encode_known_frames, hold_known_frames,
                                  place_conditions)
 from tiny_dit.model import TinyDiT
+from tiny_dit.schedulers import FlowScheduler, check_flow_scheduler, make_scheduler, set_flow_timesteps
 from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-DEFAULT_NUM_INFERENCE_STEPS = 20  # Euler steps; rectified flow paths are nearly straight, so few suffice
+# Scheduler steps (Euler by default); rectified flow paths are nearly straight, so few suffice.
+DEFAULT_NUM_INFERENCE_STEPS = 20
 DEFAULT_GUIDANCE_SCALE = 5.0  # same default as tiny_dit.flow.euler_sample
 MAX_NUM_INFERENCE_STEPS = 200
 MAX_GUIDANCE_SCALE = 30.0
@@ -130,7 +142,8 @@ class TinyDiTPipeline(DiffusionPipeline):
         text_encoder: CLIP that conditions the transformer.
         tokenizer: CLIP's tokenizer.
         transformer: the TinyDiT velocity model.
-        scheduler: a FlowMatchEulerDiscreteScheduler (shift=1.0 reproduces the training noise levels).
+        scheduler: a FlowMatchEulerDiscreteScheduler (shift=1.0 reproduces the training noise levels), or
+            another flow solver of tiny_dit.schedulers.SCHEDULERS (made by make_scheduler).
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
@@ -143,7 +156,7 @@ class TinyDiTPipeline(DiffusionPipeline):
         text_encoder: CLIPEncoder,
         tokenizer: OpenCLIPTokenizer,
         transformer: TinyDiT,
-        scheduler: FlowMatchEulerDiscreteScheduler,
+        scheduler: FlowScheduler,
     ):
         super().__init__()
         # vae first: with no component on an accelerator, pipe.device is that of the first registered one.
@@ -188,6 +201,22 @@ class TinyDiTPipeline(DiffusionPipeline):
                 "or pass a local folder written by TinyDiTPipeline.save_pretrained (e.g. the <out>/pipeline/ "
                 "folder of python -m tiny_dit.train)."
             ) from error
+
+    def with_scheduler(self, scheduler: str | FlowScheduler, shift: float | None = None) -> "TinyDiTPipeline":
+        """A pipeline that shares this one's models (no copy of the weights) and samples with another
+        scheduler: a name of tiny_dit.schedulers.SCHEDULERS ("euler", "heun", "dpm++", "unipc"; built
+        from this pipeline's scheduler config, with `shift` if given) or a scheduler object. This
+        pipeline, its scheduler and its run state are left untouched, so that a server can give each
+        request its own solver. Schedulers hold the state of a run: never share one between runs
+        that may overlap (and the models' hooks, if any, are shared)."""
+        if isinstance(scheduler, str):
+            scheduler = make_scheduler(scheduler, self.scheduler.config if self.scheduler is not None else None,
+                                       shift)
+        elif shift is not None:
+            raise ValueError("shift goes with a scheduler name; a scheduler object has its own")
+        pipe = type(self)(**{**self.components, "scheduler": scheduler})
+        pipe._progress_bar_config = dict(getattr(self, "_progress_bar_config", {}))
+        return pipe
 
     # -- sizes --------------------------------------------------------------------
 
@@ -384,6 +413,7 @@ class TinyDiTPipeline(DiffusionPipeline):
         if missing:
             raise ValueError(f"this pipeline has no {' or '.join(missing)} to generate with (built to encode "
                              "prompts only? use encode_prompt, and pass its output to a full pipeline)")
+        check_flow_scheduler(self.scheduler)
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("pass either prompt or prompt_embeds, not both (prompt_embeds replace the prompts)")
         if negative_prompt is not None and negative_prompt_embeds is not None:
@@ -562,7 +592,8 @@ class TinyDiTPipeline(DiffusionPipeline):
             prompt: a prompt or a list of prompts (or pass prompt_embeds instead).
             negative_prompt: replaces the empty prompt as the unconditional input of classifier-free
                 guidance: a string for all prompts, or a list with one per prompt.
-            num_inference_steps: Euler steps, 1 to 200.
+            num_inference_steps: steps of the scheduler, 1 to 200: one transformer pass each (Heun: two,
+                except the last; see tiny_dit.schedulers.transformer_passes).
             guidance_scale: classifier-free guidance weight w, 0 to 30: v = v_uncond + w (v_cond - v_uncond).
                 w <= 1 turns guidance off (diffusers' convention): the conditional model alone, one pass
                 per step instead of two, and negative_prompt is not used. Read from `pipe._guidance_scale`
@@ -595,7 +626,8 @@ class TinyDiTPipeline(DiffusionPipeline):
                 "pil" (lists of PIL images) or "latent" (no decoding); see TinyDiTPipelineOutput.
             return_dict: return a TinyDiTPipelineOutput, or a tuple (frames,).
             callback_on_step_end: `fn(pipe, step_index, timestep, callback_kwargs) -> dict`, called after
-                every step, or a diffusers PipelineCallback / MultiPipelineCallbacks (whose tensor_inputs
+                every transformer pass (a step; Heun makes two a step), or a diffusers PipelineCallback /
+                MultiPipelineCallbacks (whose tensor_inputs
                 then replace callback_on_step_end_tensor_inputs). callback_kwargs holds the entries named in
                 callback_on_step_end_tensor_inputs, any of `pipe._callback_tensor_inputs`:
                   "latents":    x after this step, (B, C, T, h, w) float32, at noise level
@@ -603,8 +635,9 @@ class TinyDiTPipeline(DiffusionPipeline):
                                 known frames of `conditions` already held at that level; T is num_frames
                                 rounded up to whole tubelets;
                   "pred_x0":    the clean latents predicted at this step, x_t - sigma_t * v (guided v),
-                                where x_t is the input of the step and sigma_t = timestep / 1000 (at known
-                                frames too: the model's own guess of them, not the condition);
+                                where x_t is the input of the step and sigma_t =
+                                pipe.scheduler.sigmas[step_index] (at known frames too: the model's own
+                                guess of them, not the condition);
                   "attentions": {block: attention probabilities} of the blocks in capture_attention_layers
                                 (default: all blocks), for the conditional pass only (shapes: see
                                 tiny_dit.model.Attention);
@@ -668,12 +701,11 @@ class TinyDiTPipeline(DiffusionPipeline):
             **given_embeddings)))
 
         # 4. Noise levels 1, 1 - 1/N, ..., 1/N (the scheduler appends the final 0), as in euler_sample
-        #    and the SD3/Flux pipelines. The scheduler's timesteps are the model's: 1000 * sigma.
-        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
-        self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
-        self.scheduler.set_begin_index(0)
-        timesteps = self.scheduler.timesteps
+        #    and the SD3/Flux pipelines (DPM-Solver++ and Heun: their own flow grids, see
+        #    set_flow_timesteps). One timestep per transformer pass: Heun repeats them (2 passes a step).
+        timesteps = set_flow_timesteps(self.scheduler, num_inference_steps, device)
         self._num_timesteps = len(timesteps)
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
 
         # 5. The denoising loop. Whether to guide, and how much, is read at every step (callbacks may
         #    change it); with CFG the transformer sees one batch [uncond; cond] of 2B rows.
@@ -683,7 +715,7 @@ class TinyDiTPipeline(DiffusionPipeline):
             capture = range(self.transformer.config.depth)
         capture = list(capture) if capture else None
         text, text_guided = None, None  # the transformer's text inputs, built when the conditioning changes
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
@@ -699,9 +731,13 @@ class TinyDiTPipeline(DiffusionPipeline):
                                 for name, row in zip(PROMPT_EMBEDDING_NAMES, rows)]
                     text, text_guided = self.transformer_text_inputs(*rows), do_cfg
                 model_input = torch.cat([latents, latents]) if do_cfg else latents  # (2B or B, C, T, h, w)
+                sigma = self.scheduler.sigmas[i]  # the noise level of latents (Heun too: sigmas repeat with t)
+                # The model's timestep is 1000 * sigma. FlowMatch schedulers give it as a float; the multistep
+                # ones round it down to an integer (999 for sigma 0.9999), so it is recomputed from sigma.
+                model_t = t if t.is_floating_point() else (sigma * num_train_timesteps).to(device)
                 output = self.transformer(
                     model_input,  # float32; the transformer casts it to its own dtype
-                    timestep=t.expand(model_input.shape[0]),
+                    timestep=model_t.expand(model_input.shape[0]),
                     capture_attention_layers=capture,
                     **text,
                 )
@@ -709,9 +745,9 @@ class TinyDiTPipeline(DiffusionPipeline):
                 if do_cfg:
                     v_uncond, v_cond = v.chunk(2)
                     v = v_uncond + self._guidance_scale * (v_cond - v_uncond)
-                sigma = self.scheduler.sigmas[i]
                 pred_x0 = latents - sigma * v  # where the straight line through x_t ends at s = 0
-                latents = self.scheduler.step(v, t, latents, return_dict=False)[0]  # x + (s_next - s) v
+                # Euler: x + (s_next - s) v. Every scheduler's output is at noise level sigmas[i + 1].
+                latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
                 if known is not None:  # the known frames, put back at the next noise level (0 after the last step)
                     latents = hold_known_frames(latents, known, noise, self.scheduler.sigmas[i + 1])
 

@@ -3,6 +3,10 @@
     python -m tiny_dit.sample --prompt "a red circle moving left on a black background"
     python -m tiny_dit.sample --model runs/dit-small/pipeline --prompt "a blue star growing" \\
         --num-videos 9 --steps 30 --guidance 4 --seed 1 --out samples/blue-star
+    python -m tiny_dit.sample --prompt "..." --scheduler dpm++ --steps 8        # another solver, fewer steps
+
+--scheduler picks the ODE solver (tiny_dit.schedulers: euler, heun, dpm++, unipc; default: the one
+saved with the model) and --shift its noise shift (default: the model's; 1 = the training levels).
 
 Any length and size, and known frames (tiny_dit.conditions):
 
@@ -36,6 +40,7 @@ DEFAULT_MODEL = "assets/tiny-dit-shapes"
 
 def build_parser() -> argparse.ArgumentParser:
     from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+    from tiny_dit.schedulers import SCHEDULERS
 
     parser = argparse.ArgumentParser(prog="python -m tiny_dit.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-videos", type=int, default=4,
                         help="clips per prompt (default 4; at most 36 clips in all)")
     parser.add_argument("--steps", type=int, default=DEFAULT_NUM_INFERENCE_STEPS,
-                        help=f"Euler steps (default {DEFAULT_NUM_INFERENCE_STEPS})")
+                        help=f"sampler steps (default {DEFAULT_NUM_INFERENCE_STEPS}); Heun makes 2 transformer passes "
+                             "a step")
+    parser.add_argument("--scheduler", choices=list(SCHEDULERS), default=None,
+                        help="ODE solver (default: the model's saved scheduler, Euler for the bundled one)")
+    parser.add_argument("--shift", type=float, default=None,
+                        help="noise shift of the solver's levels, > 0 (default: the model's; 1 = as trained)")
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE,
                         help=f"classifier-free guidance scale, 1 = none (default {DEFAULT_GUIDANCE_SCALE:g})")
     parser.add_argument("--num-frames", type=int, default=None,
@@ -80,6 +90,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     from tiny_dit.data.shapes import FPS
     from tiny_dit.pipeline import TinyDiTPipeline
+    from tiny_dit.schedulers import choose_scheduler, describe_scheduler, transformer_passes
     from tiny_dit.video import make_grid, write_gif, write_mp4
 
     conditions = load_conditions(args.conditions or [], args.frame_index)
@@ -95,6 +106,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     try:
         pipe = TinyDiTPipeline.from_pretrained(args.model)
     except OSError as error:
+        raise SystemExit(f"error: {error}") from error
+    try:
+        pipe.scheduler = choose_scheduler(pipe.scheduler, args.scheduler, args.shift)
+    except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_dtype(args.dtype)
@@ -132,6 +147,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     else:
         print(f"wrote {n} clips ({t} frames of {w}x{h} at {FPS} fps) to {args.out}/: "
               f"sample-00.mp4 ... sample-{n - 1:02d}.mp4 and grid.mp4")
+    print(f"sampler: {describe_scheduler(pipe.scheduler)}, {args.steps} steps = "
+          f"{transformer_passes(pipe.scheduler, args.steps)} transformer passes")
     print(f"time: {time.time() - start:.1f} s (loading {loaded - start:.1f} s, "
           f"generating {generated - loaded:.1f} s, writing {time.time() - generated:.1f} s)")
     return paths

@@ -384,8 +384,9 @@ def full_attention(probs: np.ndarray, layout: str, grid: tuple[int, int, int]) -
 
 
 def attention_matrix_of(record, block: int, head: int | None, step_index: int) -> np.ndarray:
-    """(N, N) attention of one head (or the mean of all heads, head=None) at a kept step."""
-    probs = record.attention[block][step_index]
+    """(N, N) attention of one head (or the mean of all heads, head=None) at step `step_index`
+    (0-based; recomputed by the record, see tiny_dit.inspector)."""
+    probs = record.attention_at(step_index)[block]
     full = full_attention(probs, record.geometry.layouts[block], record.geometry.grid)
     return full.mean(axis=0) if head is None else full[head]
 

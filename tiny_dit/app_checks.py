@@ -1,0 +1,168 @@
+"""Input checks and error handling for the app (app.py): every value an event receives, from
+the page, gradio_client or raw HTTP, is checked here, and every failure becomes a gr.Error
+whose message names the field and the allowed range or type.
+
+The app's events run with `preprocess=False`, so these functions see the raw JSON values:
+Gradio's own preprocessing would coerce silently (a prompt of 123 becomes "123", a seed of
+1.5 becomes 2) or fail with a generic message ("has not enabled verbose error reporting").
+Nothing is coerced here: a number sent as text, a fraction where a whole number is wanted,
+NaN or infinity, None, a list... each is refused with a message that says what was expected.
+
+User errors are logged as one line (`tiny-dit-app WARNING user error in generate: ...`);
+only unexpected errors (bugs) are logged with their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import math
+import re
+import traceback
+
+import gradio as gr
+import numpy as np
+
+log = logging.getLogger("tiny-dit-app")
+
+EXAMPLE_PROMPT = "a red circle moving left on a black background"
+
+
+def user_error(message: str, title: str = "Error") -> gr.Error:
+    """A gr.Error for a mistake of the user: shown on the page, one log line, no traceback."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
+def describe(value) -> str:
+    """What was received, for an error message: "the text 'five'", "nothing (None)", "a list"..."""
+    if value is None:
+        return "nothing (None)"
+    if isinstance(value, (bool, np.bool_)):
+        return f"the boolean {bool(value)}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"the text {shown!r}" + (f" ({len(value):,} characters)" if len(value) > 40 else "")
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    name = {dict: "an object (dict)", list: "a list", tuple: "a list"}.get(type(value), f"a {type(value).__name__}")
+    return f"{name} {_clip(repr(value), 40)}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _fmt(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+def check_number(value, what: str, lo: float, hi: float, integer: bool = False):
+    """`value` if it is a finite number in [lo, hi] (a whole number if `integer`; 3.0 counts as
+    whole), as int or float; else a gr.Error naming `what`, the range and what was received.
+    Text, booleans and None are refused, never converted."""
+    kind = "a whole number" if integer else "a number"
+    allowed = f"{what} must be {kind} from {_fmt(lo)} to {_fmt(hi)}"
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not is_number:
+        hint = " (send a JSON number, not text)" if isinstance(value, str) else ""
+        raise user_error(f"{allowed}; got {describe(value)}{hint}.")
+    number = float(value)
+    if not math.isfinite(number):
+        raise user_error(f"{allowed}; got {describe(value)}.")
+    if integer and not number.is_integer():
+        raise user_error(f"{allowed}; got {describe(value)} (it is not rounded for you).")
+    if not lo <= number <= hi:
+        raise user_error(f"{allowed}; got {describe(value)}.")
+    return int(number) if integer else number
+
+
+def check_text(value, what: str, max_chars: int) -> str:
+    """`value` as one line of text (control characters and runs of spaces become one space),
+    if it is a non-empty string of at most `max_chars` characters; else a gr.Error."""
+    if value is None:
+        raise user_error(f"{what} is missing: type one, e.g. \"{EXAMPLE_PROMPT}\".")
+    if not isinstance(value, str):
+        raise user_error(f"{what} must be text (a string); got {describe(value)}.")
+    if len(value) > max_chars:
+        raise user_error(f"{what} is {len(value):,} characters long; at most {max_chars:,} are accepted "
+                         f"(CLIP reads only its first few dozen tokens anyway).")
+    text = re.sub(r"\s+", " ", re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", value)).strip()
+    if not text:
+        raise user_error(f"{what} is empty. Describe a clip, e.g. \"{EXAMPLE_PROMPT}\".")
+    return text
+
+
+def check_choice(value, what: str, choices: dict) -> object:
+    """choices[value] for one of the allowed values (the keys); else a gr.Error listing them."""
+    try:
+        if value in choices and not isinstance(value, (bool, np.bool_)):
+            return choices[value]
+    except TypeError:  # unhashable (a list, a dict)
+        pass
+    shown = ", ".join(repr(k) for k in list(choices)[:12])
+    raise user_error(f"{what} must be one of {shown}; got {describe(value)}.")
+
+
+def check_list(value, what: str, max_items: int) -> list:
+    """`value` as a list of 1..max_items items; else a gr.Error."""
+    if not isinstance(value, (list, tuple)):
+        raise user_error(f"{what} must be a list of 1 to {max_items} values; got {describe(value)}.")
+    if not value:
+        raise user_error(f"{what}: choose at least one.")
+    if len(value) > max_items:
+        raise user_error(f"{what}: choose at most {max_items}; got {len(value)}.")
+    return list(value)
+
+
+def md_escape(text: str) -> str:
+    """`text` (an error message, a path) shown literally in Markdown: `<out>/pipeline/` is not
+    read as an HTML tag, `*` and `_` do not start emphasis."""
+    text = html.escape(str(text), quote=False)
+    return re.sub(r"([\\`*_\[\]#|])", r"\\\1", text)
+
+
+def short(error: BaseException, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {error}".replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def user_errors(fn):
+    """Wrap an event function: gr.Error for every failure (never a traceback in the page).
+    User errors (gr.Error, and the pipeline's ValueError input checks) are logged as one line;
+    unexpected errors with their traceback. Generator functions stay generators."""
+    name = getattr(fn, "__name__", "event")
+
+    def translate(error: Exception) -> gr.Error:
+        if isinstance(error, gr.Error):
+            log.warning("user error in %s: %s", name, str(error.message).replace("\n", " "))
+            error.print_exception = False
+            return error
+        if isinstance(error, ValueError):  # the pipeline's own input checks
+            log.warning("user error in %s: %s", name, str(error).replace("\n", " "))
+            return user_error(str(error))
+        log.error("unexpected error in %s:\n%s", name, traceback.format_exc())
+        return user_error(f"Something went wrong inside the app ({short(error, 200)}). The server is still "
+                          "running; try again, perhaps with fewer clips or iterations.")
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except GeneratorExit:
+                raise
+            except Exception as error:
+                raise translate(error) from None
+        return generator_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise translate(error) from None
+    return wrapper
