@@ -199,6 +199,7 @@ def test_defaults():
 
 
 BAD_INPUTS = [
+    (dict(generator=0), "generator must be a torch.Generator"),
     (dict(prompt=[]), "prompt must be a string or a non-empty list"),
     (dict(prompt=None), "prompt must be a string"),
     (dict(prompt=["ok", 3]), "prompt must be a string"),

@@ -1,4 +1,4 @@
-"""The shapes-world renderer follows shared/shapes-world.md."""
+"""The shapes-world renderer follows docs/shapes-world.md."""
 
 import json
 

@@ -167,6 +167,19 @@ def test_init_from_a_trained_pipeline(cache_dir, tmp_path):
                            torch.zeros_like(state["model"]["final_layer.linear.weight"]))
 
 
+def test_the_pipeline_carries_its_training_record(cache_dir, tmp_path):
+    """The run's args, log and sample grids go into the pipeline folder (the app's "how it learned")."""
+    run(cache_dir, tmp_path / "run", "--steps", "4", "--sample-every", "2", "--checkpoint-every", "2")
+    pipeline = tmp_path / "run" / "pipeline"
+    assert json.loads((pipeline / "training_args.json").read_text())["steps"] == 4
+    steps = [json.loads(line)["step"] for line in (pipeline / "training_log.jsonl").read_text().splitlines()]
+    assert steps and max(steps) == 4
+    grids = sorted(p.parent.name for p in (pipeline / "training_samples").glob("step-*/grid.mp4"))
+    assert grids == ["step-000002", "step-000004"]
+    assert not list((pipeline / "training_samples").rglob("sample-*.mp4"))  # grids only: small
+    assert (pipeline / "training_samples" / "step-000002" / "prompts.txt").is_file()
+
+
 def test_export_writes_the_checkpoint_ema_as_a_pipeline(cache_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         run(cache_dir, tmp_path / "run", "--export", str(tmp_path / "exported"))

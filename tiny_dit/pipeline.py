@@ -477,6 +477,10 @@ class TinyDiTPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"{name} must be a positive multiple of {ds * p} pixels (autoencoder downsampling {ds} x "
                     f"transformer patch_size {p}), got {value!r}")
+        generators = generator if isinstance(generator, list) else [generator]
+        if not all(g is None or isinstance(g, torch.Generator) for g in generators):
+            raise ValueError(f"generator must be a torch.Generator, a list of them or None, got {generator!r:.100} "
+                             "(for a seed, pass torch.Generator().manual_seed(seed))")
         if isinstance(generator, list) and len(generator) != total:
             raise ValueError(f"got a list of {len(generator)} generators for {total} videos: pass one per video "
                              "or a single generator")

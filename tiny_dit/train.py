@@ -398,12 +398,30 @@ def train(args: argparse.Namespace) -> dict:
         tmp = out / "pipeline.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         make_pipeline(ema, clip, vae, args.noise_shift).save_pretrained(tmp)
+        add_training_record(out, tmp)
         shutil.rmtree(pipeline_dir, ignore_errors=True)
         tmp.rename(pipeline_dir)
         accelerator.print(f"saved the pipeline (EMA weights) to {pipeline_dir}/")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"step": args.steps, "loss": last_loss, "checkpoint": ckpt_path, "pipeline": pipeline_dir}
+
+
+def add_training_record(run: Path, pipeline_dir: Path, up_to_step: int | None = None) -> None:
+    """Put how the model was trained beside it: training_args.json, training_log.jsonl (loss and
+    evaluations) and training_samples/step-*/ (the sample grids written during the run), so that
+    the app's "how it learned" view and a reader of the folder see the run, not only its result."""
+    if (run / "args.json").is_file():
+        shutil.copy(run / "args.json", pipeline_dir / "training_args.json")
+    if (run / "log.jsonl").is_file():
+        lines = (run / "log.jsonl").read_text().splitlines()
+        if up_to_step is not None:
+            lines = [line for line in lines if json.loads(line)["step"] <= up_to_step]
+        (pipeline_dir / "training_log.jsonl").write_text("".join(line + "\n" for line in lines))
+    for folder in sorted((run / "samples").glob("step-*")):
+        if up_to_step is None or int(folder.name.removeprefix("step-")) <= up_to_step:
+            shutil.copytree(folder, pipeline_dir / "training_samples" / folder.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("sample-*.mp4"))  # the grid shows them all
 
 
 def export_checkpoint(args: argparse.Namespace) -> Path:
@@ -418,6 +436,7 @@ def export_checkpoint(args: argparse.Namespace) -> Path:
     clip, vae = load_frozen_components(json.loads((Path(args.cache) / "cache.json").read_text()), args)
     run_args = json.loads((Path(args.out) / "args.json").read_text())  # the run's own noise shift
     make_pipeline(ema.eval(), clip, vae, run_args.get("noise_shift") or 1.0).save_pretrained(args.export)
+    add_training_record(Path(args.out), Path(args.export), up_to_step=state["step"])
     print(f"wrote the EMA weights of step {state['step']} to {args.export}/")
     return Path(args.export)
 

@@ -3,7 +3,7 @@
 tiny-dit must train and run with no network, so its default model learns from
 clips this file draws: one coloured shape on a plain background, moving or
 changing size over 16 frames. The contract (palette, sizes, speeds, captions,
-held-out pairs) is fixed in `shared/shapes-world.md`; this file implements it.
+held-out pairs) is fixed in `docs/shapes-world.md`; this file implements it.
 
 How a frame is drawn, fast and anti-aliased:
   every shape is stored once as a signed-distance field (SDF) on a unit grid
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 # ----------------------------------------------------------------------------
-# The vocabulary (shared/shapes-world.md). RGB values are exact.
+# The vocabulary (docs/shapes-world.md). RGB values are exact.
 # ----------------------------------------------------------------------------
 
 NUM_FRAMES = 16
