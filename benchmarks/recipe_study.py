@@ -32,11 +32,11 @@ COMMON = ["--preset", "small", "--batch-size", "0", "--image-batch-size", "32", 
 VARIANTS = {
     "baseline": ["--no-conv-mlp"],
     "conv-mlp": ["--conv-mlp"],
+    "conv-mlp + word dropout 0.3": ["--conv-mlp", "--word-dropout", "0.3"],
     "conv-mlp + lr 2e-3": ["--conv-mlp", "--lr", "2e-3"],
     "conv-mlp + shift 1": ["--conv-mlp", "--noise-shift", "1"],
     "conv-mlp + batch 64": ["--conv-mlp", "--image-batch-size", "64"],
     "conv-mlp + 8 x 160": ["--conv-mlp", "--model", "depth=8", "hidden_size=160", "num_heads=5"],
-    "conv-mlp + no cross-attn": ["--conv-mlp", "--model", "cross_attention=false"],
 }
 
 

@@ -93,3 +93,16 @@ def test_still_captions_from_the_attributes():
     stills = cache.still_captions()
     assert stills[0] == "a red star on a black background"  # phrasing 0 of the first clip
     assert stills[1] == "a real clip of a dog"  # no attributes: the clip's own caption
+
+
+def test_still_captions_with_word_dropout():
+    metadata = [{"text": "t", "color": "red", "shape": "star", "motion": "left", "background": "black"}] * 400
+    cache = LatentCache(torch.zeros(400, 1), None, None, None, None, ["t"] * 400, {}, metadata)
+    assert set(cache.still_captions()) <= {"a red star on a black background", "on a black background, a red star",
+                                           "a black background with a red star", "red star, black background"}
+    dropped = cache.still_captions(word_dropout=0.3, seed=0)
+    assert dropped == cache.still_captions(word_dropout=0.3, seed=0)  # seeded
+    without_colour = sum("red" not in c for c in dropped) / len(dropped)
+    without_shape = sum("star" not in c for c in dropped) / len(dropped)
+    assert 0.2 < without_colour < 0.4 and 0.2 < without_shape < 0.4
+    assert any(c.startswith("a red shape") for c in dropped) and "a red star" in dropped

@@ -187,3 +187,12 @@ def test_still_captions_leave_out_the_motion():
     for text in stills:
         assert all(word in text for word in ("red", "star", "black"))
         assert not any(word in text for word in ("moving", "moves", "slides", "going", "grow", "shrink", "big"))
+
+
+def test_still_captions_can_leave_out_each_word():
+    from tiny_dit.data.shapes import caption
+
+    assert caption(None, "star", None, "black") == "a star on a black background"
+    assert caption("red", None, None, "white") == "a red shape on a white background"
+    assert caption("red", "star", None, None) == "a red star"
+    assert caption(None, None, None, None, phrasing=4) == "shape"

@@ -145,13 +145,24 @@ class LatentCache:
     info: dict
     metadata: list[dict]  # captions.jsonl: the caption and, for shapes-world clips, the attributes
 
-    def still_captions(self) -> list[str]:
+    def still_captions(self, word_dropout: float = 0.0, seed: int = 0) -> list[str]:
         """A caption for a still frame of each clip: its shapes-world caption without the motion
-        (a frame shows none), or the clip's own caption where the cache has no attributes."""
+        (a frame shows none), or the clip's own caption where the cache has no attributes.
+
+        word_dropout: each of colour, shape and background is left out of a clip's still caption with
+        this probability ("a star on a black background", "a red shape", ...), drawn once per clip."""
         from tiny_dit.data.shapes import NUM_PHRASINGS, caption
 
-        return [caption(m["color"], m["shape"], None, m["background"], i % NUM_PHRASINGS)
-                if "shape" in m else m["text"] for i, m in enumerate(self.metadata)]
+        rng = np.random.default_rng(seed)
+        captions = []
+        for i, m in enumerate(self.metadata):
+            if "shape" not in m:
+                captions.append(m["text"])
+                continue
+            keep = rng.random(3) >= word_dropout  # colour, shape, background
+            captions.append(caption(m["color"] if keep[0] else None, m["shape"] if keep[1] else None, None,
+                                    m["background"] if keep[2] else None, i % NUM_PHRASINGS))
+        return captions
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentCache":

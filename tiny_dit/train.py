@@ -260,7 +260,7 @@ def train(args: argparse.Namespace) -> dict:
         clip, vae = load_frozen_components(cache.info, args)
         clip, vae = clip.to(device), vae.to(device)
     if args.image_batch_size:  # stills are captioned without a motion: embed those captions once
-        still = embed_prompts(clip, cache.still_captions(), memo={})
+        still = embed_prompts(clip, cache.still_captions(args.word_dropout, args.seed), memo={})
         still_pooled, still_hidden = still.pooled.half().to(device), still.hidden_states.half().to(device)
         still_mask = still.mask.to(device)
 
@@ -480,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="still images per step besides the --batch-size clips: one random frame of a cached clip, "
                           "one tubelet long, captioned without its motion (small: 0). --batch-size 0 trains on "
                           "stills alone (the image proxy)")
+    opt.add_argument("--word-dropout", type=float, default=0.0,
+                     help="probability that a still's caption leaves out its colour, its shape or its background, "
+                          "each drawn on its own ('a star on a black background', 'a red shape'): each word then "
+                          "has to carry its own attribute, which is what held-out colour-shape pairs need "
+                          "(default 0)")
     opt.add_argument("--conv-mlp", action=argparse.BooleanOptionalAction, default=None,
                      help="a depthwise 3x3 convolution in every MLP (TinyDiT conv_mlp; default: the preset's)")
     opt.add_argument("--model", nargs="+", metavar="KEY=VALUE", default=None,

@@ -84,20 +84,27 @@ _PHRASINGS = (
 )
 NUM_PHRASINGS = len(_PHRASINGS)
 # The same phrasings for a still image (one frame, or a clip with no motion): the motion words left out.
+# With no background named, every phrasing is just "a {object}".
 _STILL_PHRASINGS = (
-    "a {color} {shape} on a {background} background",
-    "a {color} {shape} on a {background} background",
-    "on a {background} background, a {color} {shape}",
-    "a {background} background with a {color} {shape}",
-    "{color} {shape}, {background} background",
+    "a {object} on a {background} background",
+    "a {object} on a {background} background",
+    "on a {background} background, a {object}",
+    "a {background} background with a {object}",
+    "{object}, {background} background",
 )
 
 
-def caption(color: str, shape: str, motion: str | None, background: str, phrasing: int = 0) -> str:
+def caption(color: str | None, shape: str | None, motion: str | None, background: str | None,
+            phrasing: int = 0) -> str:
     """The caption of a clip; phrasing 0 is the canonical form of the spec. motion=None
-    captions a still image: "a red star on a black background"."""
+    captions a still image: "a red star on a black background". A still's caption may also
+    leave out the colour ("a star ..."), the shape ("a red shape ...") or the background
+    ("a red star"): training on such captions ties each word to its own attribute (word dropout)."""
     if motion is None:
-        return _STILL_PHRASINGS[phrasing].format(color=color, shape=shape, background=background)
+        obj = f"{color} {shape or 'shape'}" if color else (shape or "shape")
+        if background is None:
+            return f"{obj}" if phrasing == 4 else f"a {obj}"
+        return _STILL_PHRASINGS[phrasing].format(object=obj, background=background)
     template, words = _PHRASINGS[phrasing]
     return template.format(color=color, shape=shape, motion=_MOTION_WORDS[words][motion],
                            background=background)
