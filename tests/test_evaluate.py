@@ -76,3 +76,22 @@ def test_round_trip_through_the_autoencoder_is_judged(tmp_path):
     assert "round trip" in round_trip["model"]
     assert rendered["seen"]["frame_judge"]["all"] == 1.0
     assert round_trip["seen"]["frame_judge"]["all"] < 1.0
+
+
+def test_frame_judge_calls_several_pieces_fragments_not_a_shape():
+    """A cloud of blobs (an undertrained sample) has a low box fill, which would read as a star."""
+    rng = np.random.default_rng(0)
+    one = render_clips([random_clip_spec(rng, "red", "circle", "growing", "black")]).numpy()[0]
+    assert judge_frames(one)["shape"] == "circle"
+    pieces = np.full_like(one, BACKGROUNDS["black"])
+    for y, x in ((20, 20), (20, 90), (90, 50)):  # three separate red squares
+        pieces[:, y:y + 12, x:x + 12] = COLORS["red"]
+    verdict = judge_frames(pieces)
+    assert verdict["shape"] == "fragments" and verdict["color"] == "red"
+
+
+def test_still_prompts_have_no_motion():
+    prompts = evaluation_prompts("seen", 12, still=True)
+    assert all(p["motion"] == "none" for p in prompts)
+    assert not any(word in p["text"] for p in prompts for word in ("moving", "slides", "grow", "shrink"))
+    assert len({(p["color"], p["shape"]) for p in prompts}) == 4  # backgrounds cycle first

@@ -129,6 +129,33 @@ def shape_templates() -> dict[str, tuple[float, float]]:
     return templates
 
 
+ONE_OBJECT_SHARE = 0.9  # the largest connected piece must hold this much of the object to be judged a shape
+
+
+def largest_component_share(mask: np.ndarray) -> float:
+    """The share of a (H, W) mask's pixels in its largest 8-connected piece (1.0: one object).
+
+    Early in training a sample is often several patch-sized blobs; the shape features of such a
+    cloud (low fill of its bounding box) would read as a star, so the judge calls it "fragments"."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    sizes = []
+    for y, x in zip(*np.nonzero(mask)):
+        if labels[y, x]:
+            continue
+        sizes.append(0)
+        labels[y, x] = len(sizes)
+        stack = [(y, x)]
+        while stack:  # flood fill one piece
+            cy, cx = stack.pop()
+            sizes[-1] += 1
+            for ny in range(max(cy - 1, 0), min(cy + 2, mask.shape[0])):
+                for nx in range(max(cx - 1, 0), min(cx + 2, mask.shape[1])):
+                    if mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = len(sizes)
+                        stack.append((ny, nx))
+    return max(sizes) / sum(sizes) if sizes else 0.0
+
+
 def _object_mask(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.linalg.norm(frames.astype(float) - background, axis=-1) > OBJECT_THRESHOLD
 
@@ -146,10 +173,13 @@ def judge_frames(clip: np.ndarray) -> dict[str, str]:
         return result
     result["color"] = _nearest(np.median(clip[mask].astype(float), axis=0), COLORS)
     largest = int(area.argmax())
-    fill, height = _shape_features(mask[largest])
-    templates = shape_templates()
-    result["shape"] = min(templates, key=lambda s: (templates[s][0] - fill) ** 2
-                          + (templates[s][1] - height) ** 2)
+    if largest_component_share(mask[largest]) < ONE_OBJECT_SHARE:
+        result["shape"] = "fragments"  # several pieces: no outline to judge (their spread would read as a star)
+    else:
+        fill, height = _shape_features(mask[largest])
+        templates = shape_templates()
+        result["shape"] = min(templates, key=lambda s: (templates[s][0] - fill) ** 2
+                              + (templates[s][1] - height) ** 2)
     # Motion: a clear change of area means growing/shrinking, else the centroid's travel.
     growth = area[-3:].mean() / area[:3].mean()
     t = np.arange(len(clip))
