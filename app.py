@@ -7,8 +7,10 @@
 "Generate" samples clips with a live preview of the model's current guess of the clean
 clip; "Inside the model" shows that very run from the inside (patches, attention,
 trajectory, text path, adaLN-Zero) plus two comparisons (guidance scales, the forward
-process). The maths and pictures live in tiny_dit.inspector and tiny_dit.views; this
-file is layout and wiring. `build_demo(pipe)` builds the app without launching it
+process). "Sora tasks" runs the pipeline's known frames (an image, animate an image, extend
+or connect clips; tiny_dit.sora_tasks builds the conditions and marks the given frames). The
+sampler dropdown picks the solver per request (`pipe.with_scheduler`). The maths and pictures
+live in tiny_dit.inspector and tiny_dit.views; this file is layout and wiring. `build_demo(pipe)` builds the app without launching it
 (the tests do that); `TinyDiTApp` holds the functions the events call.
 
 Every input is checked on the server (API callers bypass the sliders), raw, by
@@ -42,8 +44,10 @@ from tiny_dit.app_sessions import ActiveRuns, RunHandle, RunStore, release_free_
 from tiny_dit.inspector import ModelGeometry, RunCancelled, RunRecord, iter_run, sample_clips, shapes_attributes
 from tiny_dit.inspector import tokenize, training_clip
 from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
 from tiny_dit.video import make_grid, write_mp4
-from tiny_dit import app_startup, views
+from tiny_dit import app_startup, sora_tasks, views
+from tiny_dit import training_history, word_attention as word_maps
 
 log = logging.getLogger("tiny-dit-app")
 
@@ -65,6 +69,8 @@ RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views
 MAX_RUNS_MB = 300  # all sessions' finished runs together (~6 MB each at the defaults, 17 MB at most)
 MAX_RUNS_MB_ENV = "TINY_DIT_MAX_RUNS_MB"
 STOP_WAIT_S = 10  # Stop waits at most this long for the sampler to let go (one DiT block, normally)
+SORA_FRAMES_MAX = 64  # the pipeline's longest clip
+SORA_KEEP_DEFAULT = 4  # frames taken from each clip (one tubelet of the bundled model)
 
 SEEN_EXAMPLES = [
     "a red circle moving left on a black background",
@@ -99,10 +105,10 @@ VIEW_TEXT = {
         "looks, over every frame: with full spacetime attention a token can follow the shape through time. Heads "
         "of one layer learn different patterns, and the maps change between noisy early steps and late ones."),
     "trajectory": (
-        "Sampling starts from pure noise (noise level sigma = 1) and takes Euler steps along the velocity v the "
-        "model predicts (rectified flow) down to sigma = 0; the number of steps is the *iterations* slider. At "
-        "every step the prediction also gives a guess of the finished clip, **pred_x0 = x_t - sigma * v**: the "
-        "layout appears first, details last."),
+        "Sampling starts from pure noise (noise level sigma = 1) and follows the velocity v the model predicts "
+        "(rectified flow) down to sigma = 0, with the *sampler* chosen above (Euler: one step per pass; Heun: two "
+        "passes a step); the chart shows the noise levels it visits. At every pass the prediction also gives a "
+        "guess of the finished clip, **pred_x0 = x_t - sigma * v**: the layout appears first, details last."),
     "guidance": (
         "Class guidance (classifier-free guidance) runs the model with and without the prompt at every step and "
         "pushes the result away from the prompt-free prediction: **v = v_uncond + w (v_cond - v_uncond)**. "
@@ -126,7 +132,28 @@ VIEW_TEXT = {
         "straight line from the clip (s = 0) to pure noise (s = 1), taken in the autoencoder's latent space and "
         "decoded here to frames. The model learns the velocity along this line (noise - x0); sampling walks the "
         "line back. The clip is a rendered training-style clip of your prompt's shape, colour and motion."),
+    "words": (
+        "Cross-attention is the second road from the prompt into the DiT: in every block, each patch (query) reads "
+        "the per-token CLIP states of the prompt (keys and values), and its weights over the tokens sum to 1. "
+        "**Pick a word** to see, in every frame, how much each patch reads it: bright patches take much of their "
+        "attention from that word. Does the shape's name light up on the shape, does 'left' follow the object? "
+        "Word pieces are added up into words; the start and end tokens often soak up attention that no word needs."),
+    "training": (
+        "The model started from random weights and learned from rendered clips of moving shapes. During training "
+        "it drew the same few prompts from the same starting noise at several points of the run: **slide "
+        "through the snapshots** to see blobs become coloured patches, then shapes, then motion. The curve is the "
+        "training loss (how far the predicted clean clips were from the real ones; log scale), and, where the run "
+        "was evaluated, how often a judge recognised the colour, shape and motion of its samples."),
 }
+
+
+SORA_TEXT = (
+    "Sora's report shows one model doing more than text-to-video: images, animating an image, extending a clip "
+    "forwards or backwards, connecting two clips, at any length and size. This model never learned any of that "
+    "except images; the pipeline's `conditions` hold the frames you give at every step, put back on their noise "
+    "path (RePaint-style), and the model denoises the other frames to fit them: attention lets every frame see "
+    "the given ones. Pick a task and an example (or upload your own), press *Generate*: the given frames have a "
+    "blue border in the result. The sampler is the one chosen on the Generate tab.")
 
 
 MATRIX_TEXT = (
@@ -237,6 +264,9 @@ class TinyDiTApp:
         self.head_choices = [("mean of all heads", "mean")] + [
             (f"head {h + 1}", str(h)) for h in range(self.geometry.num_heads)]
         self.layer_choices = [(f"block {b + 1} ({layout})", b) for b, layout in enumerate(self.geometry.layouts)]
+        self.training_dir = training_history.pipeline_folder(pipe)  # its training_log.jsonl, training_samples/
+        self.sampler_choices = [(choice.label, name) for name, choice in SCHEDULERS.items()]
+        self.default_sampler = scheduler_name(pipe.scheduler) or "euler"
 
     # -- helpers ------------------------------------------------------------------
 
@@ -297,21 +327,30 @@ class TinyDiTApp:
     def random_seed(self) -> int:
         return random.randint(0, SEED_MAX)
 
-    def generate(self, prompt, guidance, steps, samples, seed, request: gr.Request = None,
+    def sampler_pipe(self, sampler) -> TinyDiTPipeline:
+        """A pipeline for one request: the shared models with a fresh scheduler of the chosen sampler (a
+        name of SCHEDULERS; None: the loaded pipeline's), at the loaded pipeline's shift. The shared
+        pipeline's scheduler is never changed: sessions share it."""
+        name = self.default_sampler if sampler is None else check_choice(
+            sampler, "Sampler", {name: name for name in SCHEDULERS})
+        return self.pipe.with_scheduler(name)
+
+    def generate(self, prompt, guidance, steps, samples, seed, sampler=None, request: gr.Request = None,
                  progress=gr.Progress()):
         """Sample clips with a live preview. Yields (preview image, grid video, clips, info, run handle):
         a status line after every iteration (so that Stop and job.cancel() act within one), a preview
         every ~steps/5, and finally the videos and the handle of the run (kept in self.runs)."""
         prompt, guidance, steps, samples, seed = self._inputs(prompt, guidance, steps, samples, seed)
+        run_pipe = self.sampler_pipe(sampler)
         notices = self._notice_truncation(prompt)
         session = session_of(request)
-        run = self.active.start(session, steps)
+        run = self.active.start(session, transformer_passes(run_pipe.scheduler, steps))
         start = time.perf_counter()
         preview_every = max(1, round(steps / 5))  # ~6 previews: each is decoded, sent and drawn
         record = None
         try:
             yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
-            for event in iter_run(self.pipe, prompt, seed=seed, guidance_scale=guidance, num_inference_steps=steps,
+            for event in iter_run(run_pipe, prompt, seed=seed, guidance_scale=guidance, num_inference_steps=steps,
                                   num_videos=samples, preview_every=preview_every, lock=self.sampling_lock,
                                   cancel=run.cancel, done=run.done,
                                   make_preview=lambda pred: views.preview_image(self.pipe, pred)):
@@ -367,8 +406,10 @@ class TinyDiTApp:
         n, steps = record.num_videos, record.num_inference_steps
         per_step = t["denoise"] / max(steps, 1)
         guided = "on" if record.guidance_scale > 1 else "off (w <= 1: the conditional model alone)"
-        lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s** ({steps} iterations, class guidance "
-                 f"{record.guidance_scale:g} = {guided}, seed {record.seed}).",
+        passes = f", {record.num_passes} transformer passes" if record.num_passes != steps else ""
+        lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s** ({steps} iterations{passes} of the "
+                 f"{record.scheduler} sampler, class guidance {record.guidance_scale:g} = {guided}, "
+                 f"seed {record.seed}).",
                  f"Prompt and noise {t['prepare']:.2f} s, denoising {t['denoise']:.1f} s ({per_step:.2f} s per "
                  f"iteration), decoding {t['decode']:.2f} s, CLIP scores {t['clip_score']:.2f} s, writing mp4 "
                  f"{t.get('write_mp4', 0):.2f} s."]
@@ -389,13 +430,13 @@ class TinyDiTApp:
         layer = check_number(layer, "Layer (block)", 0, g.depth - 1, integer=True)
         heads = {"mean": None, **{str(h): h for h in range(g.num_heads)}, **{h: h for h in range(g.num_heads)}}
         head = check_choice(head, "Head", heads)
-        step = check_number(step, "Iteration (denoising step)", 1, record.num_inference_steps, integer=True)
+        step = check_number(step, "Iteration (denoising step)", 1, record.num_passes, integer=True)
         return layer, head, step
 
     def _check_query(self, record, query):
         tg, hg, wg = record.geometry.grid
-        if query is None:
-            return (0, hg // 2, wg // 2)
+        if query is None:  # a patch on the object: the first picture should show structure
+            return word_maps.default_query(record.frames[0], record.geometry)
         try:
             t, h, w = (int(v) for v in query)
         except (TypeError, ValueError):
@@ -415,7 +456,7 @@ class TinyDiTApp:
         picker = views.picker_image(record.frames[0], record.geometry, query)
         who = "the mean of all heads" if head is None else f"head {head + 1}"
         where = (f"Block {layer + 1} ({record.geometry.layouts[layer]} attention), {who}, iteration {shown + 1} of "
-                 f"{record.num_inference_steps} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
+                 f"{record.num_passes} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
         return picker, heat, matrix, where + "\n\n" + md, query
 
     def pick_patch(self, record, layer, head, step, evt: gr.SelectData):
@@ -431,23 +472,25 @@ class TinyDiTApp:
 
     def trajectory(self, record, step):
         record = self.record_of(record)
-        step = check_number(step, "Iterations done (denoising steps)", 0, record.num_inference_steps, integer=True)
+        step = check_number(step, "Iterations done (denoising steps)", 0, record.num_passes, integer=True)
         return views.trajectory_images(record, self.pipe, step)
 
-    def compare_guidance(self, prompt, seed, steps, scales, progress=gr.Progress()):
-        """The same prompt and seed at several guidance scales, one clip each. Yields (video, table)."""
+    def compare_guidance(self, prompt, seed, steps, scales, sampler=None, progress=gr.Progress()):
+        """The same prompt and seed at several guidance scales, one clip each (with the chosen sampler).
+        Yields (video, table)."""
         prompt = check_prompt(prompt)
         seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
         steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
         scales = check_list(scales, "Class guidance scales to compare", MAX_GUIDANCE_COMPARE)
         scales = sorted({check_number(s, "Each class guidance scale", GUIDANCE_MIN, GUIDANCE_MAX) for s in scales})
+        run_pipe = self.sampler_pipe(sampler)
         self._notice_truncation(prompt)
         clips = []
         start = time.perf_counter()
         for i, w in enumerate(scales):
             progress((i, len(scales)), desc=f"class guidance w = {w:g}")
             with self.sampling_lock:
-                clips.append(sample_clips(self.pipe, prompt, seed=seed, guidance_scale=w,
+                clips.append(sample_clips(run_pipe, prompt, seed=seed, guidance_scale=w,
                                           num_inference_steps=steps)[0])
             yield gr.skip(), f"Sampled w = {w:g} ({i + 1} of {len(scales)}), {time.perf_counter() - start:.1f} s..."
         with torch.no_grad():
@@ -456,7 +499,8 @@ class TinyDiTApp:
         video = write_mp4(self._run_dir() / "guidance.mp4", views.labelled_grid(clips, labels), fps=FPS)
         rows = "\n".join(f"| {w:g} | {'off: the conditional model alone' if w <= 1 else 'on'} | {s:.3f} |"
                          for w, s in zip(scales, scores))
-        table = (f"Prompt \"{prompt}\", seed {seed}, {steps} iterations, {time.perf_counter() - start:.1f} s.\n\n"
+        table = (f"Prompt \"{prompt}\", seed {seed}, {steps} iterations of the "
+                 f"{scheduler_name(run_pipe.scheduler)} sampler, {time.perf_counter() - start:.1f} s.\n\n"
                  f"| class guidance w | guidance | CLIP score |\n|---:|---|---:|\n{rows}")
         yield str(video), table
 
@@ -514,11 +558,134 @@ class TinyDiTApp:
             md += " This colour-shape pair is **held out**: the model never saw it in training."
         return strip, ladder, md
 
+    # -- Sora tasks ---------------------------------------------------------------
+
+    def sora_task_changed(self, task, num_frames):
+        """A task was picked: (number of frames, the line that says where the known frames go).
+        An image is one frame; the other tasks need more."""
+        task = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS})
+        frames = gr.skip()
+        if task == "image":
+            frames = 1
+        elif num_frames == 1:
+            frames = self.geometry.num_frames
+        return frames, sora_tasks.TASKS[task].how
+
+    def sora_task(self, task, prompt, image, clip, clip_b, num_frames, keep, height, width, guidance, steps, seed,
+                  sampler=None, progress=gr.Progress()):
+        """One of Sora's other tasks (tiny_dit.sora_tasks): the pipeline's `conditions=` built from the
+        uploads, checked, sampled. Returns (result video, filmstrip with the given frames marked, text)."""
+        g = self.geometry
+        side = g.vae_scale_factor * g.patch_size  # sides must be multiples of this
+        task = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS})
+        prompt = check_prompt(prompt)
+        num_frames = check_number(num_frames, "Number of frames", 1, SORA_FRAMES_MAX, integer=True)
+        keep = check_number(keep, "Frames taken from each clip", 1, SORA_FRAMES_MAX - 1, integer=True)
+        height = check_number(height, "Height (px)", side, 2 * g.height, integer=True)
+        width = check_number(width, "Width (px)", side, 2 * g.width, integer=True)
+        for value, what in ((height, "Height (px)"), (width, "Width (px)")):
+            if value % side:
+                raise user_error(f"{what} must be a multiple of {side} (autoencoder x patch size); got {value}.")
+        guidance = check_number(guidance, "Class guidance (guidance scale)", GUIDANCE_MIN, GUIDANCE_MAX)
+        steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
+        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
+        run_pipe = self.sampler_pipe(sampler)
+        conditions, known = sora_tasks.build_conditions(task, num_frames, height, width, image=image, clip=clip,
+                                                        clip_b=clip_b, keep=keep)
+        run_pipe.check_inputs(prompt, None, steps, guidance, 1, num_frames, height, width, None, "np", ["latents"],
+                              None, conditions=conditions or None)
+        notices = self._notice_truncation(prompt)
+        passes = transformer_passes(run_pipe.scheduler, steps)
+
+        def on_step(_pipe, i, t, kwargs):
+            progress((i + 1, passes), desc=f"pass {i + 1}/{passes}")
+            return {}
+
+        start = time.perf_counter()
+        with self.sampling_lock:
+            frames = run_pipe(prompt, num_frames=num_frames, height=height, width=width,
+                              conditions=conditions or None, num_inference_steps=steps, guidance_scale=guidance,
+                              generator=torch.Generator().manual_seed(seed), output_type="np",
+                              callback_on_step_end=on_step).frames[0]
+        frames = (np.asarray(frames) * 255).round().astype(np.uint8)  # (T, H, W, 3)
+        seconds = time.perf_counter() - start
+        video = write_mp4(self._run_dir() / f"sora-{task}.mp4", sora_tasks.mark_known_frames(frames, known), fps=FPS)
+        strip = sora_tasks.known_frames_strip(frames, known)
+        lines = [f"**{sora_tasks.describe_result(task, known)}**",
+                 f"{num_frames} frame{'s' if num_frames > 1 else ''} of {width} x {height} px, {steps} iterations of "
+                 f"the {scheduler_name(run_pipe.scheduler)} sampler, class guidance {guidance:g}, seed {seed}, "
+                 f"{seconds:.1f} s."]
+        lines += [f"Note: {n}" for n in notices]
+        return str(video), strip, "\n\n".join(lines)
+
+    # -- Word attention (cross-attention per word) and how the model learned ----------------
+
+    def _word_args(self, record, word, block, head, step):
+        g = record.geometry
+        words = word_maps.group_words(record.tokens)
+        word = check_number(word, "Word (its index in the prompt, from 0)", 0, max(len(words) - 1, 0), integer=True)
+        blocks = {"mean": None, **{str(b): b for b in range(g.depth)}, **{b: b for b in range(g.depth)}}
+        block = check_choice(block, "Layer (block, or 'mean')", blocks)
+        heads = {"mean": None, **{str(h): h for h in range(g.num_heads)}, **{h: h for h in range(g.num_heads)}}
+        head = check_choice(head, "Head", heads)
+        step = check_number(step, "Iteration (denoising step)", 1, word_maps.num_passes(record), integer=True)
+        return words, word, block, head, step
+
+    def word_attention(self, record, word, block, step, head="mean"):
+        """(heatmap over every frame, description): how much each patch reads one word of the prompt
+        (`word`: its index in the prompt's words, from 0), in a block (or the mean of all, 'mean')
+        and head (or 'mean') at an iteration (from 1). The API: /word_attention (word, block, iteration)."""
+        record = self.record_of(record)
+        words, index, block, head, step = self._word_args(record, word, block, head, step)
+        if not word_maps.has_cross_attention(record.transformer):
+            return None, word_maps.NO_CROSS_ATTENTION
+        if not words:
+            return None, "The prompt has no words for CLIP to read."
+        chosen = words[index]
+        heat = word_maps.word_heat(record, chosen, step - 1, block, head)
+        title = f"\"{chosen.text}\": how much each patch reads it"
+        image = views.word_heatmap_image(record.frames[0], record.geometry, heat, title=title)
+        return image, word_maps.describe(record, words, index, block, head, step - 1)
+
+    def word_summary(self, record, block, step, head="mean"):
+        """One row per word of the prompt (the middle frame of each time slot, heat over it)."""
+        record = self.record_of(record)
+        words, _, block, head, step = self._word_args(record, 0, block, head, step)
+        if not word_maps.has_cross_attention(record.transformer) or not words:
+            return None
+        return word_maps.summary_image(record, words, step - 1, block, head)
+
+    def word_inside(self, record):
+        """The word-attention view of a fresh run (after Generate): the prompt's words to choose from
+        (the shape's name first chosen), the last iteration, every block and head averaged."""
+        record = self.record_of(record)
+        words = word_maps.group_words(record.tokens)
+        steps = word_maps.num_passes(record)
+        index = word_maps.default_word(words, record.prompt)
+        choices = [(label, i) for i, label in enumerate(word_maps.word_labels(words))]
+        heat, md = self.word_attention(record, index, "mean", steps)
+        slider = gr.Slider(minimum=1, maximum=max(steps, 2), value=steps, step=1, interactive=steps > 1)
+        return (gr.Dropdown(choices=choices, value=index), slider,
+                heat, md, self.word_summary(record, "mean", steps))
+
+    def training(self, snapshot=None):
+        """How the model learned: (loss curve, the samples of training snapshot `snapshot` (1 = the
+        earliest; default the last), description), from the model folder's training files."""
+        history = training_history.load_history(self.training_dir)
+        count = len(history.snapshots)
+        snapshot = count if snapshot is None else snapshot
+        if count:
+            snapshot = check_number(snapshot, "Training snapshot", 1, count, integer=True)
+        chosen = history.snapshots[snapshot - 1] if count else None
+        curve = training_history.loss_curve_image(history, chosen.step if chosen else None)
+        samples = training_history.snapshot_image(chosen) if chosen else None
+        return curve, samples, training_history.describe(history, chosen)
+
     def inside(self, record):
         """Every view of a fresh run at its default settings (after Generate)."""
         record = self.record_of(record)
         g = record.geometry
-        steps = record.num_inference_steps
+        steps = record.num_passes  # the views go pass by pass (Heun: two a step)
         attention = self.attention(record, g.depth - 1, "mean", steps, None)
         return (*self.patch_grid(record), *attention,
                 gr.Slider(minimum=1, maximum=steps, value=steps, step=1),
@@ -557,41 +724,92 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         run_state = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=app.runs.drop)
         query_state = gr.State(None)
 
-        with gr.Row(elem_id="generate-panel"):
-            with gr.Column(scale=2, min_width=320):
-                prompt = gr.Textbox(label="Prompt", value=SEEN_EXAMPLES[0], lines=1, max_lines=3,
-                                    elem_id="prompt",
-                                    info="A shape (circle, square, triangle, star), a colour, a motion and a background.")
-                gr.Examples([[p] for p in SEEN_EXAMPLES], inputs=[prompt], label="Seen in training")
-                gr.Examples([[p] for p in HELD_OUT_EXAMPLES], inputs=[prompt],
-                            label="Held out: colour-shape pairs never seen in training (does it compose?)")
-                guidance = gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=DEFAULT_GUIDANCE_SCALE, step=GUIDANCE_STEP,
-                                     label="Class guidance (classifier-free guidance scale, w)",
-                                     info="How hard to follow the prompt. 0 and 1: no guidance.")
-                steps = gr.Slider(STEPS_MIN, STEPS_MAX, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
-                                  label="Iterations (sampling steps)",
-                                  info="Euler steps from noise to clip; each one is a pass through the transformer.")
-                samples = gr.Slider(SAMPLES_MIN, SAMPLES_MAX, value=SAMPLES_DEFAULT, step=1,
-                                    label="Number of samples (clips, the batch size)",
-                                    info="Many samples are slow on a CPU: time grows with the number of clips.")
-                with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed",
-                                     info="Same seed, same starting noise, same clips.", scale=3)
-                    randomise = gr.Button("Randomise seed", scale=1, size="sm")
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
-                    stop = gr.Button("Stop", variant="stop")
-            with gr.Column(scale=3, min_width=360):
-                preview = _image("Live preview: the model's current guess of the clean clips (pred_x0), "
-                                 "updated every few iterations", elem_id="preview", height=240)
-                grid_video = gr.Video(label="Samples (looping grid)", autoplay=True, loop=True, interactive=False,
-                                      elem_id="grid-video", height=420)
-                info = gr.Markdown(label="Time taken", elem_id="run-info")
-                clips = gr.Gallery(label="The individual clips", columns=6, height=230, object_fit="contain",
-                                   elem_id="clips")
+        with gr.Tabs(elem_id="modes"):
+            with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
+                with gr.Row(elem_id="generate-panel"):
+                    with gr.Column(scale=2, min_width=320):
+                        prompt = gr.Textbox(label="Prompt", value=SEEN_EXAMPLES[0], lines=1, max_lines=3,
+                                            elem_id="prompt",
+                                            info="A shape (circle, square, triangle, star), a colour, a motion and "
+                                                 "a background.")
+                        gr.Examples([[p] for p in SEEN_EXAMPLES], inputs=[prompt], label="Seen in training")
+                        gr.Examples([[p] for p in HELD_OUT_EXAMPLES], inputs=[prompt],
+                                    label="Held out: colour-shape pairs never seen in training (does it compose?)")
+                        guidance = gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=DEFAULT_GUIDANCE_SCALE,
+                                             step=GUIDANCE_STEP,
+                                             label="Class guidance (classifier-free guidance scale, w)",
+                                             info="How hard to follow the prompt. 0 and 1: no guidance.")
+                        steps = gr.Slider(STEPS_MIN, STEPS_MAX, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
+                                          label="Iterations (sampling steps)",
+                                          info="Solver steps from noise to clip; a step is one pass through the "
+                                               "transformer (Heun: two).")
+                        sampler_choice = gr.Dropdown(app.sampler_choices, value=app.default_sampler,
+                                                     label="Sampler (solver)", elem_id="sampler",
+                                                     info="Higher-order solvers correct for the bends in the path: "
+                                                          "fewer steps for the same clip. Compare them at equal "
+                                                          "passes.")
+                        samples = gr.Slider(SAMPLES_MIN, SAMPLES_MAX, value=SAMPLES_DEFAULT, step=1,
+                                            label="Number of samples (clips, the batch size)",
+                                            info="Many samples are slow on a CPU: time grows with the number of clips.")
+                        with gr.Row():
+                            seed = gr.Number(value=0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed",
+                                             info="Same seed, same starting noise, same clips.", scale=3)
+                            randomise = gr.Button("Randomise seed", scale=1, size="sm")
+                        with gr.Row():
+                            generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                            stop = gr.Button("Stop", variant="stop")
+                    with gr.Column(scale=3, min_width=360):
+                        preview = _image("Live preview: the model's current guess of the clean clips (pred_x0), "
+                                         "updated every few iterations", elem_id="preview", height=240)
+                        grid_video = gr.Video(label="Samples (looping grid)", autoplay=True, loop=True,
+                                              interactive=False,
+                                              elem_id="grid-video", height=420)
+                        info = gr.Markdown(label="Time taken", elem_id="run-info")
+                        clips = gr.Gallery(label="The individual clips", columns=6, height=230, object_fit="contain",
+                                           elem_id="clips")
+            with gr.Tab("Sora tasks", id="sora", elem_id="tab-sora"):
+                gr.Markdown(SORA_TEXT)
+                with gr.Row(elem_id="sora-panel"):
+                    with gr.Column(scale=2, min_width=320):
+                        sora_task = gr.Radio([(t.label, name) for name, t in sora_tasks.TASKS.items()],
+                                             value="animate", label="Task", elem_id="sora-task")
+                        sora_how = gr.Markdown(sora_tasks.TASKS["animate"].how)
+                        sora_prompt = gr.Textbox(label="Prompt", value=sora_tasks.TASKS["animate"].example_prompt,
+                                                 lines=1, max_lines=3, elem_id="sora-prompt",
+                                                 info="For a still image, leave out the motion words.")
+                        sora_image = gr.Image(label="Image (to animate)", type="filepath", height=150,
+                                              sources=["upload", "clipboard"], elem_id="sora-image")
+                        with gr.Row():
+                            sora_clip = gr.Video(label="Clip A (to extend, or the start)", sources=["upload"],
+                                                 height=150, elem_id="sora-clip")
+                            sora_clip_b = gr.Video(label="Clip B (the end, to connect)", sources=["upload"],
+                                                   height=150, elem_id="sora-clip-b")
+                        with gr.Row():
+                            sora_frames = gr.Slider(1, SORA_FRAMES_MAX, value=g.num_frames, step=1,
+                                                    label="Number of frames")
+                            sora_keep = gr.Slider(1, 32, value=SORA_KEEP_DEFAULT, step=1,
+                                                  label="Frames taken from each clip")
+                        with gr.Row():
+                            side = g.vae_scale_factor * g.patch_size
+                            sora_height = gr.Slider(side, 2 * g.height, value=g.height, step=side, label="Height (px)")
+                            sora_width = gr.Slider(side, 2 * g.width, value=g.width, step=side, label="Width (px)")
+                        with gr.Row():
+                            sora_guidance = gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=DEFAULT_GUIDANCE_SCALE,
+                                                      step=GUIDANCE_STEP, label="Class guidance (w)")
+                            sora_steps = gr.Slider(STEPS_MIN, STEPS_MAX, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
+                                                   label="Iterations")
+                            sora_seed = gr.Number(value=0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed")
+                        sora_button = gr.Button("Generate", variant="primary", elem_id="sora-generate")
+                        gr.Examples(sora_tasks.example_rows(), label="Examples: rendered shapes-world frames and clips",
+                                    inputs=[sora_task, sora_prompt, sora_image, sora_clip, sora_clip_b, sora_frames])
+                    with gr.Column(scale=3, min_width=360):
+                        sora_video = gr.Video(label="Result (the given frames have a blue border)", autoplay=True,
+                                              loop=True, interactive=False, elem_id="sora-video", height=360)
+                        sora_strip = _image("The frames: given (bordered) and new", elem_id="sora-strip")
+                        sora_md = gr.Markdown(elem_id="sora-info")
 
         gr.Markdown("## Inside the model\nEverything below is computed from the run you just made (clip 1), "
-                    "except the guidance comparison and the forward process.")
+                    "except the guidance comparison, the forward process and how the model learned.")
         with gr.Tabs(elem_id="views"):
             with gr.Tab("Patch grid", id="patch", elem_id="tab-patch"):
                 gr.Markdown(VIEW_TEXT["patch"])
@@ -622,7 +840,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                                       label="Iterations done (0 = pure noise)")
                 traj_md = gr.Markdown(label="The step")
                 with gr.Row():
-                    traj_latent = _image("x_t in latent space", scale=2)
+                    traj_latent = _image("The noise levels the sampler visits, and x_t in latent space", scale=2)
                     traj_frames = _image("x_t and pred_x0, decoded", scale=3)
             with gr.Tab("Guidance side by side", id="guidance", elem_id="tab-guidance"):
                 gr.Markdown(VIEW_TEXT["guidance"])
@@ -640,6 +858,21 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                 with gr.Row():
                     tokens_md = _image("The tokens CLIP reads (word pieces and their ids)", scale=3)
                     scores_image = _image("CLIP scores", scale=2)
+            with gr.Tab("Word attention", id="words", elem_id="tab-words"):
+                gr.Markdown(VIEW_TEXT["words"])
+                with gr.Row():
+                    word = gr.Dropdown([], value=None, label="Word of the prompt", elem_id="word-choice")
+                    word_block = gr.Dropdown([("mean of all blocks", "mean")] + app.layer_choices, value="mean",
+                                             label="Layer (DiT block)")
+                    word_head = gr.Dropdown(app.head_choices, value="mean", label="Head")
+                    word_step = gr.Slider(1, DEFAULT_NUM_INFERENCE_STEPS, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
+                                          label="Iteration (denoising step)")
+                with gr.Row():
+                    word_heat = _image("How much each patch reads the word, in every frame", scale=3,
+                                       elem_id="word-heatmap")
+                    word_rows = _image("Every word of the prompt (the middle frame of each time slot)", scale=2,
+                                       elem_id="word-summary")
+                word_md = gr.Markdown(label="The word", elem_id="word-info")
             with gr.Tab("adaLN-Zero", id="adaln", elem_id="tab-adaln"):
                 gr.Markdown(VIEW_TEXT["adaln"])
                 adaln_image = _image("adaLN modulation over the iterations")
@@ -652,13 +885,25 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                 forward_md = gr.Markdown(label="The noise level")
                 forward_clip = _image("The clip at noise level s, decoded")
                 forward_ladder = _image("The middle frame from s = 0 to s = 1")
+            with gr.Tab("How it learned", id="training", elem_id="tab-training"):
+                gr.Markdown(VIEW_TEXT["training"])
+                snapshots = len(training_history.load_history(app.training_dir).snapshots)
+                snapshot = gr.Slider(1, max(snapshots, 2), value=max(snapshots, 1), step=1, visible=snapshots > 1,
+                                     label="Training snapshot (1 = the earliest; its step is written below)")
+                training_md = gr.Markdown(label="The snapshot", elem_id="training-info")
+                with gr.Row():
+                    training_samples = _image("What it drew then (the same prompts and noise every time)", scale=3,
+                                              elem_id="training-samples")
+                    training_curve = _image("Training loss (and evaluation) over the run", scale=3,
+                                            elem_id="training-curve")
 
         # -- wiring ------------------------------------------------------------------
         sampler = dict(concurrency_limit=1, concurrency_id="sampler")  # one sampling run at a time (2 vCPU)
         raw = dict(preprocess=False)  # raw JSON values: tiny_dit.app_checks checks them, nothing is coerced
         randomise.click(app.random_seed, None, seed, api_name="random_seed", api_visibility="private", queue=False)
         gen_event = gr.on(
-            [generate.click, prompt.submit], wrap(app.generate), [prompt, guidance, steps, samples, seed],
+            [generate.click, prompt.submit], wrap(app.generate),
+            [prompt, guidance, steps, samples, seed, sampler_choice],
             [preview, grid_video, clips, info, run_state], api_name="generate", show_progress_on=[grid_video],
             **sampler, **raw)
         # Stop: Gradio cancels the event (the generator yields every iteration, so within one), and
@@ -683,10 +928,29 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
               api_name="pick_patch", api_visibility="private", show_progress="minimal", **raw)
         traj_step.release(wrap(app.trajectory), [run_state, traj_step], [traj_latent, traj_frames, traj_md],
                           api_name="trajectory", show_progress="minimal", **raw)
-        compare.click(wrap(app.compare_guidance), [prompt, seed, steps, scales], [guidance_video, guidance_md],
+        compare.click(wrap(app.compare_guidance), [prompt, seed, steps, scales, sampler_choice],
+                      [guidance_video, guidance_md],
                       api_name="compare_guidance", **sampler, **raw)
+        sora_task.change(wrap(app.sora_task_changed), [sora_task, sora_frames], [sora_frames, sora_how],
+                         queue=False, api_visibility="private", show_progress="hidden", **raw)
+        sora_button.click(wrap(app.sora_task), [sora_task, sora_prompt, sora_image, sora_clip, sora_clip_b,
+                                                sora_frames, sora_keep, sora_height, sora_width, sora_guidance,
+                                                sora_steps, sora_seed, sampler_choice],
+                          [sora_video, sora_strip, sora_md], api_name="sora_task", **sampler, **raw)
         gr.on([forward_button.click, level.release, demo.load], wrap(app.forward_process), [prompt, level, seed],
               [forward_clip, forward_ladder, forward_md], api_name="forward_process", show_progress="minimal", **raw)
+
+        # Word attention: recomputed for the chosen iteration from the run's latents (tiny_dit.word_attention).
+        gen_event.success(wrap(app.word_inside), [run_state], [word, word_step, word_heat, word_md, word_rows],
+                          api_name="word_inside", api_visibility="private", **raw)
+        gr.on([word.input, word_block.input, word_head.input, word_step.release], wrap(app.word_attention),
+              [run_state, word, word_block, word_step, word_head], [word_heat, word_md], api_name="word_attention",
+              show_progress="minimal", **raw)
+        gr.on([word_block.input, word_head.input, word_step.release], wrap(app.word_summary),
+              [run_state, word_block, word_step, word_head], [word_rows], api_name="word_summary",
+              api_visibility="private", show_progress="minimal", **raw)
+        gr.on([snapshot.release, demo.load], wrap(app.training), [snapshot],
+              [training_curve, training_samples, training_md], api_name="training", show_progress="minimal", **raw)
 
     demo.queue(max_size=16, default_concurrency_limit=2)
     return demo, app

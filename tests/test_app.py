@@ -7,6 +7,7 @@ on the tiny pipeline and calls it through gradio_client and raw HTTP: input erro
 job.cancel(), and what a session keeps.
 """
 
+import re
 import sys
 import threading
 import time
@@ -24,9 +25,10 @@ from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
 from tiny_dit.app_sessions import RunHandle, RunStore
 from tiny_dit.inspector import ATTENTION_CACHE_STEPS, _ATTENTION_CACHE, RunRecord, record_run, shapes_attributes
 from tiny_dit.model import TinyDiT
+from tiny_dit.schedulers import SCHEDULERS, noise_levels, transformer_passes
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.video import make_grid, probe_mp4
-from tiny_dit import views
+from tiny_dit.video import make_grid, probe_mp4, read_mp4
+from tiny_dit import sora_tasks, views
 
 torch.set_num_threads(1)
 
@@ -67,10 +69,10 @@ def images(values):
 def test_demo_has_named_endpoints_and_a_bounded_queue(built):
     demo, _ = built
     names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
-    assert {"generate", "attention", "trajectory", "compare_guidance", "forward_process"} <= names
+    assert {"generate", "attention", "trajectory", "compare_guidance", "forward_process", "sora_task"} <= names
     assert demo._queue.max_size == 16
-    sampling = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "compare_guidance")]
-    assert all(fn.concurrency_limit == 1 and fn.concurrency_id == "sampler" for fn in sampling)
+    sampling = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "compare_guidance", "sora_task")]
+    assert len(sampling) == 3 and all(fn.concurrency_limit == 1 and fn.concurrency_id == "sampler" for fn in sampling)
     config = str(demo.config)
     assert "a notice for the page" in config and "tiny test model" in config
 
@@ -283,6 +285,152 @@ def test_guidance_comparison_and_forward_process(tiny_app, record):
     assert "s = 0.25" in text and "held out" in text and "orange square growing" in text
 
 
+# --- the sampler choice (issue 15) -------------------------------------------------------
+
+
+def test_the_sampler_dropdown_reaches_the_pipeline_and_leaves_the_shared_one_alone(built, monkeypatch):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
+
+    demo, tiny_app = built
+    dropdown = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sampler")
+    assert dropdown.value == "euler" and [v for _, v in dropdown.choices] == list(SCHEDULERS)
+    generate = next(fn for fn in demo.fns.values() if fn.api_name == "generate")
+    assert generate.inputs[-1] is dropdown
+    calls = []
+    heun_step = FlowMatchHeunDiscreteScheduler.step
+
+    def counting_step(self, *args, **kwargs):
+        calls.append(type(self))
+        return heun_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(FlowMatchHeunDiscreteScheduler, "step", counting_step)
+    shared = tiny_app.pipe.scheduler
+    handle = list(tiny_app.generate(PROMPT, 4.0, 3, 1, SEED, "heun"))[-1][4]
+    assert calls == [FlowMatchHeunDiscreteScheduler] * 5  # 2 N - 1 passes, all of them Heun's
+    assert tiny_app.pipe.scheduler is shared and type(shared) is FlowMatchEulerDiscreteScheduler
+    assert tiny_app.runs.get(handle).scheduler == "heun"
+    message = "Sampler must be one of 'euler', 'heun', 'dpm++', 'unipc'; got the text 'ddim'"
+    with pytest.raises(gr.Error, match=re.escape(message)):
+        list(app.user_errors(tiny_app.generate)(PROMPT, 4.0, 3, 1, SEED, "ddim"))
+
+
+@pytest.mark.parametrize("sampler", ["heun", "dpm++", "unipc"])
+def test_every_sampler_is_recorded_and_viewed_pass_by_pass(tiny_app, sampler):
+    steps = 3
+    run_pipe = tiny_app.pipe.with_scheduler(sampler)
+    passes = transformer_passes(run_pipe.scheduler, steps)
+    out = list(tiny_app.generate(PROMPT, 4.0, steps, 2, SEED, sampler))
+    record = tiny_app.runs.get(out[-1][4])
+    assert len(out) == passes + 2  # a status line after every pass
+    assert record.num_inference_steps == steps and record.num_passes == passes
+    assert record.x_t.shape[0] == passes + 1 and record.pred_x0.shape[0] == passes
+    assert record.adaln.shape == (passes, 2, 6) and (record.adaln > 0).all() and len(record.step_seconds) == passes
+    np.testing.assert_allclose(record.sigmas, noise_levels(run_pipe.scheduler, steps), atol=1e-6)
+    assert f"{sampler} sampler" in out[-1][3]
+    outputs = tiny_app.inside(out[-1][4])
+    assert len(images(outputs)) == 10
+    for k in range(passes + 1):
+        latent, decoded, text = tiny_app.trajectory(record, k)
+        assert isinstance(latent, Image.Image) and "straight" in text
+    for k in range(1, passes + 1):
+        assert f"of {passes}" in tiny_app.attention(record, 1, "mean", k, (0, 1, 1))[3]
+    with pytest.raises(gr.Error, match=f"from 1 to {passes}"):
+        tiny_app.attention(record, 1, "mean", passes + 1)
+    # The attention recomputed from the record is the one the model saw (the timestep it was fed).
+    captured = []
+    run_pipe(PROMPT, num_inference_steps=steps, guidance_scale=4.0, num_videos_per_prompt=2,
+             generator=torch.Generator().manual_seed(SEED), callback_on_step_end_tensor_inputs=["attentions"],
+             callback_on_step_end=lambda p, i, t, kw: captured.append(kw["attentions"][1][0].numpy()) or {},
+             capture_attention_layers=[1])
+    assert len(captured) == passes
+    np.testing.assert_allclose(record.attention_at(passes - 1)[1], captured[-1], atol=2e-3)
+
+
+def test_guidance_comparison_uses_the_chosen_sampler(tiny_app):
+    *_, (video, table) = tiny_app.compare_guidance(PROMPT, SEED, 2, [1, 5], "dpm++")
+    assert "dpm++ sampler" in table and probe_mp4(video)["num_frames"] == 4
+
+
+# --- Sora tasks (issue 12) ---------------------------------------------------------------
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
+
+
+def test_sora_task_examples_are_small_rendered_files():
+    rows = sora_tasks.example_rows()
+    assert [r[0] for r in rows] == list(sora_tasks.TASKS)
+    for row in rows:
+        for value in row[2:5]:
+            if value is not None:
+                assert Path(value).is_file() and Path(value).stat().st_size < 20_000
+    assert "moving" not in rows[0][1]  # the still's prompt has no motion words
+    clip = sora_tasks.load_clip(str(EXAMPLES / "blue-square-right-start.mp4"))
+    assert clip.shape == (8, 128, 128, 3)
+
+
+def test_a_sora_task_runs_end_to_end_with_the_given_frames_marked(tiny_app):
+    start, end = str(EXAMPLES / "yellow-circle-down-start.mp4"), str(EXAMPLES / "yellow-circle-down-end.mp4")
+    # As the page sends them (preprocess=False): FileData dicts (and older Gradios' {"video": FileData}).
+    video, strip, text = tiny_app.sora_task("connect", PROMPT, None, {"path": start, "meta": {}},
+                                            {"video": {"path": end}}, 8, 2, 32, 48, 4.0, 2, SEED, "heun")
+    probe = probe_mp4(video)
+    assert probe["num_frames"] == 8 and probe["size"] == (48, 32) and probe["codec"] == "h264"
+    assert isinstance(strip, Image.Image) and "frames 1-2, 7-8 of 8 were given" in text and "heun" in text
+    frames = read_mp4(video)[0]
+    ring = lambda f: np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]])  # noqa: E731
+    colour = np.array(sora_tasks.KNOWN_COLOR)
+    for i, frame in enumerate(frames):  # the given frames have the border, the new ones not
+        close = np.abs(ring(frame).astype(int) - colour).max(axis=1) < 40
+        assert (close.mean() > 0.9) == (i in (0, 1, 6, 7)), i
+
+    _, _, text = tiny_app.sora_task("image", "a red star on a black background", None, None, None, 1, 4, 32, 32,
+                                    4.0, 2, SEED)
+    assert "One frame, an image" in text
+    _, _, text = tiny_app.sora_task("animate", PROMPT, {"path": str(EXAMPLES / "red-circle.png")}, None, None,
+                                    5, 4, 48, 32, 4.0, 2, SEED, "euler")
+    assert "frame 1 of 5 were given" in text
+    for task in ("extend_forward", "extend_backward"):
+        _, _, text = tiny_app.sora_task(task, PROMPT, None, start, None, 8, 4, 32, 32, 4.0, 1, SEED)
+        assert ("frames 1-4 of 8" if task == "extend_forward" else "frames 5-8 of 8") in text
+
+
+def test_mark_known_frames_borders_only_the_given_frames():
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    marked = sora_tasks.mark_known_frames(frames, np.array([True, False, True]))
+    assert (marked[0, 0] == sora_tasks.KNOWN_COLOR).all() and (marked[2, :, -1] == sora_tasks.KNOWN_COLOR).all()
+    assert marked[1].max() == 0 and marked[0, 2:-2, 2:-2].max() == 0 and frames.max() == 0  # a 2 px border
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(clip_b=None), "Clip B is missing"),
+    (dict(keep=4), "Frames taken from each clip: 4 from each clip leave no frame of the 8 to generate; take at "
+                   "most 3"),
+    (dict(height=36), "Height (px) must be a multiple of 8"),
+    (dict(task="image"), "An image is one frame: set the Number of frames to 1"),
+    (dict(task="animate"), "The image is missing"),
+    (dict(task="dance"), "Task must be one of 'image', 'animate'"),
+    (dict(num_frames=65), "Number of frames must be a whole number from 1 to 64"),
+    (dict(clip={"video": {"path": __file__}}), "Clip A could not be read as a video"),
+    (dict(prompt=""), "The prompt is empty"),
+    (dict(sampler="ddim"), "Sampler must be one of"),
+])
+def test_bad_sora_inputs_raise_a_gr_error_that_names_the_field(tiny_app, change, message):
+    start, end = str(EXAMPLES / "yellow-circle-down-start.mp4"), str(EXAMPLES / "yellow-circle-down-end.mp4")
+    args = dict(task="connect", prompt=PROMPT, image=None, clip=start, clip_b=end, num_frames=8, keep=2,
+                height=32, width=32, guidance=4.0, steps=1, seed=0, sampler="euler")
+    with pytest.raises(gr.Error) as caught:
+        app.user_errors(tiny_app.sora_task)(**{**args, **change})
+    assert message in str(caught.value.message)
+
+
+def test_picking_a_task_sets_the_number_of_frames(tiny_app):
+    assert tiny_app.sora_task_changed("image", 16)[0] == 1
+    assert tiny_app.sora_task_changed("connect", 1)[0] == tiny_app.geometry.num_frames
+    frames, how = tiny_app.sora_task_changed("animate", 8)
+    assert frames == gr.skip() and "frame 1" in how
+
+
 def test_shapes_attributes_reads_every_phrasing():
     assert shapes_attributes("on a gray background, a blue circle slides right") == {
         "color": "blue", "shape": "circle", "motion": "right", "background": "gray"}
@@ -457,10 +605,13 @@ def test_raw_http_errors_name_the_field(server):
     import httpx
 
     url = server[2].rstrip("/")
-    for body, message in [('{"data": ["%s", 5, 4, 1, NaN]}' % PROMPT, "Seed must be a whole number"),
-                          ('{"data": ["%s", 5, 4, 1, 1e999]}' % PROMPT, "Seed must be a whole number"),
-                          ('{"data": ["%s", true, 4, 1, 0]}' % PROMPT, "got the boolean True"),
-                          ('{"data": [["%s"], 5, 4, 1, 0]}' % PROMPT, "The prompt must be text (a string); got a list")]:
+    # Raw HTTP sends every input (the last one: the sampler); gradio_client fills in defaults.
+    for body, message in [('{"data": ["%s", 5, 4, 1, NaN, "euler"]}' % PROMPT, "Seed must be a whole number"),
+                          ('{"data": ["%s", 5, 4, 1, 1e999, "euler"]}' % PROMPT, "Seed must be a whole number"),
+                          ('{"data": ["%s", true, 4, 1, 0, "euler"]}' % PROMPT, "got the boolean True"),
+                          ('{"data": [["%s"], 5, 4, 1, 0, "euler"]}' % PROMPT,
+                           "The prompt must be text (a string); got a list"),
+                          ('{"data": ["%s", 5, 4, 1, 0, ["heun"]]}' % PROMPT, "Sampler must be one of 'euler'")]:
         post = httpx.post(f"{url}/gradio_api/call/generate", content=body,
                           headers={"Content-Type": "application/json"}, timeout=30)
         assert post.status_code == 200, post.text
@@ -478,6 +629,20 @@ def test_a_session_keeps_one_small_run(server, client):
     assert len(served.runs) == before + 1 and served.runs.total_bytes < 100_000
     picker, heat, matrix, text = client.predict(1, "mean", 2, api_name="/attention")  # looks inside it
     assert "iteration 2 of 2" in text
+
+
+def test_a_sora_task_through_the_api_with_uploaded_clips(client):
+    from gradio_client import handle_file
+
+    start, end = EXAMPLES / "yellow-circle-down-start.mp4", EXAMPLES / "yellow-circle-down-end.mp4"
+    video, strip, text = client.predict(
+        "connect", PROMPT, None, handle_file(str(start)), handle_file(str(end)),
+        8, 2, 32, 32, 4.0, 2, 0, "heun", api_name="/sora_task")
+    assert "frames 1-2, 7-8 of 8 were given" in text and "heun sampler" in text
+    assert probe_mp4(video["video"] if isinstance(video, dict) else video)["num_frames"] == 8
+    _, _, text = client.predict("animate", PROMPT, handle_file(str(EXAMPLES / "red-circle.png")), None, None,
+                                4, 1, 32, 32, 4.0, 1, 0, "euler", api_name="/sora_task")
+    assert "frame 1 of 4 were given" in text
 
 
 def test_job_cancel_returns_within_seconds_and_the_next_generate_starts_at_once(server, client):

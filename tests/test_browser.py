@@ -1,7 +1,8 @@
 """The app in a real browser: `python app.py` in a subprocess, headless Chromium driven by Selenium.
 
 Types a prompt, clicks Generate, waits until the grid video can play, opens the attention
-view and clicks a patch, and visits every other view, taking a screenshot of each (into
+view and clicks a patch, visits every other view, and runs a Sora task (connect two clips), taking a
+screenshot of each (into
 tmp_path; with TINY_DIT_SCREENSHOTS=1 also into assets/screenshots/, the README's pictures):
 
     TINY_DIT_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/test_browser.py
@@ -184,8 +185,9 @@ def open_tab(driver, name: str):
     tab = next(e for e in driver.find_elements(By.CSS_SELECTOR, "[role=tab]") if e.text.strip() == name)
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", tab)
     tab.click()
-    wait_for(driver, "return document.querySelector('[role=tab][aria-selected=true]')?.innerText.trim() === "
-                     f"'{name}'", 20, f"the {name} tab")
+    # Two tab sets (Generate / Sora tasks above, the views below): the clicked one must be selected in its set.
+    wait_for(driver, "return [...document.querySelectorAll('[role=tab][aria-selected=true]')].some("
+                     f"e => e.innerText.trim() === '{name}')", 20, f"the {name} tab")
 
 
 def click_patch(driver, selector: str, natural_xy: tuple[int, int]):
@@ -253,10 +255,17 @@ def test_generate_and_look_inside_in_a_real_browser(server, browser, model_dir, 
                                 ("Denoising trajectory", "trajectory", "#tab-trajectory"),
                                 ("Text path", "text-path", "#tab-text"),
                                 ("adaLN-Zero", "adaln", "#tab-adaln"),
-                                ("Forward process", "forward-process", "#tab-forward")]:
+                                ("Forward process", "forward-process", "#tab-forward"),
+                                ("Word attention", "word-attention", "#word-heatmap")]:
         open_tab(driver, tab)
         wait_for(driver, image_loaded(selector), 60, f"the {tab} view")
         shots.take(driver.find_element(By.CSS_SELECTOR, "#views"), name)
+
+    # How it learned: the model folder's training samples and loss curve (or a note on what is missing).
+    open_tab(driver, "How it learned")
+    wait_for(driver, "const e = document.querySelector('#training-info'); return e && e.innerText.trim().length > 20",
+             60, "the training history")
+    shots.take(driver.find_element(By.CSS_SELECTOR, "#views"), "how-it-learned")
 
     # Guidance side by side runs its own sampling.
     open_tab(driver, "Guidance side by side")
@@ -264,6 +273,22 @@ def test_generate_and_look_inside_in_a_real_browser(server, browser, model_dir, 
     wait_for(driver, playable("#tab-guidance"), 300, "the guidance comparison video")
     shots.take(driver.find_element(By.CSS_SELECTOR, "#views"), "guidance")
 
-    assert len(shots.taken) == 8
+    # Sora tasks: pick the "connect two clips" example, generate, see the result with its given frames marked.
+    open_tab(driver, "Sora tasks")
+    examples = driver.find_elements(By.CSS_SELECTOR, "#tab-sora .gallery-item, #tab-sora tbody tr")
+    assert len(examples) >= 5, "the Sora tasks examples"
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", examples[4])
+    examples[4].click()  # connect two clips (rows: image, animate, extend forwards, backwards, connect)
+    wait_for(driver, "return document.querySelectorAll('#sora-clip video, #sora-clip-b video').length === 2", 60,
+             "the example clips")
+    driver.find_element(By.CSS_SELECTOR, "#sora-generate").click()
+    wait_for(driver, playable("#sora-video"), 300, "the Sora task's result video")
+    wait_for(driver, image_loaded("#sora-strip"), 60, "the frames with the given ones marked")
+    text = wait_for(driver, "const e = document.querySelector('#sora-info'); return e && e.innerText.includes("
+                            "'were given') && e.innerText", 60, "the Sora task's description")
+    assert "Connect two clips" in text
+    shots.take(driver.find_element(By.CSS_SELECTOR, "#tab-sora"), "sora-tasks")
+
+    assert len(shots.taken) == 11
     for path in shots.taken:
         assert path.stat().st_size < 600_000, f"{path.name} is {path.stat().st_size} bytes"

@@ -7,7 +7,11 @@
     record.x_t[k]            # float16 latents of sample 0 at noise level record.sigmas[k]
     record.pred_x0[k]        # float16 clean latents of sample 0 predicted at step k
     record.attention_at(k)[b]  # float16 self-attention maps of block b at step k (recomputed)
-    record.adaln             # (steps, depth, 6) mean |shift|, |scale|, |gate| of every block
+    record.adaln             # (passes, depth, 6) mean |shift|, |scale|, |gate| of every block
+
+Everything per step is recorded per transformer pass (`record.num_passes`): one a step for Euler,
+DPM-Solver++ and UniPC, 2N - 1 for Heun's N steps (tiny_dit.schedulers.transformer_passes), so
+every solver can be looked inside; record a run with `pipe.with_scheduler(name)` as `pipe`.
 
 One run of `TinyDiTPipeline` is recorded, nothing is run twice:
   * x_t and pred_x0 of the first clip come from the pipeline's step callback
@@ -52,6 +56,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
+from tiny_dit.schedulers import scheduler_name, transformer_passes
 
 MODULATION_NAMES = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
 TEXT_KWARGS = ("encoder_hidden_states", "pooled_projections", "encoder_attention_mask")  # the transformer's
@@ -149,27 +155,35 @@ class RunRecord:
     num_videos: int
     geometry: ModelGeometry
     frames: np.ndarray  # uint8 (N, T, H, W, 3); after slim(), clip 1 only (1, T, H, W, 3)
-    sigmas: np.ndarray  # (steps + 1,): noise level of x_t[k]; the last is 0
-    x_t: np.ndarray  # float16 (steps + 1, C, T, h, w), sample 0: x_t[0] the noise, x_t[-1] the result
-    pred_x0: np.ndarray  # float16 (steps, C, T, h, w), sample 0: the clean clip predicted at step k
-    timesteps: np.ndarray  # (steps,) the model's timestep at each step (1000 sigma)
+    # Arrays per step are per transformer *pass* (num_passes of them): one a step for Euler, DPM-Solver++
+    # and UniPC, 2 * steps - 1 for Heun (its second pass of a step sees the Euler guess at the step's end).
+    sigmas: np.ndarray  # (passes + 1,): noise level of x_t[k]; the last is 0
+    x_t: np.ndarray  # float16 (passes + 1, C, T, h, w), sample 0: x_t[0] the noise, x_t[-1] the result
+    pred_x0: np.ndarray  # float16 (passes, C, T, h, w), sample 0: the clean clip predicted at pass k
+    timesteps: np.ndarray  # (passes,) the model's timestep at each pass (1000 sigma)
     conditioning: dict[str, torch.Tensor]  # the prompt's transformer kwargs for one clip (batch 1)
     transformer: torch.nn.Module = field(repr=False)  # the model that ran (to recompute attention)
-    adaln: np.ndarray  # float32 (steps, depth, 6): mean |v| of MODULATION_NAMES per block and step
-    step_seconds: np.ndarray  # (steps,) wall time of each denoising step
+    adaln: np.ndarray  # float32 (passes, depth, 6): mean |v| of MODULATION_NAMES per block and pass
+    step_seconds: np.ndarray  # (passes,) wall time of each transformer pass (with its solver step)
     timings: dict[str, float]  # seconds: "prepare" (text + noise), "denoise", "decode", "clip_score", "total"
     tokens: TokenInfo
     clip_scores: list[float]  # CLIP score of each clip against the prompt
     notices: list[str] = field(default_factory=list)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this run in the attention cache
+    scheduler: str = "euler"  # the solver (a name of tiny_dit.schedulers.SCHEDULERS, else its class name)
+
+    @property
+    def num_passes(self) -> int:
+        """Transformer passes of the run (the length of pred_x0): num_inference_steps, or 2N - 1 for Heun."""
+        return len(self.timesteps)
 
     def attention_at(self, step: int) -> dict[int, np.ndarray]:
         """Self-attention maps of clip 1 at denoising step `step` (0-based), block -> float16
         (heads, ...) (the shapes of `Attention.forward(..., return_probs=True)` for one clip),
         recomputed from x_t[step] (see the module docstring) and cached for a few steps."""
         step = int(step)
-        if not 0 <= step < self.num_inference_steps:
-            raise ValueError(f"step must be from 0 to {self.num_inference_steps - 1}, got {step}")
+        if not 0 <= step < self.num_passes:
+            raise ValueError(f"step must be from 0 to {self.num_passes - 1}, got {step}")
         cache_key = (self.key, step)
         with _ATTENTION_LOCK:
             if cache_key in _ATTENTION_CACHE:
@@ -374,14 +388,15 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
     x_t = [noise[0].to(torch.float16).cpu().numpy()]
     pred_x0 = []
     step_ends = []
-    recorder = _Recorder(pipe, num_videos, steps, cancel)
+    passes = transformer_passes(pipe.scheduler, steps)  # the callback runs once a pass (Heun: 2N - 1)
+    recorder = _Recorder(pipe, num_videos, passes, cancel)
 
     def callback(_pipe, i, t, kwargs):
         pred_x0.append(kwargs["pred_x0"][0].to(torch.float16).cpu().numpy())
         x_t.append(kwargs["latents"][0].to(torch.float16).cpu().numpy())
         step_ends.append(time.perf_counter())
         if on_step is not None:
-            on_step(i, steps, float(pipe.scheduler.sigmas[i]), kwargs["pred_x0"])
+            on_step(i, passes, float(pipe.scheduler.sigmas[i]), kwargs["pred_x0"])
         recorder.step = i + 1
         if cancel is not None and cancel.is_set():
             raise RunCancelled("the run was stopped")
@@ -393,8 +408,10 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
                       callback_on_step_end=callback,
                       callback_on_step_end_tensor_inputs=["latents", "pred_x0"]).frames
     t_decoded = time.perf_counter()
-    timesteps = pipe.scheduler.timesteps.detach().float().cpu().numpy()[:steps].copy()
-    sigmas = pipe.scheduler.sigmas.detach().float().cpu().numpy()[:steps + 1].copy()
+    timesteps = pipe.scheduler.timesteps.detach().float().cpu().numpy()[:passes].copy()
+    sigmas = pipe.scheduler.sigmas.detach().float().cpu().numpy()[:passes + 1].copy()
+    if not pipe.scheduler.timesteps.is_floating_point():  # DPM-Solver++, UniPC: the model was fed 1000 sigma
+        timesteps = sigmas[:passes] * float(pipe.scheduler.config.num_train_timesteps)
     clips = (np.asarray(frames) * 255).round().astype(np.uint8)  # (N, T, H, W, 3)
     with torch.no_grad():
         scores = pipe.text_encoder.clip_score(torch.from_numpy(clips), prompt).float().cpu().tolist()
@@ -411,7 +428,8 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
         step_seconds=np.array([e - s for s, e in zip(step_starts, step_ends)]),
         timings={"prepare": first - t_start, "denoise": step_ends[-1] - first,
                  "decode": t_decoded - step_ends[-1], "clip_score": t_end - t_decoded, "total": t_end - t_start},
-        tokens=tokens, clip_scores=scores, notices=notices)
+        tokens=tokens, clip_scores=scores, notices=notices,
+        scheduler=scheduler_name(pipe.scheduler) or type(pipe.scheduler).__name__)
 
 
 @dataclass

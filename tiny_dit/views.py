@@ -6,9 +6,11 @@ uint8 frame arrays or Markdown strings, so it can be tested without a browser:
     patch_grid_image / latent_channels_image / token_arithmetic   spacetime patches (tubelets)
     SlotLayout, picker_image, attention_heatmap, attention_matrix  self-attention maps
     trajectory_images                                              x_t and pred_x0 over the steps
+    noise_levels_chart                                             the noise levels a solver visits
     labelled_grid                                                  clips side by side with a caption
     tokens_image, tokens_markdown, clip_score_chart                the text path
     adaln_plot                                                     adaLN-Zero modulation over the steps
+    word_heatmap_image, word_summary_image                         cross-attention per word (tiny_dit.word_attention)
     forward_process_images                                         x_s = (1 - s) x0 + s noise, decoded
     preview_image                                                  the live preview while sampling
 
@@ -476,16 +478,64 @@ def decode(pipe, latents, frame_indices: list[int] | None = None) -> np.ndarray:
         return to_uint8(pipe.decode_latents(x))
 
 
-def trajectory_images(record, pipe, k: int, frames_shown: int = 8) -> tuple[Image.Image, Image.Image, str]:
-    """Step k of the run (0 = the starting noise, steps = the result), for clip 1: the latent
-    channels of x_t, and x_t and the predicted clean clip pred_x0 decoded to frames."""
+FEWER_STEPS_TEXT = (
+    "Why a few steps can be enough: rectified flow is trained on straight lines from noise to clip, so the "
+    "sampler's paths are nearly straight, and on a straight path one step lands where a hundred would; "
+    "higher-order solvers (Heun, DPM-Solver++, UniPC) use more than one velocity to correct for the bends.")
+
+
+def noise_levels_chart(record, k: int | None = None, size: tuple[int, int] = (360, 150)) -> Image.Image:
+    """The noise levels the run's solver visited (record.sigmas: the input of every transformer pass,
+    then 0), one dot per pass, with pass k (its input x_t[k]) ringed."""
+    sigmas = np.asarray(record.sigmas, dtype=np.float64)
+    passes = len(sigmas) - 1
+    w, h = size
+    left, right, top, bottom = 36, 10, 22, 26
+    out = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    solver = getattr(record, "scheduler", "euler")
     steps = record.num_inference_steps
+    title = (f"noise level sigma at each pass: {solver}, {passes} passes"
+             + (f" for {steps} steps" if passes != steps else ""))
+    draw.text((left, 3), title, fill=INK, font=font(12))
+    pw, ph = w - left - right, h - top - bottom
+
+    def xy(i, v):
+        return left + (i / max(passes, 1)) * pw, top + ph - float(v) * ph
+
+    for tick in (0.0, 0.5, 1.0):
+        _, y = xy(0, tick)
+        draw.line([(left, y), (left + pw, y)], fill=(232, 232, 232))
+        draw.text((4, y - 7), f"{tick:g}", fill=MUTED, font=font(10))
+    draw.rectangle([left, top, left + pw, top + ph], outline=(180, 180, 180))
+    draw.text((left, top + ph + 6), "pass 0 (noise)", fill=MUTED, font=font(10))
+    draw.text((left + pw - 60, top + ph + 6), f"{passes}: the clip", fill=MUTED, font=font(10))
+    draw.text((left + pw // 2 - 20, top + ph + 6), "pass ->", fill=MUTED, font=font(10))
+    points = [xy(i, v) for i, v in enumerate(sigmas)]
+    if len(points) > 1:
+        draw.line(points, fill=SERIES_COLORS[0], width=1)
+    for x, y in points:
+        draw.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=SERIES_COLORS[0])
+    if k is not None and 0 <= k < len(points):
+        x, y = points[k]
+        draw.ellipse([x - 6, y - 6, x + 6, y + 6], outline=SERIES_COLORS[5], width=2)
+    return out
+
+
+def trajectory_images(record, pipe, k: int, frames_shown: int = 8) -> tuple[Image.Image, Image.Image, str]:
+    """Pass k of the run (0 = the starting noise, passes = the result), for clip 1: the noise levels
+    the solver visits above the latent channels of x_t, and x_t and the predicted clean clip pred_x0
+    decoded to frames. A pass is a step for Euler, DPM-Solver++ and UniPC; Heun makes two a step."""
+    steps = getattr(record, "num_passes", record.num_inference_steps)
     k = int(min(max(k, 0), steps))
     sigma = float(record.sigmas[k])
     x_t = record.x_t[k].astype(np.float32)
     latent_image = latent_channels_image(x_t, record.geometry, cell=80,
                                          title=f"x_t at noise level sigma = {sigma:.3f}: latent channels")
+    latent_image = stack([noise_levels_chart(record, k), latent_image], gap=4)
     idx = spread(frames_shown, record.geometry.num_frames)
+    solver = getattr(record, "scheduler", "euler")
+    what_step = "Euler step" if solver == "euler" else f"{solver} solver"
     if k < steps:
         pred = record.pred_x0[k].astype(np.float32)
         decoded = decode(pipe, np.stack([x_t, pred]), idx)
@@ -493,11 +543,15 @@ def trajectory_images(record, pipe, k: int, frames_shown: int = 8) -> tuple[Imag
         done = "Before the first iteration" if k == 0 else f"After {k} of {steps} iterations"
         what = (f"**{done}**: x_t is at noise level sigma = {sigma:.3f}. Iteration {k + 1} feeds it to the model, "
                 f"which predicts a velocity v; pred_x0 = x_t - sigma * v is where the straight path would end. The "
-                f"Euler step then moves x_t to sigma = {float(record.sigmas[k + 1]):.3f}.")
+                f"{what_step} then moves x_t to sigma = {float(record.sigmas[k + 1]):.3f}.")
     else:
         decoded = decode(pipe, x_t, idx)
         labels = ["result"]
         what = f"**After all {steps} iterations**: sigma = 0, x_t is the finished clip (clip 1)."
+    if steps != record.num_inference_steps:
+        what += (f" (An iteration here is one transformer pass: {solver} takes {steps} passes for its "
+                 f"{record.num_inference_steps} steps.)")
+    what += "\n\n" + FEWER_STEPS_TEXT
     strip = filmstrip(decoded, None, cell=80, row_labels=labels, show_frame_numbers=False)
     header = Image.new("RGB", (strip.width, 16), BACKGROUND)
     draw = ImageDraw.Draw(header)
@@ -701,3 +755,83 @@ def adaln_plot(record) -> Image.Image:
         draw.text((x + 18, 4), f"block {b + 1}", fill=INK, font=font(12))
         x += 18 + text_width(f"block {b + 1}", 12) + 12
     return stack([legend] + rows, gap=6)
+
+
+# ----------------------------------------------------------------------------
+# Word attention (cross-attention to the prompt, per word): tiny_dit.word_attention
+# ----------------------------------------------------------------------------
+
+
+def _stretch(heat: np.ndarray) -> np.ndarray:
+    """Values -> [0, 1] from their smallest to their largest (all 0 if they are all equal)."""
+    lo, hi = float(heat.min()), float(heat.max())
+    return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+
+
+def _overlay(frame: np.ndarray, heat: np.ndarray, width: int, height: int) -> Image.Image:
+    """A frame with a (h', w') heatmap in [0, 1] laid over it, one flat cell per patch."""
+    image = np.asarray(resize(frame, width, height), dtype=np.float32)
+    colours = np.asarray(resize(colormap(heat), width, height, smooth=False), dtype=np.float32)
+    return Image.fromarray((0.3 * image + 0.7 * colours).round().astype(np.uint8))
+
+
+def word_heatmap_image(frames: np.ndarray, geometry, heat: np.ndarray, title: str = "",
+                       target: int = 112) -> Image.Image:
+    """Every frame of a clip (T, H, W, 3) with a word's attention heat (T', H', W') over it, from its
+    smallest (dark) to its largest value (bright): one row per time slot (its patch_size_t frames
+    share their tokens)."""
+    frames = to_uint8(frames)
+    g = geometry
+    tg, hg, wg = g.grid
+    pt = g.patch_size_t
+    cell = max(4, target // wg)
+    fw, fh = wg * cell, hg * cell
+    gap, label_w, top = 4, 104, 20
+    lo, hi = float(heat.min()), float(heat.max())
+    scaled = _stretch(heat)
+    out = Image.new("RGB", (label_w + pt * (fw + gap) - gap, top + tg * (fh + gap) - gap), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    for j in range(pt):
+        draw.text((label_w + j * (fw + gap) + 2, 3), f"frame {j + 1} of the slot", fill=MUTED, font=font(11))
+    for t in range(tg):
+        y = top + t * (fh + gap)
+        color = SLOT_COLORS[t % len(SLOT_COLORS)]
+        draw.text((4, y + fh // 2 - 16), f"time slot {t + 1}", fill=color, font=font(13))
+        draw.text((4, y + fh // 2 + 2), f"frames {t * pt + 1}-{t * pt + pt}", fill=MUTED, font=font(11))
+        for j in range(pt):
+            out.paste(_overlay(frames[t * pt + j], scaled[t], fw, fh), (label_w + j * (fw + gap), y))
+    legend = Image.new("RGB", (out.width, 22), BACKGROUND)
+    ldraw = ImageDraw.Draw(legend)
+    bar = Image.fromarray(colormap(np.linspace(0, 1, 120)[None].repeat(10, axis=0)))
+    ldraw.text((4, 4), "attention to the word:", fill=MUTED, font=font(11))
+    x = 6 + text_width("attention to the word:", 11) + 6
+    ldraw.text((x, 4), f"{100 * lo:.1f}%", fill=MUTED, font=font(11))
+    x += text_width(f"{100 * lo:.1f}%", 11) + 4
+    legend.paste(bar, (x, 6))
+    ldraw.text((x + 124, 4), f"{100 * hi:.1f}% of a patch's attention", fill=MUTED, font=font(11))
+    parts = ([caption_above(out, title)] if title else [out]) + [legend]
+    return stack(parts, gap=2)
+
+
+def word_summary_image(frames: np.ndarray, geometry, rows: list[tuple[str, np.ndarray]], cell: int = 72
+                       ) -> Image.Image:
+    """One row per word: its label, then the frame in the middle of each time slot with the word's
+    heat (T', H', W') over it, each row from its own smallest to its largest value."""
+    frames = to_uint8(frames)
+    g = geometry
+    tg, hg, wg = g.grid
+    fw, fh = cell, max(1, round(cell * hg / wg))
+    gap, top = 4, 18
+    label_w = max(text_width(label, 13) for label, _ in rows) + 12
+    out = Image.new("RGB", (label_w + tg * (fw + gap) - gap, top + len(rows) * (fh + gap) - gap), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    middle = slot_frames(frames, g)
+    for t in range(tg):
+        draw.text((label_w + t * (fw + gap) + 2, 2), f"slot {t + 1}", fill=MUTED, font=font(11))
+    for i, (label, heat) in enumerate(rows):
+        y = top + i * (fh + gap)
+        draw.text((4, y + fh // 2 - 8), label, fill=INK, font=font(13))
+        scaled = _stretch(heat)
+        for t, f in enumerate(middle):
+            out.paste(_overlay(frames[f], scaled[t], fw, fh), (label_w + t * (fw + gap), y))
+    return out
