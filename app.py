@@ -37,16 +37,19 @@ import gradio as gr
 import numpy as np
 import torch
 
-from tiny_dit.data.shapes import FPS, HELD_OUT_PAIRS
-from tiny_dit.app_checks import check_choice, check_list, check_number, check_text, md_escape, short, user_error
+from tiny_dit.data.shapes import FPS, attributes_clip, shapes_attributes
+from tiny_dit.app_checks import check_choice, check_list, check_number, check_text, user_error
 from tiny_dit.app_checks import user_errors
 from tiny_dit.app_sessions import ActiveRuns, RunHandle, RunStore, release_free_memory, session_of
-from tiny_dit.inspector import ModelGeometry, RunCancelled, RunRecord, iter_run, sample_clips, shapes_attributes
-from tiny_dit.inspector import tokenize, training_clip
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+from tiny_dit.inspector import ModelGeometry, RunCancelled, RunRecord, iter_run, sample_clips
+from tiny_dit.inspector import tokenize
+from tiny_dit.pipeline import (DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, MAX_NUM_FRAMES, MAX_VIDEOS,
+                               TinyDiTPipeline)
 from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
-from tiny_dit.video import make_grid, write_mp4
+from tiny_dit.video import make_grid, to_uint8, write_mp4
 from tiny_dit import app_startup, sora_tasks, views
+from tiny_dit import teaching
+from tiny_dit.teaching import HELD_OUT_EXAMPLES, INTRO, MATRIX_TEXT, SEEN_EXAMPLES, SORA_TEXT, VIEW_TEXT
 from tiny_dit import training_history, word_attention as word_maps
 
 log = logging.getLogger("tiny-dit-app")
@@ -58,7 +61,7 @@ MODEL_ENV = "TINY_DIT_MODEL"
 # Limits of the controls, checked again on the server.
 GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 0.0, 15.0, 0.5
 STEPS_MIN, STEPS_MAX = 1, 60
-SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, 36, 4
+SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, MAX_VIDEOS, 4  # the pipeline's limit per call
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 1000
 GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
@@ -69,159 +72,18 @@ RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views
 MAX_RUNS_MB = 300  # all sessions' finished runs together (~6 MB each at the defaults, 17 MB at most)
 MAX_RUNS_MB_ENV = "TINY_DIT_MAX_RUNS_MB"
 STOP_WAIT_S = 10  # Stop waits at most this long for the sampler to let go (one DiT block, normally)
-SORA_FRAMES_MAX = 64  # the pipeline's longest clip
+SORA_FRAMES_MAX = MAX_NUM_FRAMES  # the pipeline's longest clip
 SORA_KEEP_DEFAULT = 4  # frames taken from each clip (one tubelet of the bundled model)
-
-SEEN_EXAMPLES = [
-    "a red circle moving left on a black background",
-    "a yellow square moves up on a white background",
-    "on a gray background, a blue circle slides right",
-    "a black background with a red star getting bigger",
-    "green square, shrinking, white background",
-]
-HELD_OUT_EXAMPLES = [
-    "a green triangle moving right on a black background",
-    "a purple circle moves down on a white background",
-    "on a gray background, an orange square grows",
-    "a blue star moving left on a black background",
-]
-
-INTRO = """# tiny-dit: Sora in miniature
-A small text-to-video **diffusion transformer** (DiT) trained on a toy world of moving shapes. Type a prompt,
-press *Generate*, and watch the clip form; then open **Inside the model** below to see that very run from the
-inside. Everything runs on this machine's CPU.
-"""
-
-VIEW_TEXT = {
-    "patch": (
-        "Like ViT cuts an image into patches, the DiT cuts the clip into **spacetime patches (tubelets)**: a few "
-        "consecutive frames of a small square. Each tubelet becomes one token, and the transformer only ever sees "
-        "this sequence of tokens, plus a positional embedding that says where each one came from. The autoencoder "
-        "first shrinks every frame into a small latent (latent diffusion); that is what makes the sequence short "
-        "enough for a CPU."),
-    "attention": (
-        "Self-attention lets every token gather information from the other tokens: each row of the matrix is one "
-        "query token's weights over all keys, and sums to 1. **Click a patch in any frame** to see where that token "
-        "looks, over every frame: with full spacetime attention a token can follow the shape through time. Heads "
-        "of one layer learn different patterns, and the maps change between noisy early steps and late ones."),
-    "trajectory": (
-        "Sampling starts from pure noise (noise level sigma = 1) and follows the velocity v the model predicts "
-        "(rectified flow) down to sigma = 0, with the *sampler* chosen above (Euler: one step per pass; Heun: two "
-        "passes a step); the chart shows the noise levels it visits. At every pass the prediction also gives a "
-        "guess of the finished clip, **pred_x0 = x_t - sigma * v**: the layout appears first, details last."),
-    "guidance": (
-        "Class guidance (classifier-free guidance) runs the model with and without the prompt at every step and "
-        "pushes the result away from the prompt-free prediction: **v = v_uncond + w (v_cond - v_uncond)**. "
-        "w = 1 (or less) is the conditional model alone; a larger w follows the prompt more closely, at the cost "
-        "of variety and, eventually, artifacts. Same prompt, seed and starting noise; only w changes (one clip per "
-        "scale; this comparison runs the sampler again)."),
-    "text": (
-        "The prompt reaches the DiT through CLIP: it is cut into tokens (with start and end markers, padded to "
-        "CLIP's fixed context length), and CLIP's text transformer turns them into one vector per token plus a "
-        "pooled vector (the end token's). The pooled vector joins the noise level in adaLN; the per-token vectors "
-        "are read by cross-attention. The CLIP score says how well each clip matches the prompt, as CLIP sees it "
-        "(four frames woven into one image, so its image tower can see motion)."),
-    "adaln": (
-        "Each DiT block normalises its tokens, then **shifts and scales** them with vectors computed from the "
-        "conditioning (noise level + pooled prompt), and **gates** each residual branch: adaptive LayerNorm. The "
-        "gates start at zero when training begins (adaLN-**Zero**), so every block starts as the identity. The "
-        "plot shows how strongly each block is modulated at each iteration of your run: the conditioning changes "
-        "with the noise level."),
-    "forward": (
-        "Training adds noise to clean clips and asks the model to undo it: **x_s = (1 - s) x0 + s noise**, a "
-        "straight line from the clip (s = 0) to pure noise (s = 1), taken in the autoencoder's latent space and "
-        "decoded here to frames. The model learns the velocity along this line (noise - x0); sampling walks the "
-        "line back. The clip is a rendered training-style clip of your prompt's shape, colour and motion."),
-    "words": (
-        "Cross-attention is the second road from the prompt into the DiT: in every block, each patch (query) reads "
-        "the per-token CLIP states of the prompt (keys and values), and its weights over the tokens sum to 1. "
-        "**Pick a word** to see, in every frame, how much each patch reads it: bright patches take much of their "
-        "attention from that word. Does the shape's name light up on the shape, does 'left' follow the object? "
-        "Word pieces are added up into words; the start and end tokens often soak up attention that no word needs."),
-    "training": (
-        "The model started from random weights and learned from rendered clips of moving shapes. During training "
-        "it drew the same few prompts from the same starting noise at several points of the run: **slide "
-        "through the snapshots** to see blobs become coloured patches, then shapes, then motion. The curve is the "
-        "training loss (how far the predicted clean clips were from the real ones; log scale), and, where the run "
-        "was evaluated, how often a judge recognised the colour, shape and motion of its samples."),
-}
-
-
-SORA_TEXT = (
-    "Sora's report shows one model doing more than text-to-video: images, animating an image, extending a clip "
-    "forwards or backwards, connecting two clips, at any length and size. This model never learned any of that "
-    "except images; the pipeline's `conditions` hold the frames you give at every step, put back on their noise "
-    "path (RePaint-style), and the model denoises the other frames to fit them: attention lets every frame see "
-    "the given ones. Pick a task and an example (or upload your own), press *Generate*: the given frames have a "
-    "blue border in the result. The sampler is the one chosen on the Generate tab.")
-
-
-MATRIX_TEXT = (
-    "Each row is one query token, each column one key token, in (time slot, row, column) order: the white lines "
-    "separate the time slots. Blocks on the diagonal are attention **within** a time slot (space), blocks off the "
-    "diagonal attention **across** time. The marker on the left is the row of the patch you clicked. Colours are on "
-    "a log scale around uniform attention (1/N): bright means far more than uniform.")
-
 
 # ----------------------------------------------------------------------------
 # Loading the model
 # ----------------------------------------------------------------------------
 
 
-def _prepare(pipe: TinyDiTPipeline, name: str = "") -> TinyDiTPipeline:
-    pipe.set_progress_bar_config(disable=True)
-    for component in (pipe.transformer, pipe.vae, pipe.text_encoder):
-        component.eval()
-    pipe.to("cuda" if torch.cuda.is_available() else "cpu")
-    how = app_startup.set_dtype(pipe, name)  # bfloat16 where the hardware has native bfloat16 matmuls
-    log.info("compute dtype: %s", how)  # also printed with the URL at start
-    return pipe
-
-
-def standin_pipeline(seed: int = 0) -> TinyDiTPipeline:
-    """An UNTRAINED pipeline of the bundled model's shapes (tiny CLIP, tiny autoencoder, the "small"
-    TinyDiT preset), random weights: for developing the app when no trained model is there.
-    Its clips are noise; its sizes, tokens and timings are the real ones."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    from tiny_dit.autoencoder import tiny_autoencoder
-    from tiny_dit.model import TinyDiT
-    from tiny_dit.text_encoder import CLIPEncoder
-    from tiny_dit.train import PRESETS
-
-    torch.manual_seed(seed)
-    clip, vae = CLIPEncoder().eval(), tiny_autoencoder().eval()
-    width = clip.model.transformer.width
-    model = TinyDiT(in_channels=vae.config.latent_channels, num_frames=16, sample_size=32,
-                    text_embed_dim=width, pooled_embed_dim=clip.model.text_projection.shape[1],
-                    **PRESETS["small"]["model"]).eval()
-    with torch.no_grad():  # move off the zero-output initialisation, so that something happens
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return TinyDiTPipeline(vae=vae, text_encoder=clip, tokenizer=clip.tokenizer, transformer=model,
-                           scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
-
-
 def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[str]]:
     """The model named by `name` (default: $TINY_DIT_MODEL), else the bundled one, else an untrained
-    stand-in. Returns (pipeline, what was loaded, notices for the page)."""
-    requested = os.environ.get(MODEL_ENV, "").strip() if name is None else name
-    notices = []
-    app_startup.quiet_loading()
-    if requested:
-        try:
-            return _prepare(TinyDiTPipeline.from_pretrained(requested), requested), requested, notices
-        except Exception as error:  # any failure to load: say so and fall back
-            notices.append(f"Could not load the model `{requested}` ({MODEL_ENV}): {md_escape(short(error))} "
-                           f"Falling back to the bundled model `{BUNDLED_MODEL}`.")
-    bundled = HERE / BUNDLED_MODEL
-    try:
-        return _prepare(TinyDiTPipeline.from_pretrained(str(bundled)), BUNDLED_MODEL), BUNDLED_MODEL, notices
-    except Exception as error:
-        notices.append(f"The bundled model `{BUNDLED_MODEL}` could not be loaded either ({md_escape(short(error))}). "
-                       "**Running an untrained stand-in with random weights: its clips are noise.** Train a model "
-                       "(`python -m tiny_dit.train`) and point TINY_DIT_MODEL at its `pipeline/` folder.")
-    return _prepare(standin_pipeline(), "standin"), "untrained stand-in (random weights)", notices
+    stand-in (tiny_dit.app_startup). Returns (pipeline, what was loaded, notices for the page)."""
+    return app_startup.load_pipeline(name, MODEL_ENV, BUNDLED_MODEL, HERE / BUNDLED_MODEL)
 
 
 # ----------------------------------------------------------------------------
@@ -255,8 +117,8 @@ class TinyDiTApp:
         self.geometry = ModelGeometry.of(pipe)
         self.output_root = Path(output_dir or Path(tempfile.gettempdir()) / "tiny-dit-app")
         self.output_root.mkdir(parents=True, exist_ok=True)
-        # One sampling run at a time on this pipeline (its scheduler is shared), even when a stopped
-        # run is still finishing its last step while the next one starts.
+        # One sampling run at a time on these models (each request has its own scheduler, see
+        # sampler_pipe; the CPU is shared by turns), even while a stopped run finishes its last step.
         self.sampling_lock = threading.Lock()
         self.runs = RunStore(max_bytes=int(float(os.environ.get(MAX_RUNS_MB_ENV, MAX_RUNS_MB)) * 10**6),
                              ttl_s=RUN_TTL_S)  # the finished runs the views show, bounded
@@ -386,7 +248,7 @@ class TinyDiTApp:
         record.timings["write_mp4"] = written
         total = time.perf_counter() - start
         handle = self.runs.put(session, record.slim())  # the views need clip 1 only
-        info = self._info(record, total)
+        info = teaching.run_summary(record, total)
         record = event = None  # only the slim copy stays (in self.runs)
         release_free_memory()
         yield run.preview, str(grid), clips, info, handle
@@ -400,21 +262,6 @@ class TinyDiTApp:
         run.cancel.set()
         run.done.wait(STOP_WAIT_S)
         return (gr.skip() if run.preview is None else run.preview), run.status()
-
-    def _info(self, record: RunRecord, total: float) -> str:
-        t = record.timings
-        n, steps = record.num_videos, record.num_inference_steps
-        per_step = t["denoise"] / max(steps, 1)
-        guided = "on" if record.guidance_scale > 1 else "off (w <= 1: the conditional model alone)"
-        passes = f", {record.num_passes} transformer passes" if record.num_passes != steps else ""
-        lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s** ({steps} iterations{passes} of the "
-                 f"{record.scheduler} sampler, class guidance {record.guidance_scale:g} = {guided}, "
-                 f"seed {record.seed}).",
-                 f"Prompt and noise {t['prepare']:.2f} s, denoising {t['denoise']:.1f} s ({per_step:.2f} s per "
-                 f"iteration), decoding {t['decode']:.2f} s, CLIP scores {t['clip_score']:.2f} s, writing mp4 "
-                 f"{t.get('write_mp4', 0):.2f} s."]
-        lines += [f"Note: {notice}" for notice in record.notices]
-        return "\n\n".join(lines)
 
     # -- Inside the model -----------------------------------------------------
 
@@ -454,10 +301,7 @@ class TinyDiTApp:
         heat, md = views.attention_heatmap(record, layer, head, shown, query)
         matrix = views.attention_matrix(record, layer, head, shown, query)
         picker = views.picker_image(record.frames[0], record.geometry, query)
-        who = "the mean of all heads" if head is None else f"head {head + 1}"
-        where = (f"Block {layer + 1} ({record.geometry.layouts[layer]} attention), {who}, iteration {shown + 1} of "
-                 f"{record.num_passes} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
-        return picker, heat, matrix, where + "\n\n" + md, query
+        return picker, heat, matrix, teaching.attention_caption(record, layer, head, shown) + "\n\n" + md, query
 
     def pick_patch(self, record, layer, head, step, evt: gr.SelectData):
         """A click on the picker or the heatmap: make the clicked patch the query."""
@@ -497,12 +341,8 @@ class TinyDiTApp:
             scores = self.pipe.text_encoder.clip_score(torch.from_numpy(np.stack(clips)), prompt).tolist()
         labels = [f"w = {w:g}" for w in scales]
         video = write_mp4(self._run_dir() / "guidance.mp4", views.labelled_grid(clips, labels), fps=FPS)
-        rows = "\n".join(f"| {w:g} | {'off: the conditional model alone' if w <= 1 else 'on'} | {s:.3f} |"
-                         for w, s in zip(scales, scores))
-        table = (f"Prompt \"{prompt}\", seed {seed}, {steps} iterations of the "
-                 f"{scheduler_name(run_pipe.scheduler)} sampler, {time.perf_counter() - start:.1f} s.\n\n"
-                 f"| class guidance w | guidance | CLIP score |\n|---:|---|---:|\n{rows}")
-        yield str(video), table
+        yield str(video), teaching.guidance_table(prompt, seed, steps, scheduler_name(run_pipe.scheduler),
+                                                  time.perf_counter() - start, scales, scores)
 
     def text_path(self, record):
         record = self.record_of(record)
@@ -510,30 +350,16 @@ class TinyDiTApp:
         reference = None
         attributes = shapes_attributes(record.prompt)
         if attributes is not None:
-            clip = training_clip(record.geometry, attributes, seed=record.seed)
+            g = record.geometry
+            clip = attributes_clip(attributes, g.num_frames, g.height, g.width, seed=record.seed)
             with torch.no_grad():
                 reference = float(self.pipe.text_encoder.clip_score(torch.from_numpy(clip[None]), record.prompt)[0])
         chart = views.clip_score_chart(record.clip_scores, reference)
-        real = tokens.num_real
-        summary = (f"CLIP read **{real} of its {tokens.context_length} token slots** (start + {real - 2} word pieces + "
-                   f"end); the other {tokens.context_length - real} are padding, masked out of cross-attention.")
-        if tokens.truncated:
-            summary += (f" The prompt needed {tokens.num_wanted} tokens, so it was **truncated** to "
-                        f"\"{tokens.read_text}\".")
-        mean = float(np.mean(record.clip_scores))
-        summary += f" Mean CLIP score of the {len(record.clip_scores)} clips: {mean:.3f}"
-        summary += f" (a rendered clip of the prompt: {reference:.3f})." if reference is not None else "."
-        return views.tokens_image(tokens), chart, summary
+        return views.tokens_image(tokens), chart, teaching.text_path_summary(tokens, record.clip_scores, reference)
 
     def adaln(self, record):
         record = self.record_of(record)
-        adaln = record.adaln
-        gates = adaln[:, :, [2, 5]].mean(axis=(0, 2))  # mean |gate| per block
-        strongest = int(gates.argmax())
-        md = (f"Mean |gate| over the run, per block: " + ", ".join(f"block {b + 1}: {g:.3f}" for b, g in enumerate(gates))
-              + f". Block {strongest + 1} lets the most of its branches through. Iteration 1 is the noisiest "
-                f"(sigma = 1), the last the cleanest.")
-        return views.adaln_plot(record), md
+        return views.adaln_plot(record), teaching.adaln_summary(record.adaln)
 
     def forward_process(self, prompt, level, seed):
         """A training-style clip of the prompt noised to level s, decoded: (clip image, ladder, text)."""
@@ -543,20 +369,10 @@ class TinyDiTApp:
         attributes = shapes_attributes(prompt)
         named = attributes is not None
         attributes = attributes or {"color": "red", "shape": "circle", "motion": "left", "background": "black"}
-        clip = training_clip(self.geometry, attributes, seed=seed)
+        g = self.geometry
+        clip = attributes_clip(attributes, g.num_frames, g.height, g.width, seed=seed)
         strip, ladder = views.forward_process_images(self.pipe, clip, level, seed=seed)
-        held_out = (attributes["color"], attributes["shape"]) in HELD_OUT_PAIRS
-        what = "{color} {shape} moving {motion} on a {background} background".format(**attributes).replace(
-            "moving growing", "growing").replace("moving shrinking", "shrinking")
-        article = "an" if what[0] in "aeiou" else "a"
-        shown = min(8, self.geometry.num_frames)
-        md = (f"A rendered clip of {article} {what} ({shown} of its {self.geometry.num_frames} frames), at noise level "
-              f"**s = {level:.2f}**: {100 * (1 - level):.0f}% clip + {100 * level:.0f}% noise in latent space.")
-        if not named:
-            md += " (The prompt names no shapes-world colour and shape, so a red circle is shown.)"
-        if held_out:
-            md += " This colour-shape pair is **held out**: the model never saw it in training."
-        return strip, ladder, md
+        return strip, ladder, teaching.forward_process_summary(attributes, named, level, self.geometry.num_frames)
 
     # -- Sora tasks ---------------------------------------------------------------
 
@@ -576,7 +392,7 @@ class TinyDiTApp:
         """One of Sora's other tasks (tiny_dit.sora_tasks): the pipeline's `conditions=` built from the
         uploads, checked, sampled. Returns (result video, filmstrip with the given frames marked, text)."""
         g = self.geometry
-        side = g.vae_scale_factor * g.patch_size  # sides must be multiples of this
+        side = g.patch_pixels  # sides must be multiples of one token's pixels
         task = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS})
         prompt = check_prompt(prompt)
         num_frames = check_number(num_frames, "Number of frames", 1, SORA_FRAMES_MAX, integer=True)
@@ -607,16 +423,13 @@ class TinyDiTApp:
                               conditions=conditions or None, num_inference_steps=steps, guidance_scale=guidance,
                               generator=torch.Generator().manual_seed(seed), output_type="np",
                               callback_on_step_end=on_step).frames[0]
-        frames = (np.asarray(frames) * 255).round().astype(np.uint8)  # (T, H, W, 3)
+        frames = to_uint8(frames)  # (T, H, W, 3)
         seconds = time.perf_counter() - start
         video = write_mp4(self._run_dir() / f"sora-{task}.mp4", sora_tasks.mark_known_frames(frames, known), fps=FPS)
         strip = sora_tasks.known_frames_strip(frames, known)
-        lines = [f"**{sora_tasks.describe_result(task, known)}**",
-                 f"{num_frames} frame{'s' if num_frames > 1 else ''} of {width} x {height} px, {steps} iterations of "
-                 f"the {scheduler_name(run_pipe.scheduler)} sampler, class guidance {guidance:g}, seed {seed}, "
-                 f"{seconds:.1f} s."]
-        lines += [f"Note: {n}" for n in notices]
-        return str(video), strip, "\n\n".join(lines)
+        md = teaching.sora_summary(sora_tasks.describe_result(task, known), num_frames, width, height, steps,
+                                   scheduler_name(run_pipe.scheduler), guidance, seed, seconds, notices)
+        return str(video), strip, md
 
     # -- Word attention (cross-attention per word) and how the model learned ----------------
 
@@ -717,9 +530,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
 
     with gr.Blocks(title="tiny-dit: Sora in miniature", delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(INTRO)
-        model_md = (f"Model: `{model_name}`: {g.num_frames} frames of {g.width} x {g.height} px, "
-                    f"{g.num_tokens} tokens, {g.depth} blocks x {g.num_heads} heads, width {g.hidden_size}.")
-        gr.Markdown("\n\n".join([model_md] + [f"**Note:** {n}" for n in app.notices]), elem_id="model-info")
+        gr.Markdown(teaching.model_summary(model_name, g, app.notices), elem_id="model-info")
         # The state holds a RunHandle; the run itself lives in app.runs (bounded: see tiny_dit.app_sessions).
         run_state = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=app.runs.drop)
         query_state = gr.State(None)
@@ -790,7 +601,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                             sora_keep = gr.Slider(1, 32, value=SORA_KEEP_DEFAULT, step=1,
                                                   label="Frames taken from each clip")
                         with gr.Row():
-                            side = g.vae_scale_factor * g.patch_size
+                            side = g.patch_pixels
                             sora_height = gr.Slider(side, 2 * g.height, value=g.height, step=side, label="Height (px)")
                             sora_width = gr.Slider(side, 2 * g.width, value=g.width, step=side, label="Width (px)")
                         with gr.Row():

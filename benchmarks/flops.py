@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from diffusers.utils import logging  # noqa: E402
 
-from tiny_dit.model import TinyDiT  # noqa: E402
-from tiny_dit.train import PRESETS  # noqa: E402
+from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT, tiny_dit_preset  # noqa: E402
 
 logging.set_verbosity_error()  # no notes about casting the (meta) model to float16
 
@@ -40,8 +39,8 @@ def build(preset: str, latent: tuple[int, int, int, int], text_width: int, poole
           dtype=torch.float32) -> TinyDiT:
     channels, frames, height, _ = latent
     with torch.device("meta"):
-        return TinyDiT(in_channels=channels, num_frames=frames, sample_size=height, text_embed_dim=text_width,
-                       pooled_embed_dim=pooled_width, **PRESETS[preset]["model"]).to(dtype)
+        return tiny_dit_preset(preset, in_channels=channels, num_frames=frames, sample_size=height,
+                               text_embed_dim=text_width, pooled_embed_dim=pooled_width).to(dtype)
 
 
 def forward_macs(model: TinyDiT, latent, context: int) -> dict[str, float]:
@@ -105,7 +104,7 @@ def duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="base")
+    parser.add_argument("--preset", choices=sorted(TINY_DIT_PRESETS), default="base")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--latent", type=int, nargs=4, default=(4, 16, 32, 32), metavar=("C", "T", "H", "W"),
@@ -119,9 +118,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="achieved TFLOP/s to convert FLOPs into time (default 15 25 30)")
     parser.add_argument("--memory", type=float, default=15.0, help="usable GPU memory in GB (T4: 15)")
     args = parser.parse_args(argv)
-    preset = PRESETS[args.preset]
-    batch = args.batch_size or preset["batch_size"]
-    steps = args.steps or preset["steps"]
+    batch, steps = args.batch_size, args.steps
+    if not (batch and steps):  # the preset's training defaults: they live with the training script
+        from tiny_dit.train import PRESETS
+        batch, steps = batch or PRESETS[args.preset]["batch_size"], steps or PRESETS[args.preset]["steps"]
     latent = tuple(args.latent)
 
     model = build(args.preset, latent, args.text_width, args.pooled_width)

@@ -45,6 +45,7 @@ from tiny_dit.autoencoder import decode_latents, encode_clips
 from tiny_dit.data.shapes import NUM_FRAMES, random_clip_spec, render_clips
 from tiny_dit.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, score
 from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTCondition, TinyDiTPipeline
+from tiny_dit.video import to_uint8
 
 # task -> the known pieces of the 16-frame clip, as (first, last + 1) frame ranges.
 TASKS = {
@@ -120,7 +121,7 @@ def measure_tasks(pipe: TinyDiTPipeline, num_inputs: int = 8, steps: int = DEFAU
                           conditions=conditions_for(clip, pieces), num_inference_steps=steps,
                           guidance_scale=guidance_scale,
                           generator=torch.Generator().manual_seed(seed * 100_003 + i)).frames[0]
-            outputs.append((frames * 255).round().astype(np.uint8))
+            outputs.append(to_uint8(frames))
         outputs = np.stack(outputs)  # (N, 16, H, W, 3)
         boundary, elsewhere = seam_changes(outputs, known)
         ref_boundary, ref_elsewhere = seam_changes(round_trip, known)
@@ -147,7 +148,7 @@ def measure_sizes(pipe: TinyDiTPipeline, sizes=DEFAULT_SIZES, num_prompts: int =
         frames = pipe([p["text"] for p in prompts], num_frames=num_frames, height=height, width=width,
                       num_inference_steps=steps, guidance_scale=guidance_scale,
                       generator=torch.Generator().manual_seed(seed)).frames  # (N, T, H, W, 3) in [0, 1]
-        clips = (frames * 255).round().astype(np.uint8)
+        clips = to_uint8(frames)
         if still:  # the judge reads motion off several frames: a still held for 4 shows none
             clips = np.repeat(clips, 4, axis=1)
         results[f"{num_frames}x{height}x{width}"] = {

@@ -74,8 +74,6 @@ def main(argv: list[str] | None = None) -> dict:
     from diffusers import LatteTransformer3DModel
 
     from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
-    from tiny_dit.train import PRESETS
-
     pipe = TinyDiTPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     dit = pipe.transformer.eval()
@@ -153,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Training throughput of the small preset's step (forward, backward, AdamW).
     from tiny_dit.flow import flow_matching_loss
+    from tiny_dit.train import PRESETS  # the training defaults: what a training step is
 
     batch = PRESETS["small"]["batch_size"]
     dit.train()

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives 
 import app  # noqa: E402
 from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
 from tiny_dit.app_sessions import RunHandle, RunStore
-from tiny_dit.inspector import ATTENTION_CACHE_STEPS, _ATTENTION_CACHE, RunRecord, record_run, shapes_attributes
+from tiny_dit.inspector import ATTENTION_CACHE_STEPS, _ATTENTION_CACHE, RunRecord, record_run
 from tiny_dit.model import TinyDiT
 from tiny_dit.schedulers import SCHEDULERS, noise_levels, transformer_passes
 from tiny_dit.pipeline import TinyDiTPipeline
@@ -429,14 +429,6 @@ def test_picking_a_task_sets_the_number_of_frames(tiny_app):
     assert tiny_app.sora_task_changed("connect", 1)[0] == tiny_app.geometry.num_frames
     frames, how = tiny_app.sora_task_changed("animate", 8)
     assert frames == gr.skip() and "frame 1" in how
-
-
-def test_shapes_attributes_reads_every_phrasing():
-    assert shapes_attributes("on a gray background, a blue circle slides right") == {
-        "color": "blue", "shape": "circle", "motion": "right", "background": "gray"}
-    assert shapes_attributes("a yellow star gets smaller")["motion"] == "shrinking"
-    assert shapes_attributes("a black background with a red star getting bigger")["background"] == "black"
-    assert shapes_attributes("a cat") is None
 
 
 # --- bad inputs --------------------------------------------------------------------------

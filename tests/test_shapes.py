@@ -196,3 +196,11 @@ def test_still_captions_can_leave_out_each_word():
     assert caption("red", None, None, "white") == "a red shape on a white background"
     assert caption("red", "star", None, None) == "a red star"
     assert caption(None, None, None, None, phrasing=4) == "shape"
+
+
+def test_shapes_attributes_reads_every_phrasing():
+    assert shapes.shapes_attributes("on a gray background, a blue circle slides right") == {
+        "color": "blue", "shape": "circle", "motion": "right", "background": "gray"}
+    assert shapes.shapes_attributes("a yellow star gets smaller")["motion"] == "shrinking"
+    assert shapes.shapes_attributes("a black background with a red star getting bigger")["background"] == "black"
+    assert shapes.shapes_attributes("a cat") is None

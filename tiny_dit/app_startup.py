@@ -1,5 +1,10 @@
-"""Starting the app quickly: the compute dtype chosen from what the hardware has, not timed,
-and no spurious warnings at load.
+"""Starting the app: which model it loads (with its fallbacks), the compute dtype chosen from
+what the hardware has, not timed, and no spurious warnings at load.
+
+    pipe, name, notices = load_pipeline(requested, env="TINY_DIT_MODEL", bundled="assets/tiny-dit-shapes")
+
+Loading falls back from the requested model to the bundled one to an untrained stand-in of the
+same shapes (standin_pipeline), and says why in `notices`, so the page always comes up.
 
 `pipe.set_dtype("auto")` times a 4-clip guided batch of the transformer in float32 and in
 bfloat16 and keeps the faster: 3.6-4.1 s of a 13 s cold start on this 2-core CPU (measured
@@ -18,6 +23,8 @@ import os
 from pathlib import Path
 
 import torch
+
+from tiny_dit.app_checks import md_escape, short
 
 DTYPE_ENV = "TINY_DIT_DTYPE"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -73,3 +80,59 @@ def quiet_loading() -> None:
     logger = logging.getLogger("diffusers.configuration_utils")
     if not any(isinstance(f, _DropUnusedConfigWarning) for f in logger.filters):
         logger.addFilter(_DropUnusedConfigWarning())
+
+
+def prepare(pipe, name: str = ""):
+    """The pipeline ready to serve: eval mode, on the GPU if there is one, in its compute dtype,
+    without progress bars."""
+    pipe.set_progress_bar_config(disable=True)
+    for component in (pipe.transformer, pipe.vae, pipe.text_encoder):
+        component.eval()
+    pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+    how = set_dtype(pipe, name)  # bfloat16 where the hardware has native bfloat16 matmuls
+    log.info("compute dtype: %s", how)  # also printed with the URL at start
+    return pipe
+
+
+def standin_pipeline(seed: int = 0, preset: str = "small"):
+    """An UNTRAINED pipeline of the bundled model's shapes (tiny CLIP, tiny autoencoder, the "small"
+    TinyDiT preset of tiny_dit.model.TINY_DIT_PRESETS), random weights: for developing the app when
+    no trained model is there. Its clips are noise; its sizes, tokens and timings are the real ones."""
+    from tiny_dit.autoencoder import tiny_autoencoder
+    from tiny_dit.model import tiny_dit_preset
+    from tiny_dit.pipeline import TinyDiTPipeline
+    from tiny_dit.text_encoder import CLIPEncoder
+
+    torch.manual_seed(seed)
+    clip, vae = CLIPEncoder().eval(), tiny_autoencoder().eval()
+    model = tiny_dit_preset(preset, in_channels=vae.config.latent_channels, num_frames=16, sample_size=32,
+                            text_embed_dim=clip.model.transformer.width,
+                            pooled_embed_dim=clip.model.text_projection.shape[1]).eval()
+    with torch.no_grad():  # move off the zero-output initialisation, so that something happens
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return TinyDiTPipeline.from_components(model, clip, vae, progress_bar=True)
+
+
+def load_pipeline(requested: str | None, env: str, bundled: str, bundled_path: str | Path | None = None):
+    """The model `requested` (None: $`env`), else the bundled one (`bundled`, found at `bundled_path`),
+    else an untrained stand-in. Returns (pipeline, what was loaded, notices for the page)."""
+    from tiny_dit.pipeline import TinyDiTPipeline
+
+    requested = os.environ.get(env, "").strip() if requested is None else requested
+    notices = []
+    quiet_loading()
+    if requested:
+        try:
+            return prepare(TinyDiTPipeline.from_pretrained(requested), requested), requested, notices
+        except Exception as error:  # any failure to load: say so and fall back
+            notices.append(f"Could not load the model `{requested}` ({env}): {md_escape(short(error))} "
+                           f"Falling back to the bundled model `{bundled}`.")
+    try:
+        pipe = TinyDiTPipeline.from_pretrained(str(bundled_path or bundled))
+        return prepare(pipe, bundled), bundled, notices
+    except Exception as error:
+        notices.append(f"The bundled model `{bundled}` could not be loaded either ({md_escape(short(error))}). "
+                       "**Running an untrained stand-in with random weights: its clips are noise.** Train a model "
+                       f"(`python -m tiny_dit.train`) and point {env} at its `pipeline/` folder.")
+    return prepare(standin_pipeline(), "standin"), "untrained stand-in (random weights)", notices

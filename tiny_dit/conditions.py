@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from tiny_dit.autoencoder import encode_clips
+from tiny_dit.flow import add_noise
 
 
 @dataclass
@@ -88,7 +89,7 @@ def hold_known_frames(latents: torch.Tensor, known: KnownFrames, noise: torch.Te
 
     the forward process of rectified flow (the path every training clip was noised along). The
     other frames are left as they are. noise: (B, C, T, h, w), the starting noise of the run."""
-    noised = (1 - sigma) * known.latents + sigma * noise  # (B, C, T, h, w)
+    noised = add_noise(known.latents, noise, sigma)  # (B, C, T, h, w)
     return torch.where(known.mask.bool(), noised, latents)
 
 

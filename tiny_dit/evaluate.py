@@ -37,6 +37,7 @@ from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, 
 from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
 from tiny_dit.schedulers import SCHEDULERS, choose_scheduler, config_shift, scheduler_name, transformer_passes
 from tiny_dit.text_encoder import CLIPEncoder
+from tiny_dit.video import to_uint8
 
 ATTRIBUTES = ("color", "shape", "motion", "background")
 
@@ -275,7 +276,7 @@ def evaluate_pipeline(pipe: TinyDiTPipeline, clip: CLIPEncoder, num_prompts: int
             generator = torch.Generator().manual_seed(seed * 100_003 + start)
             out = pipe([p["text"] for p in batch], num_inference_steps=steps, num_frames=num_frames,
                        guidance_scale=guidance_scale, generator=generator).frames
-            clips.append(torch.from_numpy((out * 255).round().astype(np.uint8)))
+            clips.append(torch.from_numpy(to_uint8(out)))
         results[split] = evaluate_clips(torch.cat(clips), prompts, clip)
     return results
 

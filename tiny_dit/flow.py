@@ -20,10 +20,63 @@ Text conditioning is passed as a dict of model keyword arguments, e.g.
 and `uncond` holds the same keys for the empty prompt, with batch size 1
 (broadcast to the batch) or B. Token states and masks of `cond` and `uncond`
 must have the same length L (CLIP pads every prompt to its context length).
+
+This file is the one home of the equations; the pipeline, the conditions, the views and
+the app call these functions, so what is read here is what runs:
+
+    add_noise              x_s = (1 - s) x0 + s noise             the forward process
+    velocity_target        v = noise - x0                         what the model learns
+    predicted_x0           x0 = x_s - s v                         the end of the line through x_s
+    guided_velocity        v = v_u + w (v_c - v_u)                classifier-free guidance
+    is_guided              w > 1                                  whether guidance runs at all
+    sampling_noise_levels  1, 1 - 1/N, ..., 1/N, 0                the noise levels of N Euler steps
+    sample_noise_levels    s = sigmoid(n), n ~ N(0, 1), shifted   the training noise levels
 """
 
 import torch
 import torch.nn.functional as F
+
+# Default guidance weight w of the samplers (euler_sample, the pipeline, the app).
+DEFAULT_GUIDANCE_SCALE = 5.0
+# The model's timestep for noise level s is TIMESTEP_SCALE * s (diffusers' num_train_timesteps).
+TIMESTEP_SCALE = 1000
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, s) -> torch.Tensor:
+    """The forward process x_s = (1 - s) * x0 + s * noise: the point at noise level s on the straight
+    line from the clean latents x0 (s = 0) to the noise (s = 1). `s` broadcasts against x0, e.g.
+    (B, 1, 1, 1, 1) for one level per clip, or a float."""
+    return (1 - s) * x0 + s * noise
+
+
+def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v = d x_s / d s = noise - x0: the (constant) velocity along the line, what the model learns."""
+    return noise - x0
+
+
+def predicted_x0(x_s: torch.Tensor, s, v: torch.Tensor) -> torch.Tensor:
+    """x0 = x_s - s * v: where the straight line through x_s with velocity v reaches s = 0, i.e. the
+    model's current guess of the clean clip (what the app's live preview shows)."""
+    return x_s - s * v
+
+
+def is_guided(guidance_scale: float) -> bool:
+    """Whether classifier-free guidance runs: w > 1 (diffusers' convention). With w <= 1 the samplers
+    run the conditional model alone, one pass per step instead of two (w = 1 is the same clip)."""
+    return guidance_scale > 1.0
+
+
+def guided_velocity(v_uncond: torch.Tensor, v_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: v = v_uncond + w * (v_cond - v_uncond). w = 1 is the conditional
+    velocity; a larger w pushes away from the prompt-free prediction, towards the prompt."""
+    return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+
+def sampling_noise_levels(num_inference_steps: int, device=None) -> torch.Tensor:
+    """The noise levels of N sampling steps, evenly spaced: 1, 1 - 1/N, ..., 1/N, 0 (N + 1,) float32.
+    Step i goes from level i to level i + 1. The pipeline gives the first N to its scheduler (which
+    may bend them with its `shift` and appends the final 0)."""
+    return torch.linspace(1.0, 0.0, num_inference_steps + 1, device=device)
 
 
 def sample_noise_levels(batch_size: int, generator: torch.Generator | None = None, device=None,
@@ -66,8 +119,8 @@ def flow_matching_loss(
     s = sample_noise_levels(B, generator, x0.device, shift=noise_shift)  # (B,)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     s_ = s.to(x0.dtype).view(B, *[1] * (x0.dim() - 1))  # (B, 1, 1, 1, 1): one level per clip
-    x_s = (1 - s_) * x0 + s_ * noise
-    target = noise - x0
+    x_s = add_noise(x0, noise, s_)
+    target = velocity_target(x0, noise)
 
     drop = torch.rand(B, generator=generator, device=x0.device) < label_dropout  # (B,) True = use empty prompt
     kwargs = {}
@@ -75,7 +128,7 @@ def flow_matching_loss(
         drop_b = drop.view(B, *[1] * (value.dim() - 1))  # broadcast over all but the batch axis
         kwargs[key] = torch.where(drop_b, _broadcast_to_batch(uncond[key], B), value)
 
-    v_pred = model(x_s, timestep=s * 1000, **kwargs).sample
+    v_pred = model(x_s, timestep=s * TIMESTEP_SCALE, **kwargs).sample
     return F.mse_loss(v_pred.float(), target.float())
 
 
@@ -86,15 +139,15 @@ def euler_sample(
     cond: dict,
     uncond: dict | None = None,
     num_inference_steps: int = 50,
-    guidance_scale: float = 5.0,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
 ) -> torch.Tensor:
     """Generate latents by Euler integration from s = 1 (noise) to s = 0 (data).
 
-    With `uncond`, classifier-free guidance: the conditional and unconditional
-    velocities come from one forward on a doubled batch [uncond; cond] and are
-    combined as v = v_uncond + guidance_scale * (v_cond - v_uncond).
-    Without `uncond` (or, equivalently, with guidance_scale = 1) it samples the
-    conditional model alone.
+    With `uncond` and guidance_scale > 1 (is_guided), classifier-free guidance: the
+    conditional and unconditional velocities come from one forward on a doubled batch
+    [uncond; cond] and are combined as v = v_uncond + guidance_scale * (v_cond - v_uncond).
+    Without `uncond`, or with guidance_scale <= 1, it samples the conditional model
+    alone, as the pipeline does.
 
     Args:
         noise: the starting point, (B, C, T, H, W), standard Gaussian.
@@ -102,16 +155,17 @@ def euler_sample(
         the sampled latents, same shape as `noise`.
     """
     B = noise.shape[0]
-    if uncond is not None:
+    guided = uncond is not None and is_guided(guidance_scale)
+    if guided:
         cond = {k: torch.cat([_broadcast_to_batch(uncond[k], B), v]) for k, v in cond.items()}  # (2B, ...)
 
-    sigmas = torch.linspace(1.0, 0.0, num_inference_steps + 1, device=noise.device)  # evenly spaced noise levels
+    sigmas = sampling_noise_levels(num_inference_steps, device=noise.device)  # (N + 1,) 1 ... 0
     x = noise
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        x_in = x if uncond is None else torch.cat([x, x])  # (B or 2B, C, T, H, W)
-        v = model(x_in, timestep=(s * 1000).expand(x_in.shape[0]), **cond).sample
-        if uncond is not None:
+        x_in = torch.cat([x, x]) if guided else x  # (2B or B, C, T, H, W)
+        v = model(x_in, timestep=(s * TIMESTEP_SCALE).expand(x_in.shape[0]), **cond).sample
+        if guided:
             v_uncond, v_cond = v.chunk(2)
-            v = v_uncond + guidance_scale * (v_cond - v_uncond)
+            v = guided_velocity(v_uncond, v_cond, guidance_scale)
         x = x + (s_next - s) * v  # s_next < s: a step back along the line, towards the data
     return x

@@ -14,9 +14,9 @@ DPM-Solver++ and UniPC, 2N - 1 for Heun's N steps (tiny_dit.schedulers.transform
 every solver can be looked inside; record a run with `pipe.with_scheduler(name)` as `pipe`.
 
 One run of `TinyDiTPipeline` is recorded, nothing is run twice:
-  * x_t and pred_x0 of the first clip come from the pipeline's step callback
-    (`callback_on_step_end_tensor_inputs=["latents", "pred_x0"]`); the starting noise is
-    drawn here with `pipe.prepare_latents`, exactly as the pipeline would draw it.
+  * x_t and pred_x0 of the first clip, the noise levels and the model's timesteps come from the
+    pipeline's step callback (`callback_on_step_end_tensor_inputs=RECORDED_INPUTS`): the recorder
+    asks the pipeline for them and neither repeats its opening steps nor reads its scheduler.
   * Attention maps are not kept: a run of 36 clips and 60 iterations would hold 6 blocks x
     6 heads x 256 x 256 x 60 steps x 2 bytes = 283 MB of them per session. `record.attention_at(k)`
     recomputes them for one step from what is kept: the transformer is run once more, on clip 1
@@ -37,15 +37,15 @@ One run of `TinyDiTPipeline` is recorded, nothing is run twice:
 `iter_run` runs the same recording in a worker thread and yields progress events
 (step, noise level, the current guess of the clean clips) while it runs: the app's live
 preview. Both only hook the model for the duration of the call, and only react to the
-thread that is sampling, so other threads may use the same pipeline meanwhile (the app
-still runs one sampling at a time, because the scheduler is shared).
+thread that is sampling, so other threads may use the same pipeline meanwhile. A scheduler
+holds the state of a run, so concurrent runs each need their own (`pipe.with_scheduler`, as
+the app does); the app still runs one sampling at a time, to share the CPU by turns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
-import re
 import threading
 import time
 import uuid
@@ -57,10 +57,14 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from tiny_dit.model import token_grid
 from tiny_dit.schedulers import scheduler_name, transformer_passes
+from tiny_dit.video import to_uint8
 
 MODULATION_NAMES = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
 TEXT_KWARGS = ("encoder_hidden_states", "pooled_projections", "encoder_attention_mask")  # the transformer's
+# What the recorder asks the pipeline's step callback for (see TinyDiTPipeline.__call__).
+RECORDED_INPUTS = ["latents", "pred_x0", "start_latents", "sigma", "sigma_next", "model_timestep"]
 ATTENTION_CACHE_STEPS = 4  # recomputed attention maps kept (all runs together): ~4.7 MB each for the bundle
 
 
@@ -93,9 +97,8 @@ class ModelGeometry:
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        """The token grid (T', H', W')."""
-        t, h, w = self.latent_size
-        return t // self.patch_size_t, h // self.patch_size, w // self.patch_size
+        """The token grid (T', H', W') (tiny_dit.model.token_grid)."""
+        return token_grid(*self.latent_size, self.patch_size_t, self.patch_size)
 
     @property
     def num_tokens(self) -> int:
@@ -254,49 +257,6 @@ def tokenize(pipe, prompt: str) -> tuple[TokenInfo, list[str]]:
     return TokenInfo(ids=ids, pieces=pieces, num_real=eot + 1, num_wanted=wanted, context_length=context), messages
 
 
-_MOTION_PHRASES = None
-
-
-def shapes_attributes(prompt: str) -> dict | None:
-    """(color, shape, motion, background) named in a shapes-world prompt, or None if it names
-    no colour or no shape. Missing motion/background default to "left"/"black"."""
-    global _MOTION_PHRASES
-    from tiny_dit.data.shapes import _MOTION_WORDS, BACKGROUNDS, COLORS, SHAPES
-
-    if _MOTION_PHRASES is None:  # longest phrases first: "moves to the left" before "left"
-        phrases = {words[m]: m for words in _MOTION_WORDS for m in words}
-        _MOTION_PHRASES = sorted(phrases.items(), key=lambda kv: -len(kv[0]))
-    text = " " + re.sub(r"[^a-z]+", " ", prompt.lower()) + " "
-    background = next((b for b in BACKGROUNDS if f" {b} background " in text), None)
-    if background:
-        text = text.replace(f" {background} background ", " ")
-    color = next((c for c in COLORS if f" {c} " in text), None)
-    shape = next((s for s in SHAPES if f" {s} " in text), None)
-    motion = next((m for phrase, m in _MOTION_PHRASES if f" {phrase} " in text), None)
-    if motion is None:
-        motion = next((m for m in ("left", "right", "up", "down") if f" {m} " in text), None)
-    if color is None or shape is None:
-        return None
-    return {"color": color, "shape": shape, "motion": motion or "left", "background": background or "black"}
-
-
-def training_clip(geometry: ModelGeometry, attributes: dict, seed: int = 0) -> np.ndarray:
-    """A rendered shapes-world clip with these attributes (color, shape, motion, background), at the
-    model's clip size: uint8 (T, H, W, 3). Position, size and speed are drawn from `seed`."""
-    from tiny_dit.data.shapes import NUM_FRAMES, random_clip_spec, render_clips
-
-    spec = random_clip_spec(np.random.default_rng(int(seed)), attributes["color"], attributes["shape"],
-                            attributes["motion"], attributes["background"], phrasing=0)
-    idx = np.linspace(0, NUM_FRAMES - 1, geometry.num_frames).round().astype(int).tolist()
-    clip = render_clips([spec], frame_indices=idx)[0]  # (T, 128, 128, 3)
-    if clip.shape[1:3] != (geometry.height, geometry.width):
-        x = clip.permute(0, 3, 1, 2).float()
-        x = torch.nn.functional.interpolate(x, size=(geometry.height, geometry.width), mode="bilinear",
-                                            antialias=True, align_corners=False)
-        clip = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return clip.numpy()
-
-
 # ----------------------------------------------------------------------------
 # Recording
 # ----------------------------------------------------------------------------
@@ -379,24 +339,24 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
     geometry = ModelGeometry.of(pipe)
     frames_, height, width = pipe.default_size()
     pipe.check_inputs(prompt, None, steps, guidance_scale, num_videos, frames_, height, width, None, "np",
-                      ["latents", "pred_x0"], None)
+                      RECORDED_INPUTS, None)  # before the tokenizer and the hooks: bad input, no work
     tokens, notices = tokenize(pipe, prompt)
-    device = pipe._execution_device
-    generator = torch.Generator().manual_seed(int(seed))
-    noise = pipe.prepare_latents(num_videos, frames_, height, width, generator, device)  # as the pipeline draws it
 
-    x_t = [noise[0].to(torch.float16).cpu().numpy()]
-    pred_x0 = []
+    x_t, pred_x0, sigmas, timesteps = [], [], [], []  # clip 1's latents per pass, its noise levels, timesteps
     step_ends = []
     passes = transformer_passes(pipe.scheduler, steps)  # the callback runs once a pass (Heun: 2N - 1)
     recorder = _Recorder(pipe, num_videos, passes, cancel)
 
     def callback(_pipe, i, t, kwargs):
+        if i == 0:
+            x_t.append(kwargs["start_latents"][0].to(torch.float16).cpu().numpy())  # x at noise level 1
         pred_x0.append(kwargs["pred_x0"][0].to(torch.float16).cpu().numpy())
         x_t.append(kwargs["latents"][0].to(torch.float16).cpu().numpy())
+        sigmas[i:] = [float(kwargs["sigma"][0]), float(kwargs["sigma_next"][0])]  # ... sigma_i, sigma_{i+1}
+        timesteps.append(float(kwargs["model_timestep"][0]))
         step_ends.append(time.perf_counter())
         if on_step is not None:
-            on_step(i, passes, float(pipe.scheduler.sigmas[i]), kwargs["pred_x0"])
+            on_step(i, passes, sigmas[i], kwargs["pred_x0"])
         recorder.step = i + 1
         if cancel is not None and cancel.is_set():
             raise RunCancelled("the run was stopped")
@@ -404,15 +364,11 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
 
     with recorder:
         frames = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
-                      num_videos_per_prompt=num_videos, latents=noise.clone(), output_type="np",
-                      callback_on_step_end=callback,
-                      callback_on_step_end_tensor_inputs=["latents", "pred_x0"]).frames
+                      num_videos_per_prompt=num_videos, generator=torch.Generator().manual_seed(int(seed)),
+                      output_type="np", callback_on_step_end=callback,
+                      callback_on_step_end_tensor_inputs=RECORDED_INPUTS).frames
     t_decoded = time.perf_counter()
-    timesteps = pipe.scheduler.timesteps.detach().float().cpu().numpy()[:passes].copy()
-    sigmas = pipe.scheduler.sigmas.detach().float().cpu().numpy()[:passes + 1].copy()
-    if not pipe.scheduler.timesteps.is_floating_point():  # DPM-Solver++, UniPC: the model was fed 1000 sigma
-        timesteps = sigmas[:passes] * float(pipe.scheduler.config.num_train_timesteps)
-    clips = (np.asarray(frames) * 255).round().astype(np.uint8)  # (N, T, H, W, 3)
+    clips = to_uint8(frames)  # (N, T, H, W, 3)
     with torch.no_grad():
         scores = pipe.text_encoder.clip_score(torch.from_numpy(clips), prompt).float().cpu().tolist()
     t_end = time.perf_counter()
@@ -421,8 +377,9 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
     step_starts = [first] + step_ends[:-1]
     return RunRecord(
         prompt=prompt, seed=int(seed), guidance_scale=float(guidance_scale), num_inference_steps=steps,
-        num_videos=num_videos, geometry=geometry, frames=clips, sigmas=sigmas, x_t=np.stack(x_t),
-        pred_x0=np.stack(pred_x0), timesteps=timesteps, conditioning=recorder.conditioning,
+        num_videos=num_videos, geometry=geometry, frames=clips, sigmas=np.array(sigmas, dtype=np.float32),
+        x_t=np.stack(x_t), pred_x0=np.stack(pred_x0), timesteps=np.array(timesteps, dtype=np.float32),
+        conditioning=recorder.conditioning,
         transformer=pipe.transformer,
         adaln=recorder.adaln,
         step_seconds=np.array([e - s for s, e in zip(step_starts, step_ends)]),
@@ -452,7 +409,7 @@ def iter_run(pipe, prompt: str, *, preview_every: int = 0,
     RunRecord. Errors of the run are raised here (RunCancelled once `cancel` is set).
     Closing the generator early, or setting `cancel`, stops the run within one DiT block.
     The worker holds `lock`, if given, while it samples: pass the same lock to everything
-    that samples with this pipeline (its scheduler is shared). It sets `done`, if given, when
+    that samples with these models (one run at a time). It sets `done`, if given, when
     it has exited (and released the lock)."""
     events: queue.Queue = queue.Queue()
     cancel = threading.Event() if cancel is None else cancel
@@ -499,4 +456,4 @@ def sample_clips(pipe, prompt: str, *, seed: int, guidance_scale: float, num_inf
     frames = pipe(prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                   num_videos_per_prompt=num_videos, generator=torch.Generator().manual_seed(int(seed)),
                   output_type="np").frames
-    return (np.asarray(frames) * 255).round().astype(np.uint8)
+    return to_uint8(frames)

@@ -94,6 +94,19 @@ def patchify(x: torch.Tensor, patch_size_t: int, patch_size: int) -> torch.Tenso
     return x.reshape(B, (T // pt) * (H // p) * (W // p), C * pt * p * p)  # (B, N, C*pt*p*p)
 
 
+def token_grid(num_frames: int, height: int, width: int, patch_size_t: int, patch_size: int
+               ) -> tuple[int, int, int]:
+    """The token grid (T', H', W') = (T / pt, H / p, W / p) of latents (T, H, W): one token per tubelet.
+    The one home of this arithmetic (TinyDiT.token_grid, the app's ModelGeometry, the pipeline's checks)."""
+    pt, p = patch_size_t, patch_size
+    if num_frames % pt or height % p or width % p:
+        raise ValueError(
+            f"latent size (T={num_frames}, H={height}, W={width}) must be divisible by "
+            f"the tubelet size (pt={pt}, p={p}, p={p})"
+        )
+    return num_frames // pt, height // p, width // p
+
+
 def unpatchify(
     tokens: torch.Tensor, grid: tuple[int, int, int], patch_size_t: int, patch_size: int, channels: int
 ) -> torch.Tensor:
@@ -588,13 +601,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
 
     def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """The token grid (T', H', W') = (T / pt, H / p, W / p) for latents of that size."""
-        pt, p = self.config.patch_size_t, self.config.patch_size
-        if num_frames % pt or height % p or width % p:
-            raise ValueError(
-                f"latent size (T={num_frames}, H={height}, W={width}) must be divisible by "
-                f"the tubelet size (pt={pt}, p={p}, p={p})"
-            )
-        return num_frames // pt, height // p, width // p
+        return token_grid(num_frames, height, width, self.config.patch_size_t, self.config.patch_size)
 
     def num_tokens(self, num_frames: int, height: int, width: int) -> int:
         """Tokens per clip: T/pt * H/p * W/p (latent sizes, not pixels).
@@ -684,3 +691,27 @@ class TinyDiT(ModelMixin, ConfigMixin):
         if not return_dict:
             return (sample,) if attentions is None else (sample, attentions)
         return TinyDiTOutput(sample=sample, attentions=attentions)
+
+
+# ----------------------------------------------------------------------------
+# Presets (as DiT's DiT_models): the model's shape by name. The input sizes (latent channels,
+# frames, sample size, CLIP widths) come from the data; training defaults per preset live in
+# tiny_dit/train.py. Token counts are for 16 x 32 x 32 latents.
+# ----------------------------------------------------------------------------
+
+TINY_DIT_PRESETS = {
+    # For tests and quick checks: runs in seconds on one CPU core.
+    "tiny": dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
+    # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (the bundled model).
+    "small": dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True),
+    # For one GPU: patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens, 37M parameters.
+    "base": dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True),
+}
+
+
+def tiny_dit_preset(name: str, **kwargs) -> TinyDiT:
+    """A fresh TinyDiT of a preset's shape; `kwargs` are the input sizes (in_channels, num_frames,
+    sample_size, text_embed_dim, pooled_embed_dim) and any TinyDiT argument that replaces the preset's."""
+    if name not in TINY_DIT_PRESETS:
+        raise ValueError(f"unknown TinyDiT preset {name!r}: choose one of {list(TINY_DIT_PRESETS)}")
+    return TinyDiT(**{**TINY_DIT_PRESETS[name], **kwargs})

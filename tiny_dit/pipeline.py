@@ -22,12 +22,12 @@ Generation, step by step (`__call__`):
      prompts (default: the empty prompt, which the model learned through
      label dropout);
   2. draw Gaussian noise x at noise level s = 1, in latent space;
-  3. for each noise level s_i of the schedule (1, 1 - 1/N, ..., 1/N):
+  3. for each noise level s_i of the schedule (1, 1 - 1/N, ..., 1/N; flow.sampling_noise_levels):
         v  = transformer(x, 1000 * s_i, text)                 one batched pass on [uncond; cond]
-        v  = v_uncond + guidance_scale * (v_cond - v_uncond)  (CFG)
-        x0 = x - s_i * v                                      the current guess of the clean clip
+        v  = v_uncond + guidance_scale * (v_cond - v_uncond)  (CFG if w > 1: flow.guided_velocity)
+        x0 = x - s_i * v                                      the current guess (flow.predicted_x0)
         x  = x + (s_{i+1} - s_i) * v                          the scheduler's Euler step
-        x[known] = (1 - s_{i+1}) * x0_known + s_{i+1} * noise   only with conditions (RePaint)
+        x[known] = (1 - s_{i+1}) * x0_known + s_{i+1} * noise   only with conditions (flow.add_noise)
   4. decode the final latents to frames with the autoencoder (and cut them to num_frames).
 
 To watch a clip form, ask the step callback for the current guess of the clean clip:
@@ -100,6 +100,7 @@ from tiny_dit.autoencoder import decode_latents as decode_to_frames
 from tiny_dit.autoencoder import spatial_downsample
 from tiny_dit.conditions import (KnownFrames, TinyDiTCondition, encode_known_frames, hold_known_frames,
                                  place_conditions)
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, guided_velocity, is_guided, predicted_x0
 from tiny_dit.model import TinyDiT
 from tiny_dit.schedulers import FlowScheduler, check_flow_scheduler, make_scheduler, set_flow_timesteps
 from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
@@ -108,7 +109,6 @@ COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # Scheduler steps (Euler by default); rectified flow paths are nearly straight, so few suffice.
 DEFAULT_NUM_INFERENCE_STEPS = 20
-DEFAULT_GUIDANCE_SCALE = 5.0  # same default as tiny_dit.flow.euler_sample
 MAX_NUM_INFERENCE_STEPS = 200
 MAX_GUIDANCE_SCALE = 30.0
 MAX_VIDEOS = 36  # per call: prompts x num_videos_per_prompt
@@ -148,7 +148,8 @@ class TinyDiTPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     # What `callback_on_step_end` may ask for (see __call__); each one works on its own.
-    _callback_tensor_inputs = ["latents", "pred_x0", "attentions", *PROMPT_EMBEDDING_NAMES, *NEGATIVE_EMBEDDING_NAMES]
+    _callback_tensor_inputs = ["latents", "pred_x0", "attentions", "start_latents", "sigma", "sigma_next",
+                               "model_timestep", *PROMPT_EMBEDDING_NAMES, *NEGATIVE_EMBEDDING_NAMES]
 
     def __init__(
         self,
@@ -163,6 +164,19 @@ class TinyDiTPipeline(DiffusionPipeline):
         self.register_modules(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, scheduler=scheduler
         )
+
+    # -- building and loading ---------------------------------------------------
+
+    @classmethod
+    def from_components(cls, transformer: TinyDiT, text_encoder: CLIPEncoder, vae: AutoencoderTiny | AutoencoderKL,
+                        shift: float = 1.0, progress_bar: bool = False) -> "TinyDiTPipeline":
+        """A pipeline from its models: the tokenizer is the text encoder's, the scheduler Euler with
+        `shift` (sample at the noise levels training emphasised: its noise shift). How a training run
+        and the app's untrained stand-in build one; a saved pipeline is loaded with from_pretrained."""
+        pipe = cls(vae=vae, text_encoder=text_encoder, tokenizer=text_encoder.tokenizer, transformer=transformer,
+                   scheduler=FlowMatchEulerDiscreteScheduler(shift=shift))
+        pipe.set_progress_bar_config(disable=not progress_bar)
+        return pipe
 
     # -- loading ----------------------------------------------------------------
 
@@ -510,7 +524,7 @@ class TinyDiTPipeline(DiffusionPipeline):
                              "prompt_embeds, prompt_attention_mask and pooled_prompt_embeds (from encode_prompt)")
         if conditions is not None:
             place_conditions(conditions, num_frames, height, width)  # raises for a condition that does not fit
-        if guidance_scale > 1 and negative_prompt_embeds is None and (
+        if is_guided(guidance_scale) and negative_prompt_embeds is None and (
                 self.text_encoder is None or self.tokenizer is None):
             raise ValueError("guidance_scale > 1 needs an unconditional input and this pipeline has no text_encoder "
                              "to embed the empty prompt: pass negative_prompt_embeds, negative_prompt_attention_mask "
@@ -544,7 +558,7 @@ class TinyDiTPipeline(DiffusionPipeline):
     @property
     def do_classifier_free_guidance(self) -> bool:
         """Whether this step runs the unconditional pass too (guidance_scale > 1)."""
-        return self._guidance_scale > 1.0
+        return is_guided(self._guidance_scale)
 
     @property
     def num_timesteps(self) -> int:
@@ -645,6 +659,11 @@ class TinyDiTPipeline(DiffusionPipeline):
                   "attentions": {block: attention probabilities} of the blocks in capture_attention_layers
                                 (default: all blocks), for the conditional pass only (shapes: see
                                 tiny_dit.model.Attention);
+                  "start_latents": the starting noise of the run (B, C, T, h, w), x at noise level 1;
+                  "sigma", "sigma_next", "model_timestep": (B,) float32, the same for every clip: the noise
+                                level of this step's input, that of "latents" after it (0 after the last
+                                step), and the timestep the transformer was given (1000 * sigma). What a
+                                recorder needs, without reading the scheduler's state;
                   "prompt_embeds", "prompt_attention_mask", "pooled_prompt_embeds" and their "negative_"
                                 twins: the conditioning of the next step, one row per clip (the
                                 negative ones are None while guidance is off).
@@ -748,15 +767,19 @@ class TinyDiTPipeline(DiffusionPipeline):
                 v = output.sample.float()
                 if do_cfg:
                     v_uncond, v_cond = v.chunk(2)
-                    v = v_uncond + self._guidance_scale * (v_cond - v_uncond)
-                pred_x0 = latents - sigma * v  # where the straight line through x_t ends at s = 0
+                    v = guided_velocity(v_uncond, v_cond, self._guidance_scale)
+                pred_x0 = predicted_x0(latents, sigma, v)  # where the straight line through x_t ends at s = 0
                 # Euler: x + (s_next - s) v. Every scheduler's output is at noise level sigmas[i + 1].
                 latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
                 if known is not None:  # the known frames, put back at the next noise level (0 after the last step)
                     latents = hold_known_frames(latents, known, noise, self.scheduler.sigmas[i + 1])
 
                 if callback_on_step_end is not None:
-                    available = {"latents": latents, "pred_x0": pred_x0, **embeddings}
+                    rows = latents.shape[0]
+                    available = {"latents": latents, "pred_x0": pred_x0, "start_latents": noise, **embeddings,
+                                 "sigma": sigma.float().to(device).expand(rows),
+                                 "sigma_next": self.scheduler.sigmas[i + 1].float().to(device).expand(rows),
+                                 "model_timestep": model_t.float().to(device).expand(rows)}
                     if "attentions" in tensor_inputs:
                         available["attentions"] = {
                             k: (a.chunk(2)[1] if do_cfg else a) for k, a in (output.attentions or {}).items()}

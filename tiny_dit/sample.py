@@ -85,13 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[Path]:
     args = build_parser().parse_args(argv)
-    import numpy as np
     import torch
 
     from tiny_dit.data.shapes import FPS
     from tiny_dit.pipeline import TinyDiTPipeline
     from tiny_dit.schedulers import choose_scheduler, describe_scheduler, transformer_passes
-    from tiny_dit.video import make_grid, write_gif, write_mp4
+    from tiny_dit.video import make_grid, to_uint8, write_gif, write_mp4
 
     conditions = load_conditions(args.conditions or [], args.frame_index)
     if conditions and args.height is None and args.width is None:  # the size of the given frames
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise SystemExit(f"error: {error}" + (f" ({where})" if where else "")) from error
     generated = time.time()
 
-    clips = (frames * 255).round().astype(np.uint8)
+    clips = to_uint8(frames)  # (N, T, H, W, 3)
     args.out.mkdir(parents=True, exist_ok=True)
     grid = make_grid(clips, ncols=args.num_videos if len(args.prompt) > 1 else None)  # a row per prompt
     if clips.shape[1] == 1:  # images

@@ -36,6 +36,8 @@ import torch
 from diffusers import (DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler,
                        UniPCMultistepScheduler)
 
+from tiny_dit.flow import sampling_noise_levels
+
 
 @dataclass(frozen=True)
 class SchedulerChoice:
@@ -132,7 +134,7 @@ def set_flow_timesteps(scheduler, num_inference_steps: int, device=None) -> torc
     use diffusers' own flow grids: DPM-Solver++ 0.999 ... 0.999/N; Heun 1 ... 0.001 (N - 1 Heun steps
     of two passes, then one Euler step from 0.001 to 0: 2N - 1 passes)."""
     if "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
-        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        sigmas = sampling_noise_levels(num_inference_steps)[:-1].numpy()  # 1 ... 1/N (the scheduler adds 0)
         scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
     else:
         scheduler.set_timesteps(num_inference_steps, device=device)

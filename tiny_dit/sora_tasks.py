@@ -6,7 +6,7 @@ forwards or backwards, connect two clips, at any length and size.
     conditions, known = build_conditions("connect", num_frames=16, height=128, width=128,
                                          clip=a, clip_b=b, keep=4)
     frames = pipe(prompt, num_frames=16, conditions=conditions, output_type="np").frames[0]
-    marked = mark_known_frames((frames * 255).round().astype("uint8"), known)   # a border on the given frames
+    marked = mark_known_frames(to_uint8(frames), known)   # a border on the given frames
 
 Everything the pipeline needs comes from its `conditions=` API (tiny_dit.conditions): this module
 turns uploads (an image, one or two clips; files, arrays or PIL images) into TinyDiTConditions at
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from tiny_dit.conditions import TinyDiTCondition, place_conditions
+from tiny_dit.video import to_uint8
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def _frames_uint8(value, what: str, still: bool) -> np.ndarray:
     if not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all() or value.min() < 0 \
             or value.max() > 1:
         raise ValueError(f"{what} must be uint8, or float in [0, 1].")
-    return (value * 255).round().astype(np.uint8)
+    return to_uint8(value)
 
 
 def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:

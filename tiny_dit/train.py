@@ -41,36 +41,35 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.optimization import get_scheduler
 from tqdm import tqdm
 
 from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.latent_cache import LatentCache, embed_prompts
-from tiny_dit.model import TinyDiT
+from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT
 from tiny_dit.training_utils import JsonlLog, atomic_save
 
-# A preset is the model's shape (TinyDiT keyword arguments; the input sizes come from the cache)
-# plus the training defaults that suit it. Token counts are for 16 x 32 x 32 latents.
+# A preset is the model's shape (tiny_dit.model.TINY_DIT_PRESETS: TinyDiT keyword arguments; the input
+# sizes come from the cache) plus the training defaults that suit it, kept here.
 PRESETS = {
     # For tests and quick checks: runs in seconds on one CPU core.
     "tiny": dict(
-        model=dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
+        model=TINY_DIT_PRESETS["tiny"],
         steps=200, batch_size=8, lr=1e-3, warmup=10, ema_decay=0.99, checkpoint_every=50, sample_every=100,
         noise_shift=1.0, image_batch_size=0,
     ),
     # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (~1 s per step in bf16).
     # lr and noise shift as the bundled model was trained (README: "The bundled model").
     "small": dict(
-        model=dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True),
+        model=TINY_DIT_PRESETS["small"],
         steps=8000, batch_size=32, lr=1e-3, warmup=200, ema_decay=0.999, checkpoint_every=250, sample_every=1000,
         noise_shift=3.0, image_batch_size=0,
     ),
     # For one GPU (e.g. a Colab T4, with --mixed-precision fp16): patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens,
     # 37M parameters. The noise shift as for small (more tokens need at least as much; not measured here).
     "base": dict(
-        model=dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True),
+        model=TINY_DIT_PRESETS["base"],
         steps=50000, batch_size=64, lr=2e-4, warmup=1000, ema_decay=0.9999, checkpoint_every=1000,
         sample_every=5000, noise_shift=3.0, image_batch_size=0,
     ),
@@ -174,19 +173,16 @@ def make_pipeline(ema: TinyDiT, clip, vae, noise_shift: float = 1.0):
     the bundle of session 3 trained with shift 3 and sampled with 1, and lost shape to it."""
     from tiny_dit.pipeline import TinyDiTPipeline
 
-    pipe = TinyDiTPipeline(vae=vae, text_encoder=clip, tokenizer=clip.tokenizer, transformer=ema,
-                           scheduler=FlowMatchEulerDiscreteScheduler(shift=noise_shift))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return TinyDiTPipeline.from_components(ema, clip, vae, shift=noise_shift)
 
 
 def write_samples(pipe, prompts: list[str], folder: Path, steps: int, seed: int) -> None:
     """One clip per prompt (fixed seed, so runs and steps are comparable) plus a grid of them all."""
     from tiny_dit.data.shapes import FPS
-    from tiny_dit.video import make_grid, write_mp4
+    from tiny_dit.video import make_grid, to_uint8, write_mp4
 
     frames = pipe(prompts, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed)).frames
-    clips = (frames * 255).round().astype(np.uint8)  # (N, T, H, W, 3)
+    clips = to_uint8(frames)  # (N, T, H, W, 3)
     folder.mkdir(parents=True, exist_ok=True)
     for i, clip in enumerate(clips):
         write_mp4(folder / f"sample-{i:02d}.mp4", clip, fps=FPS)

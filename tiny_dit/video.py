@@ -12,6 +12,17 @@ import imageio_ffmpeg
 import numpy as np
 
 
+def to_uint8(frames) -> np.ndarray:
+    """Float frames in [0, 1] (or uint8), a numpy array or a tensor -> uint8 numpy, any shape: the
+    one conversion of the pipeline's float frames (output_type="np") to what mp4 files and CLIP take."""
+    if hasattr(frames, "detach"):  # a torch tensor
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int = 18) -> Path:
     """Write uint8 frames (T, H, W, 3) as a browser-playable H.264 mp4.
 

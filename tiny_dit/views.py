@@ -29,6 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from tiny_dit.flow import add_noise
+from tiny_dit.video import to_uint8  # noqa: F401 (views.to_uint8: one home, in video.py)
+
 BACKGROUND = (250, 250, 250)
 INK = (30, 30, 30)
 MUTED = (120, 120, 120)
@@ -75,14 +78,6 @@ def font(size: int = 13) -> ImageFont.ImageFont:
 def text_width(text: str, size: int = 13) -> int:
     left, _, right, _ = font(size).getbbox(text)
     return int(right - left)
-
-
-def to_uint8(frames) -> np.ndarray:
-    """Float frames in [0, 1] (or uint8) -> uint8."""
-    frames = frames.numpy() if torch.is_tensor(frames) else np.asarray(frames)
-    if frames.dtype == np.uint8:
-        return frames
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 
 def resize(image: np.ndarray | Image.Image, width: int, height: int, smooth: bool = True) -> Image.Image:
@@ -572,8 +567,8 @@ def forward_process_images(pipe, clip: np.ndarray, level: float, seed: int = 0,
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))
     t = x0.shape[2]
     idx, mid = spread(frames_shown, t), t // 2
-    at_level = decode(pipe, ((1 - level) * x0 + level * noise).numpy(), idx)  # (1, F, H, W, 3)
-    ladder = decode(pipe, torch.cat([(1 - s) * x0 + s * noise for s in levels]).numpy(), [mid])[:, 0]
+    at_level = decode(pipe, add_noise(x0, noise, level).numpy(), idx)  # (1, F, H, W, 3)
+    ladder = decode(pipe, torch.cat([add_noise(x0, noise, s) for s in levels]).numpy(), [mid])[:, 0]
     strip = filmstrip(at_level, None, cell=80, row_labels=[f"s = {level:.2f}"], show_frame_numbers=False)
     ladder_image = filmstrip(ladder[None], None, cell=96, show_frame_numbers=False)
     header = Image.new("RGB", (ladder_image.width, 18), BACKGROUND)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -108,6 +109,31 @@ def caption(color: str | None, shape: str | None, motion: str | None, background
     template, words = _PHRASINGS[phrasing]
     return template.format(color=color, shape=shape, motion=_MOTION_WORDS[words][motion],
                            background=background)
+
+
+@lru_cache(maxsize=1)
+def _motion_phrases() -> list[tuple[str, str]]:
+    """(phrase, motion) of every phrasing, longest first: "moves to the left" before "left"."""
+    phrases = {words[m]: m for words in _MOTION_WORDS for m in words}
+    return sorted(phrases.items(), key=lambda kv: -len(kv[0]))
+
+
+def shapes_attributes(prompt: str) -> dict | None:
+    """(color, shape, motion, background) named in a shapes-world prompt, in any of the caption
+    phrasings above, or None if it names no colour or no shape. Missing motion/background default
+    to "left"/"black". The reverse of `caption`, for pictures of what a prompt asks for."""
+    text = " " + re.sub(r"[^a-z]+", " ", prompt.lower()) + " "
+    background = next((b for b in BACKGROUNDS if f" {b} background " in text), None)
+    if background:
+        text = text.replace(f" {background} background ", " ")
+    color = next((c for c in COLORS if f" {c} " in text), None)
+    shape = next((s for s in SHAPES if f" {s} " in text), None)
+    motion = next((m for phrase, m in _motion_phrases() if f" {phrase} " in text), None)
+    if motion is None:
+        motion = next((m for m in ("left", "right", "up", "down") if f" {m} " in text), None)
+    if color is None or shape is None:
+        return None
+    return {"color": color, "shape": shape, "motion": motion or "left", "background": background or "black"}
 
 
 def all_attribute_combinations(split: str = "all") -> list[tuple[str, str, str, str]]:
@@ -281,6 +307,22 @@ def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
         pixels = torch.addcmul(bg, coverage, fg - bg).round_()  # (n, T, H, W, 3)
         out.index_copy_(0, torch.tensor(idx), pixels.to(torch.uint8))
     return out
+
+
+def attributes_clip(attributes: dict, num_frames: int = NUM_FRAMES, height: int = FRAME_SIZE,
+                    width: int = FRAME_SIZE, seed: int = 0) -> np.ndarray:
+    """A rendered clip with these attributes (color, shape, motion, background; e.g. from
+    shapes_attributes) at a model's clip size: uint8 (T, H, W, 3), num_frames spread over the 16
+    rendered ones. Position, size and speed are drawn from `seed`."""
+    spec = random_clip_spec(np.random.default_rng(int(seed)), attributes["color"], attributes["shape"],
+                            attributes["motion"], attributes["background"], phrasing=0)
+    idx = np.linspace(0, NUM_FRAMES - 1, num_frames).round().astype(int).tolist()
+    clip = render_clips([spec], frame_indices=idx)[0]  # (T, 128, 128, 3)
+    if clip.shape[1:3] != (height, width):
+        x = clip.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        clip = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return clip.numpy()
 
 
 def render_dataset(num_clips: int, seed: int = 0, split: str = "train",

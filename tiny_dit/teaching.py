@@ -1,0 +1,201 @@
+"""The teaching text of the app: what each view shows and why, one paragraph per idea.
+
+Kept beside the views (tiny_dit.views draws the pictures, this file says what they mean), so
+that app.py is only the page's layout and wiring. Markdown; the app shows each above its view.
+The functions at the end write the Markdown that sums up one result (a run, a comparison, a view).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tiny_dit.flow import is_guided
+
+
+INTRO = """# tiny-dit: Sora in miniature
+A small text-to-video **diffusion transformer** (DiT) trained on a toy world of moving shapes. Type a prompt,
+press *Generate*, and watch the clip form; then open **Inside the model** below to see that very run from the
+inside. Everything runs on this machine's CPU.
+"""
+
+VIEW_TEXT = {
+    "patch": (
+        "Like ViT cuts an image into patches, the DiT cuts the clip into **spacetime patches (tubelets)**: a few "
+        "consecutive frames of a small square. Each tubelet becomes one token, and the transformer only ever sees "
+        "this sequence of tokens, plus a positional embedding that says where each one came from. The autoencoder "
+        "first shrinks every frame into a small latent (latent diffusion); that is what makes the sequence short "
+        "enough for a CPU."),
+    "attention": (
+        "Self-attention lets every token gather information from the other tokens: each row of the matrix is one "
+        "query token's weights over all keys, and sums to 1. **Click a patch in any frame** to see where that token "
+        "looks, over every frame: with full spacetime attention a token can follow the shape through time. Heads "
+        "of one layer learn different patterns, and the maps change between noisy early steps and late ones."),
+    "trajectory": (
+        "Sampling starts from pure noise (noise level sigma = 1) and follows the velocity v the model predicts "
+        "(rectified flow) down to sigma = 0, with the *sampler* chosen above (Euler: one step per pass; Heun: two "
+        "passes a step); the chart shows the noise levels it visits. At every pass the prediction also gives a "
+        "guess of the finished clip, **pred_x0 = x_t - sigma * v**: the layout appears first, details last."),
+    "guidance": (
+        "Class guidance (classifier-free guidance) runs the model with and without the prompt at every step and "
+        "pushes the result away from the prompt-free prediction: **v = v_uncond + w (v_cond - v_uncond)**. "
+        "w = 1 (or less) is the conditional model alone; a larger w follows the prompt more closely, at the cost "
+        "of variety and, eventually, artifacts. Same prompt, seed and starting noise; only w changes (one clip per "
+        "scale; this comparison runs the sampler again)."),
+    "text": (
+        "The prompt reaches the DiT through CLIP: it is cut into tokens (with start and end markers, padded to "
+        "CLIP's fixed context length), and CLIP's text transformer turns them into one vector per token plus a "
+        "pooled vector (the end token's). The pooled vector joins the noise level in adaLN; the per-token vectors "
+        "are read by cross-attention. The CLIP score says how well each clip matches the prompt, as CLIP sees it "
+        "(four frames woven into one image, so its image tower can see motion)."),
+    "adaln": (
+        "Each DiT block normalises its tokens, then **shifts and scales** them with vectors computed from the "
+        "conditioning (noise level + pooled prompt), and **gates** each residual branch: adaptive LayerNorm. The "
+        "gates start at zero when training begins (adaLN-**Zero**), so every block starts as the identity. The "
+        "plot shows how strongly each block is modulated at each iteration of your run: the conditioning changes "
+        "with the noise level."),
+    "forward": (
+        "Training adds noise to clean clips and asks the model to undo it: **x_s = (1 - s) x0 + s noise**, a "
+        "straight line from the clip (s = 0) to pure noise (s = 1), taken in the autoencoder's latent space and "
+        "decoded here to frames. The model learns the velocity along this line (noise - x0); sampling walks the "
+        "line back. The clip is a rendered training-style clip of your prompt's shape, colour and motion."),
+    "words": (
+        "Cross-attention is the second road from the prompt into the DiT: in every block, each patch (query) reads "
+        "the per-token CLIP states of the prompt (keys and values), and its weights over the tokens sum to 1. "
+        "**Pick a word** to see, in every frame, how much each patch reads it: bright patches take much of their "
+        "attention from that word. Does the shape's name light up on the shape, does 'left' follow the object? "
+        "Word pieces are added up into words; the start and end tokens often soak up attention that no word needs."),
+    "training": (
+        "The model started from random weights and learned from rendered clips of moving shapes. During training "
+        "it drew the same few prompts from the same starting noise at several points of the run: **slide "
+        "through the snapshots** to see blobs become coloured patches, then shapes, then motion. The curve is the "
+        "training loss (how far the predicted clean clips were from the real ones; log scale), and, where the run "
+        "was evaluated, how often a judge recognised the colour, shape and motion of its samples."),
+}
+
+
+SORA_TEXT = (
+    "Sora's report shows one model doing more than text-to-video: images, animating an image, extending a clip "
+    "forwards or backwards, connecting two clips, at any length and size. This model never learned any of that "
+    "except images; the pipeline's `conditions` hold the frames you give at every step, put back on their noise "
+    "path (RePaint-style), and the model denoises the other frames to fit them: attention lets every frame see "
+    "the given ones. Pick a task and an example (or upload your own), press *Generate*: the given frames have a "
+    "blue border in the result. The sampler is the one chosen on the Generate tab.")
+
+
+MATRIX_TEXT = (
+    "Each row is one query token, each column one key token, in (time slot, row, column) order: the white lines "
+    "separate the time slots. Blocks on the diagonal are attention **within** a time slot (space), blocks off the "
+    "diagonal attention **across** time. The marker on the left is the row of the patch you clicked. Colours are on "
+    "a log scale around uniform attention (1/N): bright means far more than uniform.")
+
+
+SEEN_EXAMPLES = [
+    "a red circle moving left on a black background",
+    "a yellow square moves up on a white background",
+    "on a gray background, a blue circle slides right",
+    "a black background with a red star getting bigger",
+    "green square, shrinking, white background",
+]
+HELD_OUT_EXAMPLES = [
+    "a green triangle moving right on a black background",
+    "a purple circle moves down on a white background",
+    "on a gray background, an orange square grows",
+    "a blue star moving left on a black background",
+]
+
+
+# ----------------------------------------------------------------------------
+# Summaries of one result, in Markdown
+# ----------------------------------------------------------------------------
+
+
+def guidance_state(w: float) -> str:
+    """Whether guidance ran at weight w, in words (the rule is flow.is_guided)."""
+    return "on" if is_guided(w) else "off (w <= 1: the conditional model alone)"
+
+
+def model_summary(model_name: str, g, notices: list[str]) -> str:
+    """The line under the title: the model's sizes (a ModelGeometry), and the loading notices."""
+    line = (f"Model: `{model_name}`: {g.num_frames} frames of {g.width} x {g.height} px, "
+            f"{g.num_tokens} tokens, {g.depth} blocks x {g.num_heads} heads, width {g.hidden_size}.")
+    return "\n\n".join([line] + [f"**Note:** {n}" for n in notices])
+
+
+def run_summary(record, total: float) -> str:
+    """What a Generate run did and where its time went (a RunRecord; `total`: seconds, all in)."""
+    t = record.timings
+    n, steps = record.num_videos, record.num_inference_steps
+    per_step = t["denoise"] / max(steps, 1)
+    passes = f", {record.num_passes} transformer passes" if record.num_passes != steps else ""
+    lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s** ({steps} iterations{passes} of the "
+             f"{record.scheduler} sampler, class guidance {record.guidance_scale:g} = "
+             f"{guidance_state(record.guidance_scale)}, seed {record.seed}).",
+             f"Prompt and noise {t['prepare']:.2f} s, denoising {t['denoise']:.1f} s ({per_step:.2f} s per "
+             f"iteration), decoding {t['decode']:.2f} s, CLIP scores {t['clip_score']:.2f} s, writing mp4 "
+             f"{t.get('write_mp4', 0):.2f} s."]
+    lines += [f"Note: {notice}" for notice in record.notices]
+    return "\n\n".join(lines)
+
+
+def attention_caption(record, layer: int, head: int | None, shown: int) -> str:
+    """Which map the attention view shows: block, head, pass and its noise level."""
+    who = "the mean of all heads" if head is None else f"head {head + 1}"
+    return (f"Block {layer + 1} ({record.geometry.layouts[layer]} attention), {who}, iteration {shown + 1} of "
+            f"{record.num_passes} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
+
+
+def guidance_table(prompt: str, seed: int, steps: int, sampler: str, seconds: float, scales: list[float],
+                   scores: list[float]) -> str:
+    """The guidance comparison: one row per weight w, whether guidance ran, and the CLIP score."""
+    rows = "\n".join(f"| {w:g} | {'on' if is_guided(w) else 'off: the conditional model alone'} | {s:.3f} |"
+                     for w, s in zip(scales, scores))
+    return (f"Prompt \"{prompt}\", seed {seed}, {steps} iterations of the {sampler} sampler, {seconds:.1f} s.\n\n"
+            f"| class guidance w | guidance | CLIP score |\n|---:|---|---:|\n{rows}")
+
+
+def text_path_summary(tokens, clip_scores: list[float], reference: float | None) -> str:
+    """What CLIP read of the prompt (a TokenInfo), and the clips' CLIP scores beside a rendered clip's."""
+    real = tokens.num_real
+    summary = (f"CLIP read **{real} of its {tokens.context_length} token slots** (start + {real - 2} word pieces + "
+               f"end); the other {tokens.context_length - real} are padding, masked out of cross-attention.")
+    if tokens.truncated:
+        summary += f" The prompt needed {tokens.num_wanted} tokens, so it was **truncated** to \"{tokens.read_text}\"."
+    summary += f" Mean CLIP score of the {len(clip_scores)} clips: {float(np.mean(clip_scores)):.3f}"
+    summary += f" (a rendered clip of the prompt: {reference:.3f})." if reference is not None else "."
+    return summary
+
+
+def adaln_summary(adaln: np.ndarray) -> str:
+    """The gates of adaLN-Zero per block, from a record's (passes, depth, 6) modulation magnitudes."""
+    gates = adaln[:, :, [2, 5]].mean(axis=(0, 2))  # mean |gate| per block
+    strongest = int(gates.argmax())
+    return ("Mean |gate| over the run, per block: " + ", ".join(f"block {b + 1}: {g:.3f}" for b, g in enumerate(gates))
+            + f". Block {strongest + 1} lets the most of its branches through. Iteration 1 is the noisiest "
+              f"(sigma = 1), the last the cleanest.")
+
+
+def forward_process_summary(attributes: dict, named: bool, level: float, num_frames: int) -> str:
+    """The forward-process view: which rendered clip, at which noise level, and how much of each."""
+    from tiny_dit.data.shapes import HELD_OUT_PAIRS
+
+    what = "{color} {shape} moving {motion} on a {background} background".format(**attributes).replace(
+        "moving growing", "growing").replace("moving shrinking", "shrinking")
+    article = "an" if what[0] in "aeiou" else "a"
+    shown = min(8, num_frames)
+    md = (f"A rendered clip of {article} {what} ({shown} of its {num_frames} frames), at noise level "
+          f"**s = {level:.2f}**: {100 * (1 - level):.0f}% clip + {100 * level:.0f}% noise in latent space.")
+    if not named:
+        md += " (The prompt names no shapes-world colour and shape, so a red circle is shown.)"
+    if (attributes["color"], attributes["shape"]) in HELD_OUT_PAIRS:
+        md += " This colour-shape pair is **held out**: the model never saw it in training."
+    return md
+
+
+def sora_summary(result: str, num_frames: int, width: int, height: int, steps: int, sampler: str,
+                 guidance: float, seed: int, seconds: float, notices: list[str]) -> str:
+    """A Sora-task result: what was made (`result`, from sora_tasks.describe_result) and how."""
+    lines = [f"**{result}**",
+             f"{num_frames} frame{'s' if num_frames > 1 else ''} of {width} x {height} px, {steps} iterations of "
+             f"the {sampler} sampler, class guidance {guidance:g}, seed {seed}, {seconds:.1f} s."]
+    lines += [f"Note: {n}" for n in notices]
+    return "\n\n".join(lines)
