@@ -53,7 +53,7 @@ def forward_macs(model: TinyDiT, latent, context: int) -> dict[str, float]:
     per_block = {
         "attention projections (qkv, out)": n * d * 3 * d + n * d * d,
         "attention scores and sums (2 N^2 D)": 2 * n * n * d if c.attention_type == "full" else None,
-        "MLP": 2 * n * d * mlp,
+        "MLP": 2 * n * d * mlp + (9 * n * mlp if c.conv_mlp else 0),  # + its depthwise 3 x 3
         "cross-attention": (2 * n * d * d + context * c.text_embed_dim * 2 * d + 2 * n * context * d
                             if c.cross_attention else 0),
         "adaLN (per clip)": d * 6 * d,
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", choices=sorted(TINY_DIT_PRESETS), default="base")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
     parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--image-batch-size", type=int, default=None,
+                        help="still images per step (one tubelet long), default: the preset's")
     parser.add_argument("--latent", type=int, nargs=4, default=(4, 16, 32, 32), metavar=("C", "T", "H", "W"),
                         help="latent clip shape (default 4 16 32 32: the bundled autoencoder, 16 x 128 x 128 frames)")
     parser.add_argument("--text-width", type=int, default=128, help="CLIP token-state width (tiny CLIP 128)")
@@ -118,10 +120,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="achieved TFLOP/s to convert FLOPs into time (default 15 25 30)")
     parser.add_argument("--memory", type=float, default=15.0, help="usable GPU memory in GB (T4: 15)")
     args = parser.parse_args(argv)
-    batch, steps = args.batch_size, args.steps
-    if not (batch and steps):  # the preset's training defaults: they live with the training script
+    batch, steps, stills = args.batch_size, args.steps, args.image_batch_size
+    if batch is None or steps is None or stills is None:  # the preset's training defaults live with training
         from tiny_dit.train import PRESETS
-        batch, steps = batch or PRESETS[args.preset]["batch_size"], steps or PRESETS[args.preset]["steps"]
+        preset = PRESETS[args.preset]
+        batch = preset["batch_size"] if batch is None else batch
+        steps = preset["steps"] if steps is None else steps
+        stills = preset["image_batch_size"] if stills is None else stills
     latent = tuple(args.latent)
 
     model = build(args.preset, latent, args.text_width, args.pooled_width)
@@ -131,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     params = sum(p.numel() for p in model.parameters())
     macs = forward_macs(model, latent, args.context)
     fwd = 2 * sum(macs.values())  # FLOPs = 2 x MACs
-    step_flops = 3 * fwd * batch
+    still_latent = (latent[0], c.patch_size_t, *latent[2:])  # a still: one tubelet of frames
+    fwd_still = 2 * sum(forward_macs(model, still_latent, args.context).values())
+    step_flops = 3 * fwd * batch + 3 * fwd_still * stills
     counted, saved32 = measured(model, latent, args.context)
     _, saved16 = measured(build(args.preset, latent, args.text_width, args.pooled_width, torch.float16),
                           latent, args.context)
@@ -146,8 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'total':<38} {fwd / 1e9:8.2f} GFLOP   (the rule of thumb 2 x parameters x tokens: "
           f"{2 * params * n / 1e9:.1f})")
     print(f"forward + backward, per clip: {3 * fwd / 1e9:.1f} GFLOP by formula, {counted / 1e9:.1f} GFLOP by "
-          f"torch FlopCounterMode")
-    print(f"one step (batch {batch}): {step_flops / 1e12:.2f} TFLOP; {steps:,} steps: {steps * step_flops / 1e15:.0f} PFLOP")
+          f"torch FlopCounterMode" + (" (which counts a depthwise convolution's backward pass as if it were dense: "
+                                      "768x too much for conv_mlp's, so it overcounts here)" if c.conv_mlp else ""))
+    print(f"a still image ({model.num_tokens(*still_latent[1:])} tokens): {3 * fwd_still / 1e9:.1f} GFLOP forward + "
+          f"backward")
+    print(f"one step ({batch} clips + {stills} stills): {step_flops / 1e12:.2f} TFLOP; {steps:,} steps: "
+          f"{steps * step_flops / 1e15:.1f} PFLOP")
 
     print(f"\ntime on a {args.gpu} (peak {args.peak:g} TFLOP/s float16), {steps:,} steps:")
     for achieved in args.achieved:

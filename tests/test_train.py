@@ -202,7 +202,9 @@ def test_help_and_presets():
     small = PRESETS["small"]["model"]
     tokens = (16 // small["patch_size_t"]) * (32 // small["patch_size"]) ** 2
     assert (small["hidden_size"], small["depth"], small["num_heads"], tokens) == (192, 6, 6, 256)
-    assert PRESETS["small"]["batch_size"] == 32 and PRESETS["base"]["batch_size"] == 64
+    assert PRESETS["small"]["batch_size"] == 16 and PRESETS["base"]["batch_size"] == 64
+    # the recipe: stills beside the clips, and the depthwise convolution in the MLP
+    assert PRESETS["small"]["image_batch_size"] == 32 and small["conv_mlp"]
     args = build_parser().parse_args(["--cache", "c", "--out", "o", "--preset", "small"])
     assert args.noise_shift is None  # filled in from the preset by train()
 

@@ -703,9 +703,12 @@ TINY_DIT_PRESETS = {
     # For tests and quick checks: runs in seconds on one CPU core.
     "tiny": dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
     # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (the bundled model).
-    "small": dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True),
+    # conv_mlp: see DepthwiseConv and the README's recipe study.
+    "small": dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True,
+                  conv_mlp=True),
     # For one GPU: patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens, 37M parameters.
-    "base": dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True),
+    "base": dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True,
+                 conv_mlp=True),
 }
 
 
