@@ -246,3 +246,22 @@ def test_init_from_adds_a_zero_initialised_conv_mlp(cache_dir, tmp_path):
     with pytest.raises(ValueError, match="another shape"):
         run(cache_dir, tmp_path / "third", "--steps", "1", "--model", "depth=3",
             "--init-from", str(tmp_path / "first" / "pipeline"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random bytes"])
+def test_resume_from_a_damaged_checkpoint(cache_dir, tmp_path, damage):
+    """A damaged checkpoint.pt: --resume falls back to the previous one kept beside it, and with no good
+    one left the error names the file and what to do (no raw unpickling traceback)."""
+    run(cache_dir, tmp_path / "run", "--steps", "4", "--checkpoint-every", "2", "--sample-every", "0")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert (tmp_path / "run" / "checkpoint.prev.pt").is_file()  # step 2, kept when step 4 was written
+    data = ckpt.read_bytes()
+    ckpt.write_bytes({"truncated": data[:len(data) // 2], "empty": b"",
+                      "random bytes": np.random.default_rng(0).bytes(5000)}[damage])
+    summary = run(cache_dir, tmp_path / "run", "--steps", "6", "--checkpoint-every", "2", "--sample-every", "0",
+                  "--resume")
+    assert summary["step"] == 6  # resumed from step 2 and went on
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (tmp_path / "run" / name).write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot resume.*checkpoint.pt.*delete"):
+        run(cache_dir, tmp_path / "run", "--steps", "8", "--sample-every", "0", "--resume")

@@ -48,7 +48,7 @@ from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.latent_cache import LatentCache, embed_prompts
 from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT
-from tiny_dit.training_utils import JsonlLog, atomic_save
+from tiny_dit.training_utils import JsonlLog, atomic_save, has_checkpoint, load_checkpoint
 
 # A preset is the model's shape (tiny_dit.model.TINY_DIT_PRESETS: TinyDiT keyword arguments; the input
 # sizes come from the cache) plus the training defaults that suit it, kept here.
@@ -263,7 +263,7 @@ def train(args: argparse.Namespace) -> dict:
 
     # Model, EMA copy, optimiser, LR schedule.
     model = build_model(cache, args.preset, **model_overrides(args))
-    if args.init_from and not (args.resume and ckpt_path.is_file()):
+    if args.init_from and not (args.resume and has_checkpoint(ckpt_path)):
         # Start from trained weights (e.g. the bundled model) instead of DiT's initialisation.
         folder = Path(args.init_from)
         folder = folder / "transformer" if (folder / "transformer").is_dir() else folder
@@ -289,8 +289,8 @@ def train(args: argparse.Namespace) -> dict:
     raw_model = accelerator.unwrap_model(model)
 
     start = 0
-    if args.resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if args.resume and has_checkpoint(ckpt_path):
+        state = load_checkpoint(ckpt_path)
         if model_shape(state["model_config"]) != model_shape(raw_model.config):
             raise ValueError(f"{ckpt_path} holds a model of another shape ({state['model_config']}); "
                              f"resume it with the same --preset and --cache")
@@ -425,9 +425,9 @@ def export_checkpoint(args: argparse.Namespace) -> Path:
     """Write the EMA weights of the run's checkpoint.pt as a pipeline folder (--export), e.g. to
     evaluate a run while it trains. Touches nothing in the run folder."""
     ckpt_path = Path(args.out) / "checkpoint.pt"
-    if not ckpt_path.is_file():
+    if not has_checkpoint(ckpt_path):
         raise FileNotFoundError(f"no checkpoint at {ckpt_path} yet: --export needs a run that has saved one")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt_path)
     ema = TinyDiT.from_config(state["model_config"])
     ema.load_state_dict(state["ema"])
     clip, vae = load_frozen_components(json.loads((Path(args.cache) / "cache.json").read_text()), args)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -22,12 +24,56 @@ from tqdm import tqdm
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """torch.save that never leaves a half-written file behind."""
+    """torch.save that never leaves a half-written file behind, and keeps the file it replaces as
+    `previous_checkpoint(path)`: a checkpoint damaged later (a full disk, a copy cut short) still has
+    a good one beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
+    if path.exists():
+        os.replace(path, previous_checkpoint(path))
     os.replace(tmp, path)
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where atomic_save keeps the checkpoint it replaced: checkpoint.pt -> checkpoint.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """A checkpoint to resume from: the file, or the previous one (a kill between atomic_save's renames)."""
+    return Path(path).is_file() or previous_checkpoint(path).is_file()
+
+
+# What torch.load raises for a file that is truncated, empty, random bytes or not a checkpoint.
+_UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a training checkpoint, falling back to the previous one kept beside it (with a warning)
+    when it cannot be read; if neither can, a ValueError that names the files and what to do."""
+    path = Path(path)
+    errors = []
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "step" not in state:
+                raise ValueError("it holds no training state (no 'step')")
+        except _UNREADABLE as error:
+            errors.append(f"{candidate} ({type(error).__name__}: {str(error)[:120]})")
+            continue
+        if candidate != path:
+            print(f"warning: could not read {errors[0]}; resuming from the previous checkpoint {candidate} "
+                  f"(step {state['step']})")
+        return state
+    raise ValueError(f"cannot resume: no readable checkpoint: {'; '.join(errors) or f'{path} does not exist'}. "
+                     f"A damaged file (a full disk, a copy cut short) cannot be repaired: delete {path} and "
+                     f"{previous_checkpoint(path).name} to start the run over, or point the run folder at a copy "
+                     f"with a good checkpoint.")
 
 
 class JsonlLog:
@@ -81,8 +127,8 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tens
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=warmup, num_training_steps=steps)
     start = 0
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if resume and has_checkpoint(ckpt_path):
+        state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
