@@ -8,49 +8,44 @@
 clip; "Inside the model" shows that very run from the inside (patches, attention,
 trajectory, text path, adaLN-Zero) plus two comparisons (guidance scales, the forward
 process). "Sora tasks" runs the pipeline's known frames (an image, animate an image, extend
-or connect clips; tiny_dit.sora_tasks builds the conditions and marks the given frames). The
-sampler dropdown picks the solver per request (`pipe.with_scheduler`). The maths and pictures
-live in tiny_dit.inspector and tiny_dit.views; this file is layout and wiring. `build_demo(pipe)` builds the app without launching it
-(the tests do that); `TinyDiTApp` holds the functions the events call.
+or connect clips). The sampler dropdown picks the solver per request (`pipe.with_scheduler`).
 
-Every input is checked on the server (API callers bypass the sliders), raw, by
-tiny_dit.app_checks: anything of the wrong type, out of range, non-finite or empty becomes a
-gr.Error that names the field and what it accepts. The finished run of each session is kept,
-bounded, in tiny_dit.app_sessions.RunStore; Stop stops the sampler within one DiT block.
+This file is layout and wiring: each event function checks its inputs (tiny_dit.app_checks: raw
+values, as API callers send them, become a gr.Error that names the field), calls the library and
+returns. The views are tiny_dit.app_views (pictures: tiny_dit.views, words: tiny_dit.teaching), the
+mp4 files tiny_dit.app_outputs, the runs kept per session and Stop tiny_dit.app_sessions.
+`build_demo(pipe)` builds the app without launching it (the tests do that).
 """
 
 import logging
 import os
 import random
-import shutil
 import sys
 import tempfile
 import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a classroom machine
 
 import gradio as gr
-import numpy as np
 import torch
 
-from tiny_dit.data.shapes import FPS, attributes_clip, shapes_attributes
-from tiny_dit.app_checks import check_choice, check_list, check_number, check_text, user_error
-from tiny_dit.app_checks import user_errors
-from tiny_dit.app_sessions import ActiveRuns, RunHandle, RunStore, release_free_memory, session_of
-from tiny_dit.inspector import ModelGeometry, RunCancelled, RunRecord, iter_run, sample_clips
-from tiny_dit.inspector import tokenize
-from tiny_dit.pipeline import (DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, MAX_NUM_FRAMES, MAX_VIDEOS,
-                               TinyDiTPipeline)
+from tiny_dit import app_outputs, app_startup, app_views, sora_tasks, teaching, training_history, views
+from tiny_dit.app_checks import (GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, MAX_GUIDANCE_COMPARE,  # noqa: F401
+                                 MAX_PROMPT_CHARS, SEED_MAX, STEPS_MAX, STEPS_MIN, check_attention_view,
+                                 check_choice, check_click, check_frame_size, check_guidance, check_iteration,
+                                 check_number, check_prompt, check_query, check_scales, check_seed, check_steps,
+                                 check_word_view, user_errors)
+from tiny_dit.app_outputs import OUTPUT_MAX_AGE_S
+from tiny_dit.app_sessions import ActiveRuns, RunStore, release_free_memory, session_of
+from tiny_dit.inspector import ModelGeometry, RunRecord, sample_clips
+from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, MAX_NUM_FRAMES, MAX_VIDEOS
+from tiny_dit.pipeline import TinyDiTPipeline
 from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
-from tiny_dit.video import make_grid, to_uint8, write_mp4
-from tiny_dit import app_startup, sora_tasks, views
-from tiny_dit import teaching
 from tiny_dit.teaching import HELD_OUT_EXAMPLES, INTRO, MATRIX_TEXT, SEEN_EXAMPLES, SORA_TEXT, VIEW_TEXT
-from tiny_dit import training_history, word_attention as word_maps
+from tiny_dit.word_attention import group_words, num_passes
 
 log = logging.getLogger("tiny-dit-app")
 
@@ -58,26 +53,16 @@ HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = "assets/tiny-dit-shapes"
 MODEL_ENV = "TINY_DIT_MODEL"
 
-# Limits of the controls, checked again on the server.
-GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 0.0, 15.0, 0.5
-STEPS_MIN, STEPS_MAX = 1, 60
+# Limits of the controls (more in tiny_dit.app_checks), checked again on the server.
 SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, MAX_VIDEOS, 4  # the pipeline's limit per call
-SEED_MAX = 2**32 - 1
-MAX_PROMPT_CHARS = 1000
 GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
 GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
-MAX_GUIDANCE_COMPARE = 8
-OUTPUT_MAX_AGE_S = 2 * 3600  # mp4 files of older runs are deleted
 RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views then ask for a new one)
 MAX_RUNS_MB = 300  # all sessions' finished runs together (~6 MB each at the defaults, 17 MB at most)
 MAX_RUNS_MB_ENV = "TINY_DIT_MAX_RUNS_MB"
 STOP_WAIT_S = 10  # Stop waits at most this long for the sampler to let go (one DiT block, normally)
 SORA_FRAMES_MAX = MAX_NUM_FRAMES  # the pipeline's longest clip
 SORA_KEEP_DEFAULT = 4  # frames taken from each clip (one tubelet of the bundled model)
-
-# ----------------------------------------------------------------------------
-# Loading the model
-# ----------------------------------------------------------------------------
 
 
 def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[str]]:
@@ -86,19 +71,10 @@ def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[s
     return app_startup.load_pipeline(name, MODEL_ENV, BUNDLED_MODEL, HERE / BUNDLED_MODEL)
 
 
-# ----------------------------------------------------------------------------
-# Checking inputs (API callers bypass the sliders): tiny_dit.app_checks
-# ----------------------------------------------------------------------------
-
-
-def check_prompt(prompt) -> str:
-    return check_text(prompt, "The prompt", MAX_PROMPT_CHARS)
-
-
-def check_record(record) -> RunRecord:
-    if not isinstance(record, RunRecord):
-        raise user_error("Generate a clip first: these views show the run you just made.")
-    return record
+def iteration_slider(passes: int, value: int, minimum: int = 1) -> gr.Slider:
+    """An iteration slider for a run of `passes` transformer passes (one pass: shown, not movable)."""
+    return gr.Slider(minimum=minimum, maximum=max(passes, minimum + 1), value=value, step=1,
+                     interactive=passes > minimum)
 
 
 # ----------------------------------------------------------------------------
@@ -111,10 +87,8 @@ class TinyDiTApp:
 
     def __init__(self, pipe: TinyDiTPipeline, model_name: str = "", notices: list[str] | None = None,
                  output_dir: str | Path | None = None):
-        self.pipe = pipe
-        self.model_name = model_name
-        self.notices = list(notices or [])
-        self.geometry = ModelGeometry.of(pipe)
+        self.pipe, self.model_name, self.notices = pipe, model_name, list(notices or [])
+        self.geometry = g = ModelGeometry.of(pipe)
         self.output_root = Path(output_dir or Path(tempfile.gettempdir()) / "tiny-dit-app")
         self.output_root.mkdir(parents=True, exist_ok=True)
         # One sampling run at a time on these models (each request has its own scheduler, see
@@ -123,387 +97,202 @@ class TinyDiTApp:
         self.runs = RunStore(max_bytes=int(float(os.environ.get(MAX_RUNS_MB_ENV, MAX_RUNS_MB)) * 10**6),
                              ttl_s=RUN_TTL_S)  # the finished runs the views show, bounded
         self.active = ActiveRuns()  # the run under way per session, for Stop
-        self.head_choices = [("mean of all heads", "mean")] + [
-            (f"head {h + 1}", str(h)) for h in range(self.geometry.num_heads)]
-        self.layer_choices = [(f"block {b + 1} ({layout})", b) for b, layout in enumerate(self.geometry.layouts)]
+        self.head_choices = [("mean of all heads", "mean")] + [(f"head {h + 1}", str(h)) for h in range(g.num_heads)]
+        self.layer_choices = [(f"block {b + 1} ({layout})", b) for b, layout in enumerate(g.layouts)]
         self.training_dir = training_history.pipeline_folder(pipe)  # its training_log.jsonl, training_samples/
         self.sampler_choices = [(choice.label, name) for name, choice in SCHEDULERS.items()]
         self.default_sampler = scheduler_name(pipe.scheduler) or "euler"
 
-    # -- helpers ------------------------------------------------------------------
-
     def record_of(self, state) -> RunRecord:
         """The run a view is asked about: the page's state (a RunHandle) or a RunRecord itself."""
-        if isinstance(state, RunHandle):
-            record = self.runs.get(state)
-            if record is None:
-                raise user_error("This run is no longer kept on the server (runs are dropped after "
-                                 f"{RUN_TTL_S // 60} minutes unused, or when many sessions are open): press "
-                                 "Generate again.")
-            return record
-        return check_record(state)
+        return self.runs.record_of(state)
 
     def close_session(self, request: gr.Request = None) -> None:
         """The page was closed (demo.unload): stop its run and forget its state now."""
-        session = session_of(request)
-        run = self.active.get(session)
-        if run is not None:
-            run.cancel.set()
-        self.runs.drop_session(session)
+        self.active.stop(session_of(request), wait_s=0)
+        self.runs.drop_session(session_of(request))
         release_free_memory()
 
-    def _run_dir(self) -> Path:
-        """A fresh folder for one run's mp4 files; folders older than OUTPUT_MAX_AGE_S are removed."""
-        now = time.time()
-        for old in self.output_root.glob("run-*"):
-            try:
-                if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
-                    shutil.rmtree(old, ignore_errors=True)
-            except OSError:
-                pass
-        folder = self.output_root / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        folder.mkdir(parents=True)
-        return folder
+    def sampler_pipe(self, sampler) -> TinyDiTPipeline:
+        """A pipeline for one request: the shared models with a fresh scheduler of the chosen sampler (a
+        name of SCHEDULERS; None: the loaded pipeline's). The shared pipeline's scheduler never changes."""
+        name = self.default_sampler if sampler is None else check_choice(
+            sampler, "Sampler", {name: name for name in SCHEDULERS})
+        return self.pipe.with_scheduler(name)
 
-    def _notice_truncation(self, prompt: str) -> list[str]:
-        """Warnings of the tokenizer (a prompt longer than CLIP's context), shown as gr.Warning."""
-        tokens, messages = tokenize(self.pipe, prompt)
-        notices = []
-        if tokens.truncated or messages:
-            notices.append(f"The prompt has {tokens.num_wanted} tokens but CLIP reads {tokens.context_length}: it "
-                           f"was truncated to \"{tokens.read_text}\".")
+    def warn_about(self, prompt: str) -> list[str]:
+        """The prompt's notices (truncated by CLIP), shown as gr.Warning, and returned."""
+        notices = app_views.prompt_notices(self.pipe, prompt)
         for notice in notices:
             gr.Warning(notice)
         return notices
-
-    def _inputs(self, prompt, guidance, steps, samples, seed):
-        prompt = check_prompt(prompt)
-        guidance = check_number(guidance, "Class guidance (guidance scale)", GUIDANCE_MIN, GUIDANCE_MAX)
-        steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
-        samples = check_number(samples, "Number of samples", SAMPLES_MIN, SAMPLES_MAX, integer=True)
-        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
-        return prompt, guidance, steps, samples, seed
 
     # -- Generate ---------------------------------------------------------------
 
     def random_seed(self) -> int:
         return random.randint(0, SEED_MAX)
 
-    def sampler_pipe(self, sampler) -> TinyDiTPipeline:
-        """A pipeline for one request: the shared models with a fresh scheduler of the chosen sampler (a
-        name of SCHEDULERS; None: the loaded pipeline's), at the loaded pipeline's shift. The shared
-        pipeline's scheduler is never changed: sessions share it."""
-        name = self.default_sampler if sampler is None else check_choice(
-            sampler, "Sampler", {name: name for name in SCHEDULERS})
-        return self.pipe.with_scheduler(name)
-
     def generate(self, prompt, guidance, steps, samples, seed, sampler=None, request: gr.Request = None,
                  progress=gr.Progress()):
         """Sample clips with a live preview. Yields (preview image, grid video, clips, info, run handle):
         a status line after every iteration (so that Stop and job.cancel() act within one), a preview
         every ~steps/5, and finally the videos and the handle of the run (kept in self.runs)."""
-        prompt, guidance, steps, samples, seed = self._inputs(prompt, guidance, steps, samples, seed)
-        run_pipe = self.sampler_pipe(sampler)
-        notices = self._notice_truncation(prompt)
-        session = session_of(request)
-        run = self.active.start(session, transformer_passes(run_pipe.scheduler, steps))
-        start = time.perf_counter()
-        preview_every = max(1, round(steps / 5))  # ~6 previews: each is decoded, sent and drawn
-        record = None
-        try:
-            yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
-            for event in iter_run(run_pipe, prompt, seed=seed, guidance_scale=guidance, num_inference_steps=steps,
-                                  num_videos=samples, preview_every=preview_every, lock=self.sampling_lock,
-                                  cancel=run.cancel, done=run.done,
-                                  make_preview=lambda pred: views.preview_image(self.pipe, pred)):
+        prompt, guidance, steps = check_prompt(prompt), check_guidance(guidance), check_steps(steps)
+        samples = check_number(samples, "Number of samples", SAMPLES_MIN, SAMPLES_MAX, integer=True)
+        seed, run_pipe = check_seed(seed), self.sampler_pipe(sampler)
+        notices, session, start = self.warn_about(prompt), session_of(request), time.perf_counter()
+        record = preview = None
+        yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
+        with closing(self.active.sample(session, run_pipe, prompt, seed=seed, guidance_scale=guidance,
+                                        num_inference_steps=steps, num_videos=samples, lock=self.sampling_lock,
+                                        make_preview=lambda pred: views.preview_image(self.pipe, pred))) as run:
+            for event in run:
                 if isinstance(event, RunRecord):
                     record = event
-                    break
-                run.steps_done = event.step + 1
+                    continue
                 progress((event.step + 1, event.num_steps), desc=f"iteration {event.step + 1}/{event.num_steps}")
-                status = (f"Iteration {event.step + 1} of {event.num_steps} (noise level sigma = {event.sigma:.2f}), "
-                          f"{event.elapsed:.1f} s. The preview shows the model's current guess of the clean clip.")
-                if event.preview is not None:
-                    run.preview = event.preview
-                yield (gr.skip() if event.preview is None else event.preview), gr.skip(), gr.skip(), status, gr.skip()
-        except RunCancelled:
-            raise user_error(run.status().replace("**", ""), title="Stopped") from None
-        finally:
-            run.cancel.set()  # a no-op after a finished run; stops the sampler if this generator was closed
-            self.active.finish(session, run)
-        if record is None:
-            raise user_error("The run stopped before it finished.", title="Stopped")
+                shown = gr.skip() if event.preview is None else event.preview
+                preview = preview if event.preview is None else event.preview
+                yield shown, gr.skip(), gr.skip(), teaching.iteration_status(event), gr.skip()
         progress(None)
-        t_write = time.perf_counter()
-        folder = self._run_dir()
-        with ThreadPoolExecutor(max_workers=4) as pool:  # one ffmpeg process per file, a few at a time
-            grid = pool.submit(write_mp4, folder / "grid.mp4", make_grid(record.frames), fps=FPS)
-            paths = list(pool.map(lambda i: write_mp4(folder / f"clip-{i + 1:02d}.mp4", record.frames[i], fps=FPS),
-                                  range(len(record.frames))))
-            grid = grid.result()
-        clips = [(str(path), f"{i + 1}: CLIP {score:.2f}")
-                 for i, (path, score) in enumerate(zip(paths, record.clip_scores))]
-        written = time.perf_counter() - t_write
+        grid, clips = app_outputs.write_run_videos(app_outputs.run_dir(self.output_root), record)
         record.notices = notices
-        record.timings["write_mp4"] = written
-        total = time.perf_counter() - start
         handle = self.runs.put(session, record.slim())  # the views need clip 1 only
-        info = teaching.run_summary(record, total)
+        info = teaching.run_summary(record, time.perf_counter() - start)
         record = event = None  # only the slim copy stays (in self.runs)
         release_free_memory()
-        yield run.preview, str(grid), clips, info, handle
+        yield preview, grid, clips, info, handle
 
     def stop(self, request: gr.Request = None):
         """The Stop button: stop this session's run within one DiT block, wait (a few seconds at most)
         until the sampler has let go, and say so, with the last preview. Returns (preview, info)."""
-        run = self.active.get(session_of(request))
+        run = self.active.stop(session_of(request), wait_s=STOP_WAIT_S)
         if run is None:
             return gr.skip(), "Nothing to stop: no run is under way."
-        run.cancel.set()
-        run.done.wait(STOP_WAIT_S)
         return (gr.skip() if run.preview is None else run.preview), run.status()
 
     # -- Inside the model -----------------------------------------------------
 
     def patch_grid(self, record):
-        record = self.record_of(record)
-        frames = views.patch_grid_image(record.frames[0], record.geometry)
-        channels = views.latent_channels_image(record.x_t[-1].astype(np.float32), record.geometry,
-                                               title="clip 1 in latent space: one row per channel")
-        return frames, channels, views.token_arithmetic(record.geometry)
-
-    def _attention_args(self, record, layer, head, step):
-        g = record.geometry
-        layer = check_number(layer, "Layer (block)", 0, g.depth - 1, integer=True)
-        heads = {"mean": None, **{str(h): h for h in range(g.num_heads)}, **{h: h for h in range(g.num_heads)}}
-        head = check_choice(head, "Head", heads)
-        step = check_number(step, "Iteration (denoising step)", 1, record.num_passes, integer=True)
-        return layer, head, step
-
-    def _check_query(self, record, query):
-        tg, hg, wg = record.geometry.grid
-        if query is None:  # a patch on the object: the first picture should show structure
-            return word_maps.default_query(record.frames[0], record.geometry)
-        try:
-            t, h, w = (int(v) for v in query)
-        except (TypeError, ValueError):
-            raise user_error(f"The query patch must be (time slot, row, column); got {query!r:.60}.") from None
-        if not (0 <= t < tg and 0 <= h < hg and 0 <= w < wg):
-            raise user_error(f"The query patch {query!r} is outside the token grid {tg} x {hg} x {wg}.")
-        return (t, h, w)
+        return app_views.patch_grid(self.record_of(record))
 
     def attention(self, record, layer, head, step, query=None):
         """(picker image, heatmap, matrix, description, query) for a block, head and step."""
         record = self.record_of(record)
-        layer, head, step = self._attention_args(record, layer, head, step)
-        query = self._check_query(record, query)
-        shown = step - 1
-        heat, md = views.attention_heatmap(record, layer, head, shown, query)
-        matrix = views.attention_matrix(record, layer, head, shown, query)
-        picker = views.picker_image(record.frames[0], record.geometry, query)
-        return picker, heat, matrix, teaching.attention_caption(record, layer, head, shown) + "\n\n" + md, query
+        layer, head, step = check_attention_view(record, layer, head, step)
+        return app_views.attention(record, layer, head, step, check_query(query, record.geometry.grid))
 
     def pick_patch(self, record, layer, head, step, evt: gr.SelectData):
         """A click on the picker or the heatmap: make the clicked patch the query."""
         record = self.record_of(record)
-        index = getattr(evt, "index", None)
-        if not isinstance(index, (list, tuple)) or len(index) != 2:
-            raise user_error("Click on a patch inside one of the frames.")
-        hit = views.slot_layout(record.geometry).hit(*index)
-        if hit is None:
-            raise user_error("That click was between the frames: click on a patch inside a frame.")
-        return self.attention(record, layer, head, step, hit)
+        return self.attention(record, layer, head, step, check_click(evt, views.slot_layout(record.geometry)))
 
     def trajectory(self, record, step):
         record = self.record_of(record)
-        step = check_number(step, "Iterations done (denoising steps)", 0, record.num_passes, integer=True)
+        step = check_iteration(step, record.num_passes, "Iterations done (denoising steps)", lo=0)
         return views.trajectory_images(record, self.pipe, step)
+
+    def text_path(self, record):
+        return app_views.text_path(self.record_of(record), self.pipe)
+
+    def adaln(self, record):
+        return app_views.adaln(self.record_of(record))
+
+    def inside(self, record):
+        """Every view of a fresh run at its default settings (after Generate)."""
+        record = self.record_of(record)
+        passes = record.num_passes  # the views go pass by pass (Heun: two a step)
+        return (*self.patch_grid(record), *self.attention(record, record.geometry.depth - 1, "mean", passes),
+                iteration_slider(passes, passes), *self.trajectory(record, passes // 2),
+                iteration_slider(passes, passes // 2, minimum=0), *self.text_path(record), *self.adaln(record))
 
     def compare_guidance(self, prompt, seed, steps, scales, sampler=None, progress=gr.Progress()):
         """The same prompt and seed at several guidance scales, one clip each (with the chosen sampler).
         Yields (video, table)."""
-        prompt = check_prompt(prompt)
-        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
-        steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
-        scales = check_list(scales, "Class guidance scales to compare", MAX_GUIDANCE_COMPARE)
-        scales = sorted({check_number(s, "Each class guidance scale", GUIDANCE_MIN, GUIDANCE_MAX) for s in scales})
-        run_pipe = self.sampler_pipe(sampler)
-        self._notice_truncation(prompt)
-        clips = []
-        start = time.perf_counter()
+        prompt, seed, steps, scales = check_prompt(prompt), check_seed(seed), check_steps(steps), check_scales(scales)
+        run_pipe, clips, start = self.sampler_pipe(sampler), [], time.perf_counter()
+        self.warn_about(prompt)
         for i, w in enumerate(scales):
             progress((i, len(scales)), desc=f"class guidance w = {w:g}")
             with self.sampling_lock:
-                clips.append(sample_clips(run_pipe, prompt, seed=seed, guidance_scale=w,
-                                          num_inference_steps=steps)[0])
+                clips.append(sample_clips(run_pipe, prompt, seed=seed, guidance_scale=w, num_inference_steps=steps)[0])
             yield gr.skip(), f"Sampled w = {w:g} ({i + 1} of {len(scales)}), {time.perf_counter() - start:.1f} s..."
-        with torch.no_grad():
-            scores = self.pipe.text_encoder.clip_score(torch.from_numpy(np.stack(clips)), prompt).tolist()
-        labels = [f"w = {w:g}" for w in scales]
-        video = write_mp4(self._run_dir() / "guidance.mp4", views.labelled_grid(clips, labels), fps=FPS)
-        yield str(video), teaching.guidance_table(prompt, seed, steps, scheduler_name(run_pipe.scheduler),
-                                                  time.perf_counter() - start, scales, scores)
-
-    def text_path(self, record):
-        record = self.record_of(record)
-        tokens = record.tokens
-        reference = None
-        attributes = shapes_attributes(record.prompt)
-        if attributes is not None:
-            g = record.geometry
-            clip = attributes_clip(attributes, g.num_frames, g.height, g.width, seed=record.seed)
-            with torch.no_grad():
-                reference = float(self.pipe.text_encoder.clip_score(torch.from_numpy(clip[None]), record.prompt)[0])
-        chart = views.clip_score_chart(record.clip_scores, reference)
-        return views.tokens_image(tokens), chart, teaching.text_path_summary(tokens, record.clip_scores, reference)
-
-    def adaln(self, record):
-        record = self.record_of(record)
-        return views.adaln_plot(record), teaching.adaln_summary(record.adaln)
+        grid, scores = app_views.guidance_grid(self.pipe, clips, prompt, scales)
+        video = app_outputs.write_video(app_outputs.run_dir(self.output_root), "guidance.mp4", grid)
+        yield video, teaching.guidance_table(prompt, seed, steps, scheduler_name(run_pipe.scheduler),
+                                             time.perf_counter() - start, scales, scores)
 
     def forward_process(self, prompt, level, seed):
         """A training-style clip of the prompt noised to level s, decoded: (clip image, ladder, text)."""
-        prompt = check_prompt(prompt)
-        level = check_number(level, "Noise level s", 0.0, 1.0)
-        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
-        attributes = shapes_attributes(prompt)
-        named = attributes is not None
-        attributes = attributes or {"color": "red", "shape": "circle", "motion": "left", "background": "black"}
-        g = self.geometry
-        clip = attributes_clip(attributes, g.num_frames, g.height, g.width, seed=seed)
-        strip, ladder = views.forward_process_images(self.pipe, clip, level, seed=seed)
-        return strip, ladder, teaching.forward_process_summary(attributes, named, level, self.geometry.num_frames)
+        prompt, level = check_prompt(prompt), check_number(level, "Noise level s", 0.0, 1.0)
+        return app_views.forward_process(self.pipe, self.geometry, prompt, level, check_seed(seed))
 
     # -- Sora tasks ---------------------------------------------------------------
 
     def sora_task_changed(self, task, num_frames):
-        """A task was picked: (number of frames, the line that says where the known frames go).
-        An image is one frame; the other tasks need more."""
+        """A task was picked: (number of frames: 1 for an image, more for the others; where the known frames go)."""
         task = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS})
-        frames = gr.skip()
-        if task == "image":
-            frames = 1
-        elif num_frames == 1:
-            frames = self.geometry.num_frames
+        frames = 1 if task == "image" else self.geometry.num_frames if num_frames == 1 else gr.skip()
         return frames, sora_tasks.TASKS[task].how
 
     def sora_task(self, task, prompt, image, clip, clip_b, num_frames, keep, height, width, guidance, steps, seed,
                   sampler=None, progress=gr.Progress()):
         """One of Sora's other tasks (tiny_dit.sora_tasks): the pipeline's `conditions=` built from the
         uploads, checked, sampled. Returns (result video, filmstrip with the given frames marked, text)."""
-        g = self.geometry
-        side = g.patch_pixels  # sides must be multiples of one token's pixels
-        task = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS})
-        prompt = check_prompt(prompt)
-        num_frames = check_number(num_frames, "Number of frames", 1, SORA_FRAMES_MAX, integer=True)
-        keep = check_number(keep, "Frames taken from each clip", 1, SORA_FRAMES_MAX - 1, integer=True)
-        height = check_number(height, "Height (px)", side, 2 * g.height, integer=True)
-        width = check_number(width, "Width (px)", side, 2 * g.width, integer=True)
-        for value, what in ((height, "Height (px)"), (width, "Width (px)")):
-            if value % side:
-                raise user_error(f"{what} must be a multiple of {side} (autoencoder x patch size); got {value}.")
-        guidance = check_number(guidance, "Class guidance (guidance scale)", GUIDANCE_MIN, GUIDANCE_MAX)
-        steps = check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
-        seed = check_number(seed, "Seed", 0, SEED_MAX, integer=True)
+        task, prompt = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS}), check_prompt(prompt)
+        num_frames, keep, height, width = check_frame_size(height, width, self.geometry, SORA_FRAMES_MAX, num_frames,
+                                                           keep)
+        guidance, steps, seed = check_guidance(guidance), check_steps(steps), check_seed(seed)
         run_pipe = self.sampler_pipe(sampler)
         conditions, known = sora_tasks.build_conditions(task, num_frames, height, width, image=image, clip=clip,
                                                         clip_b=clip_b, keep=keep)
         run_pipe.check_inputs(prompt, None, steps, guidance, 1, num_frames, height, width, None, "np", ["latents"],
                               None, conditions=conditions or None)
-        notices = self._notice_truncation(prompt)
-        passes = transformer_passes(run_pipe.scheduler, steps)
-
-        def on_step(_pipe, i, t, kwargs):
-            progress((i + 1, passes), desc=f"pass {i + 1}/{passes}")
-            return {}
-
-        start = time.perf_counter()
-        with self.sampling_lock:
-            frames = run_pipe(prompt, num_frames=num_frames, height=height, width=width,
-                              conditions=conditions or None, num_inference_steps=steps, guidance_scale=guidance,
-                              generator=torch.Generator().manual_seed(seed), output_type="np",
-                              callback_on_step_end=on_step).frames[0]
-        frames = to_uint8(frames)  # (T, H, W, 3)
-        seconds = time.perf_counter() - start
-        video = write_mp4(self._run_dir() / f"sora-{task}.mp4", sora_tasks.mark_known_frames(frames, known), fps=FPS)
-        strip = sora_tasks.known_frames_strip(frames, known)
-        md = teaching.sora_summary(sora_tasks.describe_result(task, known), num_frames, width, height, steps,
-                                   scheduler_name(run_pipe.scheduler), guidance, seed, seconds, notices)
-        return str(video), strip, md
+        notices, passes = self.warn_about(prompt), transformer_passes(run_pipe.scheduler, steps)
+        frames, seconds = app_views.run_sora_task(
+            run_pipe, prompt, conditions, num_frames=num_frames, height=height, width=width, steps=steps,
+            guidance=guidance, seed=seed, lock=self.sampling_lock,
+            on_pass=lambda i: progress((i + 1, passes), desc=f"pass {i + 1}/{passes}"))
+        marked, strip = app_views.sora_result_views(frames, known)
+        video = app_outputs.write_video(app_outputs.run_dir(self.output_root), f"sora-{task}.mp4", marked)
+        return video, strip, teaching.sora_summary(sora_tasks.describe_result(task, known), num_frames, width, height,
+                                                   steps, scheduler_name(run_pipe.scheduler), guidance, seed,
+                                                   seconds, notices)
 
     # -- Word attention (cross-attention per word) and how the model learned ----------------
-
-    def _word_args(self, record, word, block, head, step):
-        g = record.geometry
-        words = word_maps.group_words(record.tokens)
-        word = check_number(word, "Word (its index in the prompt, from 0)", 0, max(len(words) - 1, 0), integer=True)
-        blocks = {"mean": None, **{str(b): b for b in range(g.depth)}, **{b: b for b in range(g.depth)}}
-        block = check_choice(block, "Layer (block, or 'mean')", blocks)
-        heads = {"mean": None, **{str(h): h for h in range(g.num_heads)}, **{h: h for h in range(g.num_heads)}}
-        head = check_choice(head, "Head", heads)
-        step = check_number(step, "Iteration (denoising step)", 1, word_maps.num_passes(record), integer=True)
-        return words, word, block, head, step
 
     def word_attention(self, record, word, block, step, head="mean"):
         """(heatmap over every frame, description): how much each patch reads one word of the prompt
         (`word`: its index in the prompt's words, from 0), in a block (or the mean of all, 'mean')
         and head (or 'mean') at an iteration (from 1). The API: /word_attention (word, block, iteration)."""
         record = self.record_of(record)
-        words, index, block, head, step = self._word_args(record, word, block, head, step)
-        if not word_maps.has_cross_attention(record.transformer):
-            return None, word_maps.NO_CROSS_ATTENTION
-        if not words:
-            return None, "The prompt has no words for CLIP to read."
-        chosen = words[index]
-        heat = word_maps.word_heat(record, chosen, step - 1, block, head)
-        title = f"\"{chosen.text}\": how much each patch reads it"
-        image = views.word_heatmap_image(record.frames[0], record.geometry, heat, title=title)
-        return image, word_maps.describe(record, words, index, block, head, step - 1)
+        words = group_words(record.tokens)
+        index, block, head, step = check_word_view(record, word, block, head, step, len(words), num_passes(record))
+        return app_views.word_attention(record, words, index, block, head, step)
 
     def word_summary(self, record, block, step, head="mean"):
         """One row per word of the prompt (the middle frame of each time slot, heat over it)."""
         record = self.record_of(record)
-        words, _, block, head, step = self._word_args(record, 0, block, head, step)
-        if not word_maps.has_cross_attention(record.transformer) or not words:
-            return None
-        return word_maps.summary_image(record, words, step - 1, block, head)
+        words = group_words(record.tokens)
+        _, block, head, step = check_word_view(record, 0, block, head, step, len(words), num_passes(record))
+        return app_views.word_summary(record, words, block, head, step)
 
     def word_inside(self, record):
         """The word-attention view of a fresh run (after Generate): the prompt's words to choose from
         (the shape's name first chosen), the last iteration, every block and head averaged."""
         record = self.record_of(record)
-        words = word_maps.group_words(record.tokens)
-        steps = word_maps.num_passes(record)
-        index = word_maps.default_word(words, record.prompt)
-        choices = [(label, i) for i, label in enumerate(word_maps.word_labels(words))]
-        heat, md = self.word_attention(record, index, "mean", steps)
-        slider = gr.Slider(minimum=1, maximum=max(steps, 2), value=steps, step=1, interactive=steps > 1)
-        return (gr.Dropdown(choices=choices, value=index), slider,
-                heat, md, self.word_summary(record, "mean", steps))
+        words, choices, index, passes = app_views.word_choices(record)
+        return (gr.Dropdown(choices=choices, value=index), iteration_slider(passes, passes),
+                *self.word_attention(record, index, "mean", passes), self.word_summary(record, "mean", passes))
 
     def training(self, snapshot=None):
         """How the model learned: (loss curve, the samples of training snapshot `snapshot` (1 = the
         earliest; default the last), description), from the model folder's training files."""
         history = training_history.load_history(self.training_dir)
         count = len(history.snapshots)
-        snapshot = count if snapshot is None else snapshot
-        if count:
-            snapshot = check_number(snapshot, "Training snapshot", 1, count, integer=True)
-        chosen = history.snapshots[snapshot - 1] if count else None
-        curve = training_history.loss_curve_image(history, chosen.step if chosen else None)
-        samples = training_history.snapshot_image(chosen) if chosen else None
-        return curve, samples, training_history.describe(history, chosen)
-
-    def inside(self, record):
-        """Every view of a fresh run at its default settings (after Generate)."""
-        record = self.record_of(record)
-        g = record.geometry
-        steps = record.num_passes  # the views go pass by pass (Heun: two a step)
-        attention = self.attention(record, g.depth - 1, "mean", steps, None)
-        return (*self.patch_grid(record), *attention,
-                gr.Slider(minimum=1, maximum=steps, value=steps, step=1),
-                *self.trajectory(record, steps // 2), gr.Slider(minimum=0, maximum=steps, value=steps // 2, step=1),
-                *self.text_path(record), *self.adaln(record))
+        snapshot = (count if snapshot is None else check_number(snapshot, "Training snapshot", 1, count,
+                                                                integer=True)) if count else None
+        return training_history.snapshot_view(history, snapshot)
 
 
 # ----------------------------------------------------------------------------

@@ -237,6 +237,18 @@ def test_every_view_renders_from_the_state(tiny_app, record):
     assert isinstance(plot, Image.Image) and "block 2" in text
 
 
+def test_a_run_of_one_iteration_has_every_view(tiny_app):
+    # One transformer pass: the iteration sliders cannot span 1..1 (Gradio refuses minimum == maximum),
+    # so they show the one iteration and cannot be moved.
+    handle = list(tiny_app.generate(PROMPT, 4.0, 1, 1, SEED))[-1][4]
+    outputs = tiny_app.inside(handle)
+    assert len(images(outputs)) == 10
+    sliders = [o for o in outputs if isinstance(o, gr.Slider)]
+    assert [(s.value, s.interactive) for s in sliders] == [(1, False), (0, True)]
+    assert tiny_app.word_inside(handle)[1].interactive is False
+    assert "iteration 1 of 1" in tiny_app.attention(handle, 0, "mean", 1)[3]
+
+
 def test_clicking_a_patch_selects_it_as_the_query(tiny_app, record):
     layout = views.slot_layout(record.geometry)
     for token in [(0, 0, 0), (1, 2, 3), (1, 3, 3)]:

@@ -166,3 +166,111 @@ def user_errors(fn):
         except Exception as error:
             raise translate(error) from None
     return wrapper
+
+
+# ----------------------------------------------------------------------------
+# The app's fields, checked as app.py's events receive them
+# ----------------------------------------------------------------------------
+
+# Limits of the app's controls: the sliders show them, these checks hold them for API callers too.
+GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 0.0, 15.0, 0.5
+STEPS_MIN, STEPS_MAX = 1, 60
+SEED_MAX = 2**32 - 1
+MAX_PROMPT_CHARS = 1000
+MAX_GUIDANCE_COMPARE = 8
+
+
+def check_prompt(prompt) -> str:
+    return check_text(prompt, "The prompt", MAX_PROMPT_CHARS)
+
+
+def check_guidance(guidance, what: str = "Class guidance (guidance scale)") -> float:
+    return check_number(guidance, what, GUIDANCE_MIN, GUIDANCE_MAX)
+
+
+def check_steps(steps) -> int:
+    return check_number(steps, "Iterations (sampling steps)", STEPS_MIN, STEPS_MAX, integer=True)
+
+
+def check_seed(seed) -> int:
+    return check_number(seed, "Seed", 0, SEED_MAX, integer=True)
+
+
+def check_scales(scales) -> list[float]:
+    """The guidance scales to compare: a list of 1 to MAX_GUIDANCE_COMPARE, sorted, without repeats."""
+    scales = check_list(scales, "Class guidance scales to compare", MAX_GUIDANCE_COMPARE)
+    return sorted({check_guidance(s, "Each class guidance scale") for s in scales})
+
+
+def check_record(record):
+    """A recorded run (tiny_dit.inspector.RunRecord), else the error that asks for one."""
+    from tiny_dit.inspector import RunRecord
+
+    if not isinstance(record, RunRecord):
+        raise user_error("Generate a clip first: these views show the run you just made.")
+    return record
+
+
+def _index_choices(count: int, mean: bool = True) -> dict:
+    """The accepted values of a head or block dropdown: "mean" (None), and each index as int or text."""
+    return {**({"mean": None} if mean else {}), **{str(i): i for i in range(count)}, **{i: i for i in range(count)}}
+
+
+def check_head(head, geometry):
+    return check_choice(head, "Head", _index_choices(geometry.num_heads))
+
+
+def check_iteration(step, num_passes: int, what: str = "Iteration (denoising step)", lo: int = 1) -> int:
+    return check_number(step, what, lo, num_passes, integer=True)
+
+
+def check_attention_view(record, layer, head, step) -> tuple[int, int | None, int]:
+    """(block, head or None for the mean, iteration from 1) of the attention view."""
+    layer = check_number(layer, "Layer (block)", 0, record.geometry.depth - 1, integer=True)
+    return layer, check_head(head, record.geometry), check_iteration(step, record.num_passes)
+
+
+def check_query(query, grid: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """The query patch (time slot, row, column) inside the token grid; None: the view picks one."""
+    if query is None:
+        return None
+    tg, hg, wg = grid
+    try:
+        t, h, w = (int(v) for v in query)
+    except (TypeError, ValueError):
+        raise user_error(f"The query patch must be (time slot, row, column); got {query!r:.60}.") from None
+    if not (0 <= t < tg and 0 <= h < hg and 0 <= w < wg):
+        raise user_error(f"The query patch {query!r} is outside the token grid {tg} x {hg} x {wg}.")
+    return (t, h, w)
+
+
+def check_click(evt, layout) -> tuple[int, int, int]:
+    """The patch a click (gr.SelectData) on a picture of the time slots (views.SlotLayout) hit."""
+    index = getattr(evt, "index", None)
+    if not isinstance(index, (list, tuple)) or len(index) != 2:
+        raise user_error("Click on a patch inside one of the frames.")
+    hit = layout.hit(*index)
+    if hit is None:
+        raise user_error("That click was between the frames: click on a patch inside a frame.")
+    return hit
+
+
+def check_word_view(record, word, block, head, step, num_words: int, num_passes: int):
+    """(word index, block or None, head or None, iteration from 1) of the word-attention view."""
+    word = check_number(word, "Word (its index in the prompt, from 0)", 0, max(num_words - 1, 0), integer=True)
+    block = check_choice(block, "Layer (block, or 'mean')", _index_choices(record.geometry.depth))
+    return word, block, check_head(head, record.geometry), check_iteration(step, num_passes)
+
+
+def check_frame_size(height, width, geometry, frames_max: int, num_frames, keep) -> tuple[int, int, int, int]:
+    """(number of frames, frames kept per clip, height, width) of a Sora task: sides from one token's
+    pixels to twice the model's size, in multiples of one token's pixels."""
+    side = geometry.patch_pixels  # autoencoder x patch size
+    num_frames = check_number(num_frames, "Number of frames", 1, frames_max, integer=True)
+    keep = check_number(keep, "Frames taken from each clip", 1, frames_max - 1, integer=True)
+    height = check_number(height, "Height (px)", side, 2 * geometry.height, integer=True)
+    width = check_number(width, "Width (px)", side, 2 * geometry.width, integer=True)
+    for value, what in ((height, "Height (px)"), (width, "Width (px)")):
+        if value % side:
+            raise user_error(f"{what} must be a multiple of {side} (autoencoder x patch size); got {value}.")
+    return num_frames, keep, height, width

@@ -18,6 +18,11 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from tiny_dit.app_checks import check_record, user_error
+from tiny_dit.inspector import RunCancelled, RunRecord, StepEvent, iter_run
+from tiny_dit.schedulers import transformer_passes
 
 LOCAL_SESSION = "local"  # calls without a Gradio request (tests, scripts)
 
@@ -98,6 +103,18 @@ class RunStore:
             self._entries.move_to_end(handle.key)
             return entry.record
 
+    def record_of(self, state):
+        """The run a view is asked about: the page's state (a RunHandle) or a RunRecord itself; a
+        gr.Error that says what to do when there is none."""
+        if isinstance(state, RunHandle):
+            record = self.get(state)
+            if record is None:
+                raise user_error("This run is no longer kept on the server (runs are dropped after "
+                                 f"{int(self.ttl_s) // 60} minutes unused, or when many sessions are open): press "
+                                 "Generate again.")
+            return record
+        return check_record(state)
+
     def drop(self, handle) -> None:
         """Forget the run of `handle` (gr.State's delete_callback); None and unknown handles are ignored."""
         if not isinstance(handle, RunHandle):
@@ -176,3 +193,39 @@ class ActiveRuns:
     def get(self, session: str) -> ActiveRun | None:
         with self._lock:
             return self._runs.get(session)
+
+    def sample(self, session: str, pipe, prompt: str, *, seed: int, guidance_scale: float,
+               num_inference_steps: int, num_videos: int, lock: threading.Lock,
+               make_preview: Callable) -> Iterator[StepEvent | RunRecord]:
+        """`session`'s run under way (tiny_dit.inspector.iter_run, ~5 previews): yields a StepEvent
+        after every transformer pass, then the RunRecord. Stop (`stop`) or closing this generator
+        stops the sampler within one DiT block; a stopped run raises a gr.Error titled "Stopped"."""
+        run = self.start(session, transformer_passes(pipe.scheduler, num_inference_steps))
+        preview_every = max(1, round(num_inference_steps / 5))  # each preview is decoded, sent and drawn
+        try:
+            for event in iter_run(pipe, prompt, seed=seed, guidance_scale=guidance_scale,
+                                  num_inference_steps=num_inference_steps, num_videos=num_videos,
+                                  preview_every=preview_every, lock=lock, cancel=run.cancel, done=run.done,
+                                  make_preview=make_preview):
+                if isinstance(event, RunRecord):
+                    yield event
+                    return
+                run.steps_done = event.step + 1
+                if event.preview is not None:
+                    run.preview = event.preview
+                yield event
+        except RunCancelled:
+            raise user_error(run.status().replace("**", ""), title="Stopped") from None
+        finally:
+            run.cancel.set()  # a no-op after a finished run; stops the sampler if this generator was closed
+            self.finish(session, run)
+        raise user_error("The run stopped before it finished.", title="Stopped")
+
+    def stop(self, session: str, wait_s: float):
+        """Stop `session`'s run and wait (at most `wait_s`) until its sampler has let go. Returns the
+        run (its last preview and status line), or None when none is under way."""
+        run = self.get(session)
+        if run is not None:
+            run.cancel.set()
+            run.done.wait(wait_s)
+        return run

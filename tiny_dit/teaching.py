@@ -137,6 +137,12 @@ def run_summary(record, total: float) -> str:
     return "\n\n".join(lines)
 
 
+def iteration_status(event) -> str:
+    """The status line of a Generate run after one iteration (a tiny_dit.inspector.StepEvent)."""
+    return (f"Iteration {event.step + 1} of {event.num_steps} (noise level sigma = {event.sigma:.2f}), "
+            f"{event.elapsed:.1f} s. The preview shows the model's current guess of the clean clip.")
+
+
 def attention_caption(record, layer: int, head: int | None, shown: int) -> str:
     """Which map the attention view shows: block, head, pass and its noise level."""
     who = "the mean of all heads" if head is None else f"head {head + 1}"

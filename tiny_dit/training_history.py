@@ -314,3 +314,11 @@ def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
             lines.append(f"{len(history.steps):,} logged steps up to step {last:,}; loss from "
                          f"{float(history.losses[0]):.3f} to {float(history.losses[-1]):.4f}.")
     return "\n\n".join(lines)
+
+
+def snapshot_view(history: TrainingHistory, snapshot: int | None):
+    """The app's "How it learned" view: (loss curve marked at the snapshot, the samples of training
+    snapshot `snapshot` (1 = the earliest; None: none), description). `snapshot` is checked by the caller."""
+    chosen = history.snapshots[snapshot - 1] if snapshot else None
+    curve = loss_curve_image(history, chosen.step if chosen else None)
+    return curve, (snapshot_image(chosen) if chosen else None), describe(history, chosen)
