@@ -13,8 +13,10 @@ or connect clips). The sampler dropdown picks the solver per request (`pipe.with
 This file is layout and wiring: each event function checks its inputs (tiny_dit.app_checks: raw
 values, as API callers send them, become a gr.Error that names the field), calls the library and
 returns. The views are tiny_dit.app_views (pictures: tiny_dit.views, words: tiny_dit.teaching), the
-mp4 files tiny_dit.app_outputs, the runs kept per session and Stop tiny_dit.app_sessions.
-`build_demo(pipe)` builds the app without launching it (the tests do that).
+mp4 files tiny_dit.app_outputs, the runs kept per session and Stop tiny_dit.app_sessions. The page's
+shared controls and the tabs that only show (Sora tasks, each view) are built by tiny_dit.app_layout;
+their labels and teaching text are in tiny_dit.teaching. `build_demo(pipe)` builds the app without
+launching it (the tests do that).
 """
 
 import logging
@@ -32,19 +34,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls
 import gradio as gr
 import torch
 
+from tiny_dit import app_layout as layout
 from tiny_dit import app_outputs, app_startup, app_views, sora_tasks, teaching, training_history, views
-from tiny_dit.app_checks import (GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, MAX_GUIDANCE_COMPARE,  # noqa: F401
-                                 MAX_PROMPT_CHARS, SEED_MAX, STEPS_MAX, STEPS_MIN, check_attention_view,
-                                 check_choice, check_click, check_frame_size, check_guidance, check_iteration,
-                                 check_number, check_prompt, check_query, check_scales, check_seed, check_steps,
-                                 check_word_view, user_errors)
+from tiny_dit.app_checks import (SEED_MAX, check_attention_view, check_choice, check_click, check_frame_size,
+                                 check_guidance, check_iteration, check_number, check_prompt, check_query,
+                                 check_scales, check_seed, check_steps, check_word_view, user_errors)
+from tiny_dit.app_layout import SORA_FRAMES_MAX, iteration_slider
 from tiny_dit.app_outputs import OUTPUT_MAX_AGE_S
 from tiny_dit.app_sessions import ActiveRuns, RunStore, release_free_memory, session_of
 from tiny_dit.inspector import ModelGeometry, RunRecord, sample_clips
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, MAX_NUM_FRAMES, MAX_VIDEOS
-from tiny_dit.pipeline import TinyDiTPipeline
+from tiny_dit.pipeline import MAX_VIDEOS, TinyDiTPipeline
 from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
-from tiny_dit.teaching import HELD_OUT_EXAMPLES, INTRO, MATRIX_TEXT, SEEN_EXAMPLES, SORA_TEXT, VIEW_TEXT
 from tiny_dit.word_attention import group_words, num_passes
 
 log = logging.getLogger("tiny-dit-app")
@@ -55,26 +55,16 @@ MODEL_ENV = "TINY_DIT_MODEL"
 
 # Limits of the controls (more in tiny_dit.app_checks), checked again on the server.
 SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, MAX_VIDEOS, 4  # the pipeline's limit per call
-GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
-GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
 RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views then ask for a new one)
 MAX_RUNS_MB = 300  # all sessions' finished runs together (~6 MB each at the defaults, 17 MB at most)
 MAX_RUNS_MB_ENV = "TINY_DIT_MAX_RUNS_MB"
 STOP_WAIT_S = 10  # Stop waits at most this long for the sampler to let go (one DiT block, normally)
-SORA_FRAMES_MAX = MAX_NUM_FRAMES  # the pipeline's longest clip
-SORA_KEEP_DEFAULT = 4  # frames taken from each clip (one tubelet of the bundled model)
 
 
 def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[str]]:
     """The model named by `name` (default: $TINY_DIT_MODEL), else the bundled one, else an untrained
     stand-in (tiny_dit.app_startup). Returns (pipeline, what was loaded, notices for the page)."""
     return app_startup.load_pipeline(name, MODEL_ENV, BUNDLED_MODEL, HERE / BUNDLED_MODEL)
-
-
-def iteration_slider(passes: int, value: int, minimum: int = 1) -> gr.Slider:
-    """An iteration slider for a run of `passes` transformer passes (one pass: shown, not movable)."""
-    return gr.Slider(minimum=minimum, maximum=max(passes, minimum + 1), value=value, step=1,
-                     interactive=passes > minimum)
 
 
 # ----------------------------------------------------------------------------
@@ -300,25 +290,16 @@ class TinyDiTApp:
 # ----------------------------------------------------------------------------
 
 
-def _image(label: str, scale: int = 1, clickable: bool = False, **kwargs) -> gr.Image:
-    """An output picture with its caption above it (Gradio's label badge would cover the picture)."""
-    with gr.Column(scale=scale, min_width=240):
-        gr.Markdown(f"**{label}**", elem_classes=["caption"])
-        return gr.Image(label=label, show_label=False, type="pil", format="png", interactive=False,
-                        buttons=[] if clickable else ["download", "fullscreen"], **kwargs)
-
-
 def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notices: list[str] | None = None
                ) -> tuple[gr.Blocks, TinyDiTApp]:
     """The Gradio app on `pipe` (default: load_pipeline()), not launched, and its functions."""
     if pipe is None:
         pipe, model_name, notices = load_pipeline()
     app = TinyDiTApp(pipe, model_name, notices)
-    g = app.geometry
-    wrap = user_errors
+    g, controls = app.geometry, teaching.CONTROLS
 
     with gr.Blocks(title="tiny-dit: Sora in miniature", delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
-        gr.Markdown(INTRO)
+        gr.Markdown(teaching.INTRO)
         gr.Markdown(teaching.model_summary(model_name, g, app.notices), elem_id="model-info")
         # The state holds a RunHandle; the run itself lives in app.runs (bounded: see tiny_dit.app_sessions).
         run_state = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=app.runs.drop)
@@ -328,229 +309,97 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
             with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
                 with gr.Row(elem_id="generate-panel"):
                     with gr.Column(scale=2, min_width=320):
-                        prompt = gr.Textbox(label="Prompt", value=SEEN_EXAMPLES[0], lines=1, max_lines=3,
-                                            elem_id="prompt",
-                                            info="A shape (circle, square, triangle, star), a colour, a motion and "
-                                                 "a background.")
-                        gr.Examples([[p] for p in SEEN_EXAMPLES], inputs=[prompt], label="Seen in training")
-                        gr.Examples([[p] for p in HELD_OUT_EXAMPLES], inputs=[prompt],
-                                    label="Held out: colour-shape pairs never seen in training (does it compose?)")
-                        guidance = gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=DEFAULT_GUIDANCE_SCALE,
-                                             step=GUIDANCE_STEP,
-                                             label="Class guidance (classifier-free guidance scale, w)",
-                                             info="How hard to follow the prompt. 0 and 1: no guidance.")
-                        steps = gr.Slider(STEPS_MIN, STEPS_MAX, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
-                                          label="Iterations (sampling steps)",
-                                          info="Solver steps from noise to clip; a step is one pass through the "
-                                               "transformer (Heun: two).")
-                        sampler_choice = gr.Dropdown(app.sampler_choices, value=app.default_sampler,
-                                                     label="Sampler (solver)", elem_id="sampler",
-                                                     info="Higher-order solvers correct for the bends in the path: "
-                                                          "fewer steps for the same clip. Compare them at equal "
-                                                          "passes.")
+                        prompt = gr.Textbox(value=teaching.SEEN_EXAMPLES[0], lines=1, max_lines=3, elem_id="prompt",
+                                            **controls["prompt"])
+                        gr.Examples([[p] for p in teaching.SEEN_EXAMPLES], inputs=[prompt], label="Seen in training")
+                        gr.Examples([[p] for p in teaching.HELD_OUT_EXAMPLES], inputs=[prompt],
+                                    label=teaching.HELD_OUT_LABEL)
+                        guidance = layout.guidance_slider(**controls["guidance"])
+                        steps = layout.steps_slider(**controls["steps"])
+                        sampler_choice = gr.Dropdown(app.sampler_choices, value=app.default_sampler, elem_id="sampler",
+                                                     **controls["sampler"])
                         samples = gr.Slider(SAMPLES_MIN, SAMPLES_MAX, value=SAMPLES_DEFAULT, step=1,
-                                            label="Number of samples (clips, the batch size)",
-                                            info="Many samples are slow on a CPU: time grows with the number of clips.")
+                                            **controls["samples"])
                         with gr.Row():
-                            seed = gr.Number(value=0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed",
-                                             info="Same seed, same starting noise, same clips.", scale=3)
+                            seed = layout.seed_number(scale=3, **controls["seed"])
                             randomise = gr.Button("Randomise seed", scale=1, size="sm")
                         with gr.Row():
                             generate = gr.Button("Generate", variant="primary", elem_id="generate")
                             stop = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=3, min_width=360):
-                        preview = _image("Live preview: the model's current guess of the clean clips (pred_x0), "
-                                         "updated every few iterations", elem_id="preview", height=240)
+                        preview = layout.image_output(teaching.PREVIEW_LABEL, elem_id="preview", height=240)
                         grid_video = gr.Video(label="Samples (looping grid)", autoplay=True, loop=True,
-                                              interactive=False,
-                                              elem_id="grid-video", height=420)
+                                              interactive=False, elem_id="grid-video", height=420)
                         info = gr.Markdown(label="Time taken", elem_id="run-info")
                         clips = gr.Gallery(label="The individual clips", columns=6, height=230, object_fit="contain",
                                            elem_id="clips")
-            with gr.Tab("Sora tasks", id="sora", elem_id="tab-sora"):
-                gr.Markdown(SORA_TEXT)
-                with gr.Row(elem_id="sora-panel"):
-                    with gr.Column(scale=2, min_width=320):
-                        sora_task = gr.Radio([(t.label, name) for name, t in sora_tasks.TASKS.items()],
-                                             value="animate", label="Task", elem_id="sora-task")
-                        sora_how = gr.Markdown(sora_tasks.TASKS["animate"].how)
-                        sora_prompt = gr.Textbox(label="Prompt", value=sora_tasks.TASKS["animate"].example_prompt,
-                                                 lines=1, max_lines=3, elem_id="sora-prompt",
-                                                 info="For a still image, leave out the motion words.")
-                        sora_image = gr.Image(label="Image (to animate)", type="filepath", height=150,
-                                              sources=["upload", "clipboard"], elem_id="sora-image")
-                        with gr.Row():
-                            sora_clip = gr.Video(label="Clip A (to extend, or the start)", sources=["upload"],
-                                                 height=150, elem_id="sora-clip")
-                            sora_clip_b = gr.Video(label="Clip B (the end, to connect)", sources=["upload"],
-                                                   height=150, elem_id="sora-clip-b")
-                        with gr.Row():
-                            sora_frames = gr.Slider(1, SORA_FRAMES_MAX, value=g.num_frames, step=1,
-                                                    label="Number of frames")
-                            sora_keep = gr.Slider(1, 32, value=SORA_KEEP_DEFAULT, step=1,
-                                                  label="Frames taken from each clip")
-                        with gr.Row():
-                            side = g.patch_pixels
-                            sora_height = gr.Slider(side, 2 * g.height, value=g.height, step=side, label="Height (px)")
-                            sora_width = gr.Slider(side, 2 * g.width, value=g.width, step=side, label="Width (px)")
-                        with gr.Row():
-                            sora_guidance = gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=DEFAULT_GUIDANCE_SCALE,
-                                                      step=GUIDANCE_STEP, label="Class guidance (w)")
-                            sora_steps = gr.Slider(STEPS_MIN, STEPS_MAX, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
-                                                   label="Iterations")
-                            sora_seed = gr.Number(value=0, precision=0, minimum=0, maximum=SEED_MAX, label="Seed")
-                        sora_button = gr.Button("Generate", variant="primary", elem_id="sora-generate")
-                        gr.Examples(sora_tasks.example_rows(), label="Examples: rendered shapes-world frames and clips",
-                                    inputs=[sora_task, sora_prompt, sora_image, sora_clip, sora_clip_b, sora_frames])
-                    with gr.Column(scale=3, min_width=360):
-                        sora_video = gr.Video(label="Result (the given frames have a blue border)", autoplay=True,
-                                              loop=True, interactive=False, elem_id="sora-video", height=360)
-                        sora_strip = _image("The frames: given (bordered) and new", elem_id="sora-strip")
-                        sora_md = gr.Markdown(elem_id="sora-info")
+            sora = layout.sora_tab(g)
 
-        gr.Markdown("## Inside the model\nEverything below is computed from the run you just made (clip 1), "
-                    "except the guidance comparison, the forward process and how the model learned.")
-        with gr.Tabs(elem_id="views"):
-            with gr.Tab("Patch grid", id="patch", elem_id="tab-patch"):
-                gr.Markdown(VIEW_TEXT["patch"])
-                with gr.Row():
-                    patch_frames = _image("Clip 1 cut into tubelets (rows: time slots)", scale=3)
-                    patch_channels = _image("The latent the DiT works on", scale=2)
-                patch_md = gr.Markdown(views.token_arithmetic(g))
-            with gr.Tab("Attention maps", id="attention", elem_id="tab-attention"):
-                gr.Markdown(VIEW_TEXT["attention"])
-                with gr.Row():
-                    layer = gr.Dropdown(app.layer_choices, value=g.depth - 1, label="Layer (DiT block)")
-                    head = gr.Dropdown(app.head_choices, value="mean", label="Head")
-                    att_step = gr.Slider(1, DEFAULT_NUM_INFERENCE_STEPS, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
-                                         label="Iteration (denoising step)")
-                with gr.Row():
-                    picker = _image("Click a patch (the query token)", clickable=True, elem_id="attention-picker")
-                    heatmap = _image("Where the query looks, over every time slot (click here too)", clickable=True,
-                                     elem_id="attention-heatmap")
-                att_md = gr.Markdown(label="Where the query looks", elem_id="attention-info")
-                with gr.Row():
-                    matrix = _image("The full token-by-token attention matrix", scale=3, height=600,
-                                    elem_id="attention-matrix")
-                    with gr.Column(scale=2):
-                        gr.Markdown(MATRIX_TEXT)
-            with gr.Tab("Denoising trajectory", id="trajectory", elem_id="tab-trajectory"):
-                gr.Markdown(VIEW_TEXT["trajectory"])
-                traj_step = gr.Slider(0, DEFAULT_NUM_INFERENCE_STEPS, value=DEFAULT_NUM_INFERENCE_STEPS // 2, step=1,
-                                      label="Iterations done (0 = pure noise)")
-                traj_md = gr.Markdown(label="The step")
-                with gr.Row():
-                    traj_latent = _image("The noise levels the sampler visits, and x_t in latent space", scale=2)
-                    traj_frames = _image("x_t and pred_x0, decoded", scale=3)
-            with gr.Tab("Guidance side by side", id="guidance", elem_id="tab-guidance"):
-                gr.Markdown(VIEW_TEXT["guidance"])
-                with gr.Row():
-                    scales = gr.CheckboxGroup(GUIDANCE_COMPARE_CHOICES, value=GUIDANCE_COMPARE_DEFAULT,
-                                              label="Class guidance scales w to compare (prompt, seed and iterations "
-                                                    "from the controls above)")
-                    compare = gr.Button("Compare", variant="primary")
-                guidance_video = gr.Video(label="Same prompt and seed, growing w", autoplay=True, loop=True,
-                                          interactive=False)
-                guidance_md = gr.Markdown(label="CLIP scores per guidance scale")
-            with gr.Tab("Text path", id="text", elem_id="tab-text"):
-                gr.Markdown(VIEW_TEXT["text"])
-                text_md = gr.Markdown(label="What CLIP read")
-                with gr.Row():
-                    tokens_md = _image("The tokens CLIP reads (word pieces and their ids)", scale=3)
-                    scores_image = _image("CLIP scores", scale=2)
-            with gr.Tab("Word attention", id="words", elem_id="tab-words"):
-                gr.Markdown(VIEW_TEXT["words"])
-                with gr.Row():
-                    word = gr.Dropdown([], value=None, label="Word of the prompt", elem_id="word-choice")
-                    word_block = gr.Dropdown([("mean of all blocks", "mean")] + app.layer_choices, value="mean",
-                                             label="Layer (DiT block)")
-                    word_head = gr.Dropdown(app.head_choices, value="mean", label="Head")
-                    word_step = gr.Slider(1, DEFAULT_NUM_INFERENCE_STEPS, value=DEFAULT_NUM_INFERENCE_STEPS, step=1,
-                                          label="Iteration (denoising step)")
-                with gr.Row():
-                    word_heat = _image("How much each patch reads the word, in every frame", scale=3,
-                                       elem_id="word-heatmap")
-                    word_rows = _image("Every word of the prompt (the middle frame of each time slot)", scale=2,
-                                       elem_id="word-summary")
-                word_md = gr.Markdown(label="The word", elem_id="word-info")
-            with gr.Tab("adaLN-Zero", id="adaln", elem_id="tab-adaln"):
-                gr.Markdown(VIEW_TEXT["adaln"])
-                adaln_image = _image("adaLN modulation over the iterations")
-                adaln_md = gr.Markdown(label="Gates per block")
-            with gr.Tab("Forward process", id="forward", elem_id="tab-forward"):
-                gr.Markdown(VIEW_TEXT["forward"])
-                with gr.Row():
-                    level = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Noise level s", scale=3)
-                    forward_button = gr.Button("Show", scale=1)
-                forward_md = gr.Markdown(label="The noise level")
-                forward_clip = _image("The clip at noise level s, decoded")
-                forward_ladder = _image("The middle frame from s = 0 to s = 1")
-            with gr.Tab("How it learned", id="training", elem_id="tab-training"):
-                gr.Markdown(VIEW_TEXT["training"])
-                snapshots = len(training_history.load_history(app.training_dir).snapshots)
-                snapshot = gr.Slider(1, max(snapshots, 2), value=max(snapshots, 1), step=1, visible=snapshots > 1,
-                                     label="Training snapshot (1 = the earliest; its step is written below)")
-                training_md = gr.Markdown(label="The snapshot", elem_id="training-info")
-                with gr.Row():
-                    training_samples = _image("What it drew then (the same prompts and noise every time)", scale=3,
-                                              elem_id="training-samples")
-                    training_curve = _image("Training loss (and evaluation) over the run", scale=3,
-                                            elem_id="training-curve")
+        gr.Markdown(teaching.INSIDE_TEXT)
+        with gr.Tabs(elem_id="views"):  # one function per view (tiny_dit.app_layout), its teaching text first
+            patch = layout.patch_tab(g)
+            att = layout.attention_tab(g, app.layer_choices, app.head_choices)
+            traj = layout.trajectory_tab()
+            compared = layout.guidance_tab()
+            text_view = layout.text_tab()
+            words = layout.words_tab(app.layer_choices, app.head_choices)
+            adaln = layout.adaln_tab()
+            forward = layout.forward_tab()
+            training = layout.training_tab(app.training_dir)
 
         # -- wiring ------------------------------------------------------------------
+        wrap = user_errors  # input errors become a gr.Error that names the field
         sampler = dict(concurrency_limit=1, concurrency_id="sampler")  # one sampling run at a time (2 vCPU)
         raw = dict(preprocess=False)  # raw JSON values: tiny_dit.app_checks checks them, nothing is coerced
-        randomise.click(app.random_seed, None, seed, api_name="random_seed", api_visibility="private", queue=False)
-        gen_event = gr.on(
-            [generate.click, prompt.submit], wrap(app.generate),
-            [prompt, guidance, steps, samples, seed, sampler_choice],
-            [preview, grid_video, clips, info, run_state], api_name="generate", show_progress_on=[grid_video],
-            **sampler, **raw)
+        minimal, private = dict(show_progress="minimal"), dict(api_visibility="private")
+        randomise.click(app.random_seed, None, seed, api_name="random_seed", queue=False, **private)
+        gen_event = gr.on([generate.click, prompt.submit], wrap(app.generate),
+                          [prompt, guidance, steps, samples, seed, sampler_choice],
+                          [preview, grid_video, clips, info, run_state], api_name="generate",
+                          show_progress_on=[grid_video], **sampler, **raw)
         # Stop: Gradio cancels the event (the generator yields every iteration, so within one), and
         # app.stop stops the sampler within one DiT block and says so on the page, with the last preview.
         stop.click(wrap(app.stop), None, [preview, info], cancels=[gen_event], queue=False, api_name="stop",
-                   api_visibility="private", show_progress="hidden")
+                   show_progress="hidden", **private)
         demo.unload(app.close_session)  # the tab was closed: drop the session's run now
 
-        attention_outputs = [picker, heatmap, matrix, att_md, query_state]
-        inside_outputs = [patch_frames, patch_channels, patch_md,
-                          *attention_outputs, att_step,
-                          traj_latent, traj_frames, traj_md, traj_step,
-                          tokens_md, scores_image, text_md,
-                          adaln_image, adaln_md]
-        gen_event.success(wrap(app.inside), [run_state], inside_outputs, api_name="inside",
-                          api_visibility="private", **raw)
+        attention_outputs = [att.picker, att.heatmap, att.matrix, att.md, query_state]
+        inside_outputs = [patch.frames, patch.channels, patch.md, *attention_outputs, att.step,
+                          traj.latent, traj.frames, traj.md, traj.step, text_view.tokens, text_view.scores,
+                          text_view.md, adaln.image, adaln.md]
+        gen_event.success(wrap(app.inside), [run_state], inside_outputs, api_name="inside", **private, **raw)
 
-        attention_inputs = [run_state, layer, head, att_step]
-        gr.on([att_step.release, layer.change, head.change], wrap(app.attention), attention_inputs + [query_state],
-              attention_outputs, api_name="attention", show_progress="minimal", **raw)
-        gr.on([picker.select, heatmap.select], wrap(app.pick_patch), attention_inputs, attention_outputs,
-              api_name="pick_patch", api_visibility="private", show_progress="minimal", **raw)
-        traj_step.release(wrap(app.trajectory), [run_state, traj_step], [traj_latent, traj_frames, traj_md],
-                          api_name="trajectory", show_progress="minimal", **raw)
-        compare.click(wrap(app.compare_guidance), [prompt, seed, steps, scales, sampler_choice],
-                      [guidance_video, guidance_md],
-                      api_name="compare_guidance", **sampler, **raw)
-        sora_task.change(wrap(app.sora_task_changed), [sora_task, sora_frames], [sora_frames, sora_how],
-                         queue=False, api_visibility="private", show_progress="hidden", **raw)
-        sora_button.click(wrap(app.sora_task), [sora_task, sora_prompt, sora_image, sora_clip, sora_clip_b,
-                                                sora_frames, sora_keep, sora_height, sora_width, sora_guidance,
-                                                sora_steps, sora_seed, sampler_choice],
-                          [sora_video, sora_strip, sora_md], api_name="sora_task", **sampler, **raw)
-        gr.on([forward_button.click, level.release, demo.load], wrap(app.forward_process), [prompt, level, seed],
-              [forward_clip, forward_ladder, forward_md], api_name="forward_process", show_progress="minimal", **raw)
+        attention_inputs = [run_state, att.layer, att.head, att.step]
+        gr.on([att.step.release, att.layer.change, att.head.change], wrap(app.attention),
+              attention_inputs + [query_state], attention_outputs, api_name="attention", **minimal, **raw)
+        gr.on([att.picker.select, att.heatmap.select], wrap(app.pick_patch), attention_inputs, attention_outputs,
+              api_name="pick_patch", **private, **minimal, **raw)
+        traj.step.release(wrap(app.trajectory), [run_state, traj.step], [traj.latent, traj.frames, traj.md],
+                          api_name="trajectory", **minimal, **raw)
+        compared.compare.click(wrap(app.compare_guidance), [prompt, seed, steps, compared.scales, sampler_choice],
+                               [compared.video, compared.md], api_name="compare_guidance", **sampler, **raw)
+        sora.task.change(wrap(app.sora_task_changed), [sora.task, sora.frames], [sora.frames, sora.how],
+                         queue=False, show_progress="hidden", **private, **raw)
+        sora.button.click(wrap(app.sora_task), [sora.task, sora.prompt, sora.image, sora.clip, sora.clip_b,
+                                                sora.frames, sora.keep, sora.height, sora.width, sora.guidance,
+                                                sora.steps, sora.seed, sampler_choice],
+                          [sora.video, sora.strip, sora.md], api_name="sora_task", **sampler, **raw)
+        gr.on([forward.button.click, forward.level.release, demo.load], wrap(app.forward_process),
+              [prompt, forward.level, seed], [forward.clip, forward.ladder, forward.md], api_name="forward_process",
+              **minimal, **raw)
 
         # Word attention: recomputed for the chosen iteration from the run's latents (tiny_dit.word_attention).
-        gen_event.success(wrap(app.word_inside), [run_state], [word, word_step, word_heat, word_md, word_rows],
-                          api_name="word_inside", api_visibility="private", **raw)
-        gr.on([word.input, word_block.input, word_head.input, word_step.release], wrap(app.word_attention),
-              [run_state, word, word_block, word_step, word_head], [word_heat, word_md], api_name="word_attention",
-              show_progress="minimal", **raw)
-        gr.on([word_block.input, word_head.input, word_step.release], wrap(app.word_summary),
-              [run_state, word_block, word_step, word_head], [word_rows], api_name="word_summary",
-              api_visibility="private", show_progress="minimal", **raw)
-        gr.on([snapshot.release, demo.load], wrap(app.training), [snapshot],
-              [training_curve, training_samples, training_md], api_name="training", show_progress="minimal", **raw)
+        gen_event.success(wrap(app.word_inside), [run_state],
+                          [words.word, words.step, words.heat, words.md, words.rows], api_name="word_inside",
+                          **private, **raw)
+        gr.on([words.word.input, words.block.input, words.head.input, words.step.release], wrap(app.word_attention),
+              [run_state, words.word, words.block, words.step, words.head], [words.heat, words.md],
+              api_name="word_attention", **minimal, **raw)
+        gr.on([words.block.input, words.head.input, words.step.release], wrap(app.word_summary),
+              [run_state, words.block, words.step, words.head], [words.rows], api_name="word_summary",
+              **private, **minimal, **raw)
+        gr.on([training.snapshot.release, demo.load], wrap(app.training), [training.snapshot],
+              [training.curve, training.samples, training.md], api_name="training", **minimal, **raw)
 
     demo.queue(max_size=16, default_concurrency_limit=2)
     return demo, app
@@ -584,7 +433,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tiny-dit app on {name} ({str(pipe.transformer.dtype).replace('torch.', '')}): {demo.local_url}",
           flush=True)
     demo.block_thread()
-
 
 
 if __name__ == "__main__":

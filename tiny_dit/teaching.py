@@ -104,6 +104,27 @@ HELD_OUT_EXAMPLES = [
 ]
 
 
+# The Generate tab's controls: their labels and the line under each (Gradio's `info`).
+CONTROLS = {
+    "prompt": dict(label="Prompt",
+                   info="A shape (circle, square, triangle, star), a colour, a motion and a background."),
+    "guidance": dict(label="Class guidance (classifier-free guidance scale, w)",
+                     info="How hard to follow the prompt. 0 and 1: no guidance."),
+    "steps": dict(label="Iterations (sampling steps)",
+                  info="Solver steps from noise to clip; a step is one pass through the transformer (Heun: two)."),
+    "sampler": dict(label="Sampler (solver)", info="Higher-order solvers correct for the bends in the path: fewer "
+                                                   "steps for the same clip. Compare them at equal passes."),
+    "samples": dict(label="Number of samples (clips, the batch size)",
+                    info="Many samples are slow on a CPU: time grows with the number of clips."),
+    "seed": dict(label="Seed", info="Same seed, same starting noise, same clips."),
+}
+HELD_OUT_LABEL = "Held out: colour-shape pairs never seen in training (does it compose?)"
+PREVIEW_LABEL = "Live preview: the model's current guess of the clean clips (pred_x0), updated every few iterations"
+
+INSIDE_TEXT = ("## Inside the model\nEverything below is computed from the run you just made (clip 1), except the "
+               "guidance comparison, the forward process and how the model learned.")
+
+
 # ----------------------------------------------------------------------------
 # Summaries of one result, in Markdown
 # ----------------------------------------------------------------------------
