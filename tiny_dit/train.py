@@ -32,6 +32,7 @@ import argparse
 import copy
 import inspect
 import json
+import os
 import random
 import shutil
 import time
@@ -151,6 +152,32 @@ def set_rng_state(state: dict, batch_generator: torch.Generator, noise_generator
     noise_generator.set_state(state["noise_generator"])
 
 
+def check_process_count(num_processes: int, env=os.environ) -> str | None:
+    """Catch a launch that asked for several processes but runs this one alone (README, "Training on
+    several processes or GPUs"). Raises when a launcher started several processes that accelerate
+    does not join (each would train alone and overwrite the same run folder); returns a warning when
+    `accelerate launch` was asked for several processes and started one (--cpu, or no GPUs); else None."""
+    if num_processes > 1:
+        return None
+    started = max(int(env.get(name) or 1) for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+                                                        "MV2_COMM_WORLD_SIZE"))
+    if started > 1:
+        raise RuntimeError(
+            f"the launcher started {started} processes (WORLD_SIZE={env.get('WORLD_SIZE')}), but accelerate runs "
+            "this one alone (no GPU per process, and ACCELERATE_USE_CPU is not set): each would train on its own "
+            f"and overwrite the same run folder. On CPUs: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node {started} "
+            "-m tiny_dit.train ...; on GPUs: check that every process has one (nvidia-smi, CUDA_VISIBLE_DEVICES)")
+    # accelerate launch's one-process launcher always sets ACCELERATE_USE_CPU, and MASTER_ADDR only when it
+    # was asked for --num_processes > 1 or --num_machines > 1; a real several-process launch sets WORLD_SIZE.
+    if "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env and "WORLD_SIZE" not in env:
+        return ("warning: `accelerate launch` was asked for several processes but started this one only (with "
+                "--cpu, or on a machine without a GPU per process, it starts one process unless given "
+                "--mpirun_hostfile): this run trains on 1 process. For several CPU processes use "
+                "ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m tiny_dit.train ... or "
+                "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m tiny_dit.train ...")
+    return None
+
+
 def sample_prompts(cache: LatentCache, num: int) -> list[str]:
     """The first `num` distinct captions of the cache: fixed prompts to watch over training."""
     return list(dict.fromkeys(cache.captions))[:num]
@@ -231,6 +258,12 @@ def train(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    if (launch_warning := check_process_count(accelerator.num_processes)) is not None:
+        accelerator.print(launch_warning)
+    elif accelerator.num_processes > 1:
+        accelerator.print(f"training on {accelerator.num_processes} processes ({accelerator.distributed_type.value}, "
+                          f"{accelerator.device.type}): each draws its own batches, the effective batch is "
+                          f"--batch-size x {accelerator.num_processes}")
     device, main = accelerator.device, accelerator.is_main_process
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
@@ -304,7 +337,10 @@ def train(args: argparse.Namespace) -> dict:
             set_rng_state(state["rng"][accelerator.process_index], batch_generator, noise_generator)
         else:
             accelerator.print(f"warning: {ckpt_path} was written by {len(state['rng'])} processes, this run has "
-                              f"{accelerator.num_processes}: random streams restart, the run will not repeat exactly")
+                              f"{accelerator.num_processes}: the weights, EMA, optimiser, LR schedule and step carry "
+                              f"over, but every process's batch and noise streams restart from --seed as in a new "
+                              f"run, the effective batch becomes --batch-size x {accelerator.num_processes}, and "
+                              f"the run will not repeat a {len(state['rng'])}-process run exactly")
         start = state["step"]
         accelerator.print(f"resumed {ckpt_path} at step {start}")
     elif args.resume:
