@@ -33,6 +33,8 @@ def test_build_and_load_shapes_cache(tmp_path, encoders):
     summary = build_latent_cache(tmp_path, shapes_source(5, seed=1, batch_size=2), clip, vae,
                                  total=5, shard_size=2, info={"clip": "x"})
     assert summary["num_clips"] == 5 and len(summary["shards"]) == 3
+    for name in [*summary["shards"], "uncond.safetensors"]:  # readable by others, like any data file
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
     cache = LatentCache.load(tmp_path)
     assert len(cache) == 5 and cache.latents.shape == (5, 4, 16, 32, 32)
     assert cache.latents.dtype == torch.float16

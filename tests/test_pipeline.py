@@ -228,6 +228,7 @@ BAD_INPUTS = [
     (dict(capture_attention_layers=[2]), "capture_attention_layers must be a list of block indices from 0 to 1"),
     (dict(latents=torch.zeros(1, 3, 4, 8, 8)), "latents must have shape (1, 4, 4, 8, 8)"),
     (dict(latents=torch.zeros(2, 4, 4, 8, 8)), "latents must have shape (1, 4, 4, 8, 8)"),
+    (dict(latents=torch.full((1, 4, 4, 8, 8), float("nan"))), "latents contain NaN"),
     (dict(latents=torch.zeros(1, 4, 4, 8, 7)), "width must be a positive multiple of 8"),  # size from latents
 ]
 

@@ -95,6 +95,7 @@ def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncod
         old.unlink()
     memo: dict = {}
     save_file(_embedding_tensors(embed_prompts(clip, [""], memo)), out / "uncond.safetensors")
+    (out / "uncond.safetensors").chmod(0o644)
     pending: dict[str, list] = {"latents": [], "pooled": [], "hidden_states": [], "mask": []}
     shards, num_clips, start = [], 0, time.time()
 
@@ -103,6 +104,7 @@ def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncod
             return
         name = f"shard-{len(shards):05d}.safetensors"
         save_file({k: torch.cat(v) for k, v in pending.items()}, out / name)
+        (out / name).chmod(0o644)  # safetensors writes 0600; a cache is data others on the machine may read
         shards.append(name)
         for v in pending.values():
             v.clear()

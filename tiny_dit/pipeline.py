@@ -409,6 +409,8 @@ class TinyDiTPipeline(DiffusionPipeline):
             raise ValueError(f"latents must have shape {shape} (videos, C, frames rounded up to whole tubelets, "
                              f"height/{ds}, width/{ds}), "
                              f"got {tuple(latents.shape) if torch.is_tensor(latents) else type(latents).__name__}")
+        if not torch.isfinite(latents).all():  # NaN or inf in would only come out as NaN frames
+            raise ValueError("latents contain NaN or infinite values: pass finite starting noise")
         return latents.to(device, torch.float32)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
