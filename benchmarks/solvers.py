@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clip", default="assets/tiny-clip", help="the CLIP used as a judge")
     parser.add_argument("--solvers", default=",".join(SCHEDULERS), help=f"comma-separated, of {list(SCHEDULERS)}")
     parser.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)), help="comma-separated step counts")
-    parser.add_argument("--shifts", default="1", help="comma-separated noise shifts (default 1, as trained)")
+    parser.add_argument("--shifts", default="3", help="comma-separated noise shifts (default 3, as the bundle trained)")
     parser.add_argument("--num-prompts", type=int, default=24, help="evaluation prompts per split (default 24)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     parser.add_argument("--seed", type=int, default=0)

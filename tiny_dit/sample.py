@@ -6,7 +6,7 @@
     python -m tiny_dit.sample --prompt "..." --scheduler dpm++ --steps 8        # another solver, fewer steps
 
 --scheduler picks the ODE solver (tiny_dit.schedulers: euler, heun, dpm++, unipc; default: the one
-saved with the model) and --shift its noise shift (default: the model's; 1 = the training levels).
+saved with the model) and --shift its noise shift (default: the model's, which is the shift it trained with).
 
 Any length and size, and known frames (tiny_dit.conditions):
 
