@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clip", default="assets/tiny-clip", help="the CLIP used as a judge")
     parser.add_argument("--solvers", default=",".join(SCHEDULERS), help=f"comma-separated, of {list(SCHEDULERS)}")
     parser.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)), help="comma-separated step counts")
-    parser.add_argument("--shifts", default="3", help="comma-separated noise shifts (default 3, as the bundle trained)")
+    parser.add_argument("--shifts", default=None,
+                        help="comma-separated noise shifts (default: the model's own, the shift it trained with)")
     parser.add_argument("--num-prompts", type=int, default=24, help="evaluation prompts per split (default 24)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -250,10 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"unknown solvers {unknown}: choose from {list(SCHEDULERS)}")
     steps_list = [int(s) for s in args.steps.split(",") if s]
-    shifts = [float(s) for s in args.shifts.split(",") if s]
-    reference = args.reference or setting_key("euler", shifts[0], 20)
 
     from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, TinyDiTPipeline
+    from tiny_dit.schedulers import config_shift
     from tiny_dit.text_encoder import CLIPEncoder
 
     if args.threads:
@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = TinyDiTPipeline.from_pretrained(args.model).to(device)
     pipe.set_progress_bar_config(disable=True)
+    shifts = ([float(s) for s in args.shifts.split(",") if s] if args.shifts
+              else [config_shift(pipe.scheduler.config)])
+    reference = args.reference or setting_key("euler", shifts[0], 20)
     dtype = pipe.set_dtype(args.dtype)
     clip = CLIPEncoder.from_pretrained(args.clip)
     json_path, md_path, png_path = (args.out.with_suffix(s) for s in (".json", ".md", ".png"))
