@@ -36,16 +36,17 @@ import torch
 
 from tiny_dit import app_layout as layout
 from tiny_dit import app_outputs, app_startup, app_views, sora_tasks, teaching, training_history, views
-from tiny_dit.app_checks import (SEED_MAX, check_attention_view, check_choice, check_click, check_frame_size,
+from tiny_dit.app_checks import (SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED_MAX, check_attention_view, check_choice, check_click, check_frame_size,
                                  check_guidance, check_iteration, check_number, check_prompt, check_query,
                                  check_scales, check_seed, check_steps, check_word_view, user_errors)
 from tiny_dit.app_layout import SORA_FRAMES_MAX, iteration_slider
 from tiny_dit.app_outputs import OUTPUT_MAX_AGE_S
 from tiny_dit.app_sessions import ActiveRuns, RunStore, release_free_memory, session_of
-from tiny_dit.inspector import ModelGeometry, RunRecord, sample_clips
-from tiny_dit.pipeline import MAX_VIDEOS, TinyDiTPipeline
+from tiny_dit.geometry import ModelGeometry
+from tiny_dit.pipeline import TinyDiTPipeline
+from tiny_dit.recorder import RunRecord, sample_clips
 from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
-from tiny_dit.word_attention import group_words, num_passes
+from tiny_dit.word_attention import group_words
 
 log = logging.getLogger("tiny-dit-app")
 
@@ -54,7 +55,6 @@ BUNDLED_MODEL = "assets/tiny-dit-shapes"
 MODEL_ENV = "TINY_DIT_MODEL"
 
 # Limits of the controls (more in tiny_dit.app_checks), checked again on the server.
-SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, MAX_VIDEOS, 4  # the pipeline's limit per call
 RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views then ask for a new one)
 MAX_RUNS_MB = 300  # all sessions' finished runs together (~6 MB each at the defaults, 17 MB at most)
 MAX_RUNS_MB_ENV = "TINY_DIT_MAX_RUNS_MB"
@@ -257,14 +257,14 @@ class TinyDiTApp:
         and head (or 'mean') at an iteration (from 1). The API: /word_attention (word, block, iteration)."""
         record = self.record_of(record)
         words = group_words(record.tokens)
-        index, block, head, step = check_word_view(record, word, block, head, step, len(words), num_passes(record))
+        index, block, head, step = check_word_view(record, word, block, head, step, len(words), record.num_passes)
         return app_views.word_attention(record, words, index, block, head, step)
 
     def word_summary(self, record, block, step, head="mean"):
         """One row per word of the prompt (the middle frame of each time slot, heat over it)."""
         record = self.record_of(record)
         words = group_words(record.tokens)
-        _, block, head, step = check_word_view(record, 0, block, head, step, len(words), num_passes(record))
+        _, block, head, step = check_word_view(record, 0, block, head, step, len(words), record.num_passes)
         return app_views.word_summary(record, words, block, head, step)
 
     def word_inside(self, record):

@@ -30,6 +30,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from anywhere in the checkout
+from tiny_dit.app_checks import SAMPLES_DEFAULT  # noqa: E402  (the page's defaults)
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -69,8 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python benchmarks/app_memory.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=50, help="fresh client sessions, one Generate each (50)")
-    parser.add_argument("--samples", type=int, default=4, help="clips per Generate (the page's default, 4)")
-    parser.add_argument("--steps", type=int, default=20, help="iterations per Generate (the page's default, 20)")
+    parser.add_argument("--samples", type=int, default=SAMPLES_DEFAULT,
+                        help=f"clips per Generate (the page's default, {SAMPLES_DEFAULT})")
+    parser.add_argument("--steps", type=int, default=DEFAULT_NUM_INFERENCE_STEPS,
+                        help=f"iterations per Generate (the page's default, {DEFAULT_NUM_INFERENCE_STEPS})")
     parser.add_argument("--model", default=None, help="pipeline folder for app.py --model (default: the bundle)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait before the 'after' reading")
     parser.add_argument("--keep-open", action="store_true",
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         after_each, open_clients = [], []
         for i in range(args.sessions):
             client = Client(url, verbose=False)
-            client.predict("a red circle moving left on a black background", 5.0, args.steps, args.samples, i,
+            client.predict("a red circle moving left on a black background", DEFAULT_GUIDANCE_SCALE, args.steps,
+                           args.samples, i,
                            api_name="/generate")
             if args.keep_open:
                 open_clients.append(client)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app_memory import free_port, start_server  # noqa: E402
+from tiny_dit.app_checks import SAMPLES_MAX as MAX_VIDEOS, STEPS_MAX  # noqa: E402  (the page's most)
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -32,8 +34,8 @@ def cpu_seconds(pid: int) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python benchmarks/app_stop.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=36)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--samples", type=int, default=MAX_VIDEOS, help=f"the page's most ({MAX_VIDEOS})")
+    parser.add_argument("--steps", type=int, default=STEPS_MAX, help=f"the page's most ({STEPS_MAX})")
     parser.add_argument("--after", type=int, default=3, help="cancel once this iteration is reported (3)")
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         url = f"http://127.0.0.1:{server.args[3]}/"
         client = Client(url, verbose=False)
-        job = client.submit("a red circle moving left on a black background", 5.0, args.steps, args.samples, 0,
+        job = client.submit("a red circle moving left on a black background", DEFAULT_GUIDANCE_SCALE, args.steps,
+                            args.samples, 0,
                             api_name="/generate")
         marks = {}
         while args.after not in marks:
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
             previous = now
         stopped = previous[1] - start
         start = time.perf_counter()
-        result = client.predict("a red circle moving left on a black background", 5.0, 2, 1, 0, api_name="/generate")
+        result = client.predict("a red circle moving left on a black background", DEFAULT_GUIDANCE_SCALE, 2, 1, 0,
+                                api_name="/generate")
         following = time.perf_counter() - start
         client.close()
     finally:

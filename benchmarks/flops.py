@@ -98,6 +98,15 @@ def measured(model: TinyDiT, latent, context: int) -> tuple[float, int]:
     return counter.get_total_flops(), saved[0]
 
 
+# The presets' training defaults, as tiny_dit.train.PRESETS sets them (tests/test_train.py checks that they
+# agree): written out here so that a FLOP count does not import the training script and accelerate.
+PRESET_TRAINING = {
+    "tiny": {"batch_size": 8, "image_batch_size": 0, "steps": 200},
+    "small": {"batch_size": 16, "image_batch_size": 32, "steps": 20000},
+    "base": {"batch_size": 64, "image_batch_size": 64, "steps": 50000},
+}
+
+
 def duration(seconds: float) -> str:
     return f"{seconds / 3600:5.1f} h" if seconds >= 3600 else f"{seconds / 60:5.1f} min"
 
@@ -105,8 +114,8 @@ def duration(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(TINY_DIT_PRESETS), default="base")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
-    parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the preset's training default)")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
     parser.add_argument("--image-batch-size", type=int, default=None,
                         help="still images per step (one tubelet long), default: the preset's")
     parser.add_argument("--latent", type=int, nargs=4, default=(4, 16, 32, 32), metavar=("C", "T", "H", "W"),
@@ -121,12 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory", type=float, default=15.0, help="usable GPU memory in GB (T4: 15)")
     args = parser.parse_args(argv)
     batch, steps, stills = args.batch_size, args.steps, args.image_batch_size
-    if batch is None or steps is None or stills is None:  # the preset's training defaults live with training
-        from tiny_dit.train import PRESETS
-        preset = PRESETS[args.preset]
-        batch = preset["batch_size"] if batch is None else batch
-        steps = preset["steps"] if steps is None else steps
-        stills = preset["image_batch_size"] if stills is None else stills
+    preset = PRESET_TRAINING[args.preset]
+    batch = preset["batch_size"] if batch is None else batch
+    steps = preset["steps"] if steps is None else steps
+    stills = preset["image_batch_size"] if stills is None else stills
     latent = tuple(args.latent)
 
     model = build(args.preset, latent, args.text_width, args.pooled_width)

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown solvers {unknown}: choose from {list(SCHEDULERS)}")
     steps_list = [int(s) for s in args.steps.split(",") if s]
 
-    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, TinyDiTPipeline
+    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
     from tiny_dit.schedulers import config_shift
     from tiny_dit.text_encoder import CLIPEncoder
 
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     pipe.set_progress_bar_config(disable=True)
     shifts = ([float(s) for s in args.shifts.split(",") if s] if args.shifts
               else [config_shift(pipe.scheduler.config)])
-    reference = args.reference or setting_key("euler", shifts[0], 20)
+    reference = args.reference or setting_key("euler", shifts[0], DEFAULT_NUM_INFERENCE_STEPS)
     dtype = pipe.set_dtype(args.dtype)
     clip = CLIPEncoder.from_pretrained(args.clip)
     json_path, md_path, png_path = (args.out.with_suffix(s) for s in (".json", ".md", ".png"))

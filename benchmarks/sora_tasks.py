@@ -108,8 +108,7 @@ def measure_tasks(pipe: TinyDiTPipeline, num_inputs: int = 8, steps: int = DEFAU
     if height != width:
         raise ValueError(f"the tasks render square shapes-world clips; this model makes {width}x{height}")
     clips, truth = input_clips(num_inputs, seed, height)  # (N, 16, H, W, 3) uint8
-    round_trip = (decode_latents(pipe.vae, encode_clips(pipe.vae, torch.from_numpy(clips))) * 255)
-    round_trip = round_trip.round().to(torch.uint8).numpy()
+    round_trip = to_uint8(decode_latents(pipe.vae, encode_clips(pipe.vae, torch.from_numpy(clips))))
     results = {"num_inputs": num_inputs, "steps": steps, "guidance_scale": guidance_scale, "seed": seed}
     for task in tasks:
         pieces = TASKS[task]

@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-videos", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-batch-size", type=int, default=16,
+                        help="clips in the timed training step (default 16, the small preset's: "
+                             "python -m tiny_dit.train --help)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -153,9 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Training throughput of the small preset's step (forward, backward, AdamW).
     from tiny_dit.flow import flow_matching_loss
-    from tiny_dit.train import PRESETS  # the training defaults: what a training step is
-
-    batch = PRESETS["small"]["batch_size"]
+    batch = args.train_batch_size
     dit.train()
     optimizer = torch.optim.AdamW(dit.parameters(), lr=1e-4)
     x0 = torch.randn(batch, *latents.shape[1:])

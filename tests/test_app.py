@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives 
 import app  # noqa: E402
 from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
 from tiny_dit.app_sessions import RunHandle, RunStore
-from tiny_dit.inspector import ATTENTION_CACHE_STEPS, _ATTENTION_CACHE, RunRecord, record_run
+from tiny_dit.attention_maps import ATTENTION_CACHE_STEPS, SELF_ATTENTION_CACHE
 from tiny_dit.model import TinyDiT
 from tiny_dit.schedulers import SCHEDULERS, noise_levels, transformer_passes
 from tiny_dit.pipeline import TinyDiTPipeline
+from tiny_dit.recorder import RunRecord, record_run
 from tiny_dit.video import make_grid, probe_mp4, read_mp4
 from tiny_dit import sora_tasks, views
 
@@ -135,7 +136,7 @@ def test_a_finished_run_keeps_little_and_the_attention_cache_is_bounded(tiny_app
     assert record.nbytes < 2 * (STEPS + 1) * 4 * 4 * 8 * 8 * 2 + record.frames.nbytes + 20_000
     for step in range(STEPS):
         record.attention_at(step)
-    assert len(_ATTENTION_CACHE) <= ATTENTION_CACHE_STEPS
+    assert len(SELF_ATTENTION_CACHE) <= ATTENTION_CACHE_STEPS
     with pytest.raises(ValueError, match="step must be from 0 to 4"):
         record.attention_at(STEPS)
 

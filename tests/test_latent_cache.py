@@ -108,3 +108,18 @@ def test_still_captions_with_word_dropout():
     without_shape = sum("star" not in c for c in dropped) / len(dropped)
     assert 0.2 < without_colour < 0.4 and 0.2 < without_shape < 0.4
     assert any(c.startswith("a red shape") for c in dropped) and "a red star" in dropped
+
+
+def test_cli_renders_other_lengths_and_sizes(tmp_path, encoders, monkeypatch):
+    """--num-frames, --height and --width reach the renderer, and a size the autoencoder cannot take is refused."""
+    clip, vae = encoders
+    monkeypatch.setattr(latent_cache.CLIPEncoder, "from_pretrained", lambda *a, **k: clip)
+    monkeypatch.setattr(latent_cache, "load_autoencoder", lambda *a, **k: vae)
+    latent_cache.main(["--out", str(tmp_path / "wide"), "--num-clips", "3", "--num-frames", "8",
+                       "--height", "128", "--width", "192"])
+    cache = LatentCache.load(tmp_path / "wide")
+    assert cache.latents.shape[2] == 8 and cache.latents.shape[4] / cache.latents.shape[3] == 1.5
+    assert "8 x 128 x 192" in cache.info["source"]
+    for bad in (["--width", "196"], ["--height", "64"], ["--num-frames", "1"]):
+        with pytest.raises(SystemExit):
+            latent_cache.main(["--out", str(tmp_path / "bad"), "--num-clips", "3", *bad])

@@ -9,6 +9,7 @@ import torch
 
 import tiny_dit.train
 from test_pipeline import tiny_clip, tiny_vae
+from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.data.shapes import render_clips, sample_clip_specs
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.latent_cache import LatentCache, build_latent_cache
@@ -207,6 +208,67 @@ def test_help_and_presets():
     assert PRESETS["small"]["image_batch_size"] == 32 and small["conv_mlp"]
     args = build_parser().parse_args(["--cache", "c", "--out", "o", "--preset", "small"])
     assert args.noise_shift is None  # filled in from the preset by train()
+
+
+@pytest.fixture(scope="module")
+def wide_cache_dir(cache_dir) -> Path:
+    """4 clips of 8 frames at 32 x 48 (a 128 x 192 scene drawn at a quarter), with the same encoders."""
+    root = cache_dir.parent
+    specs = sample_clip_specs(4, seed=1, num_frames=8, height=128, width=192)
+    frames = render_clips(specs, size=32)  # (4, 8, 32, 48, 3)
+    info = json.loads((cache_dir / "cache.json").read_text())
+    build_latent_cache(root / "wide", [(frames, [s.text for s in specs], [{} for _ in specs])],
+                       CLIPEncoder.from_pretrained(root / "clip"), load_autoencoder(root / "vae"),
+                       total=4, info={k: info[k] for k in ("clip", "autoencoder")})
+    return root / "wide"
+
+
+def test_caches_of_other_lengths_and_sizes_train_one_model(cache_dir, wide_cache_dir, tmp_path, monkeypatch):
+    """Open-Sora's buckets: each step's clips come from one cache (or a run of their tubelets), and a
+    bucket of larger clips gets fewer of them, so a step holds about as many tokens as a plain one."""
+    batches = []
+    loss = tiny_dit.train.flow_matching_loss
+
+    def recording_loss(model, x0, *args, **kwargs):
+        batches.append(tuple(x0.shape))
+        return loss(model, x0, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_dit.train, "flow_matching_loss", recording_loss)
+    run(cache_dir, tmp_path / "run", "--steps", "30", "--sample-every", "0", "--cache", str(cache_dir),
+        str(wide_cache_dir), "--cache-weights", "1", "1", "--random-length", "0.5")
+    model = TinyDiT.from_pretrained(tmp_path / "run" / "pipeline" / "transformer")
+    pt, p = model.config.patch_size_t, model.config.patch_size
+    first = tuple(LatentCache.load(cache_dir).latents.shape[2:])  # (T, h, w)
+    assert model.config.num_frames == first[0]  # the first cache sets the default size
+    reference = 8 * first[0] // pt * (first[1] // p) * (first[2] // p)  # --batch-size 8 clips of the first cache
+    wide = (first[1], first[2] * 3 // 2)
+    assert {shape[3:] for shape in batches} == {first[1:], wide}  # both buckets drawn
+    assert any(shape[2] < 8 for shape in batches if shape[3:] == wide)  # some cut to fewer tubelets
+    for count, _, frames, h, w in batches:  # each batch costs about the reference's tokens
+        tokens = count * frames // pt * (h // p) * (w // p)
+        assert abs(tokens - reference) <= frames // pt * (h // p) * (w // p), (count, frames, h, w)
+
+    with pytest.raises(ValueError, match="--cache-weights"):
+        run(cache_dir, tmp_path / "bad", "--steps", "2", "--cache", str(cache_dir), str(wide_cache_dir),
+            "--cache-weights", "1")
+
+
+def test_the_benchmarks_know_the_presets_training_defaults():
+    """benchmarks/flops.py and speed.py do not import the training script: their copies must agree."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("flops", root / "benchmarks" / "flops.py")
+    flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flops)
+    for name, preset in PRESETS.items():
+        assert flops.PRESET_TRAINING[name] == {k: preset[k] for k in ("batch_size", "image_batch_size", "steps")}
+    assert '"--train-batch-size", type=int, default=%d' % PRESETS["small"]["batch_size"] in \
+        (root / "benchmarks" / "speed.py").read_text()
+    for path in [*(root / "tiny_dit").rglob("*.py"), *(root / "benchmarks").glob("*.py"), root / "app.py"]:
+        if not path.name.startswith("train"):
+            assert "tiny_dit.train import" not in path.read_text() and \
+                "import tiny_dit.train\n" not in path.read_text(), path
 
 
 def test_still_images_are_one_frame_held_for_a_tubelet():

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives 
 import app  # noqa: E402
 from test_pipeline import tiny_pipeline
 from tiny_dit import training_history as th
-from tiny_dit.video import make_grid, write_mp4
+from tiny_dit.video import make_grid, split_grid, write_mp4
 
 PROMPTS = ["a red circle moving left on a black background", "a yellow star growing on a white background",
            "a green square moving up on a gray background", "a blue triangle moving right on a black background"]
@@ -62,8 +62,8 @@ def test_the_folder_layout_is_read_back(tmp_path):
 
 def test_split_grid_undoes_make_grid():
     original = clips(30)
-    np.testing.assert_array_equal(th.split_grid(make_grid(original), 4), original)
-    assert th.split_grid(make_grid(original), 5) is None  # a layout that does not fit
+    np.testing.assert_array_equal(split_grid(make_grid(original), 4), original)
+    assert split_grid(make_grid(original), 5) is None  # a layout that does not fit
 
 
 def test_pictures_of_the_run(tmp_path):

@@ -16,9 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives 
 import app  # noqa: E402
 from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
 from tiny_dit import word_attention as wa
-from tiny_dit.inspector import ATTENTION_CACHE_STEPS, ModelGeometry, TokenInfo, record_run, tokenize
+from tiny_dit.attention_maps import ATTENTION_CACHE_STEPS
+from tiny_dit.geometry import ModelGeometry
 from tiny_dit.model import CrossAttention, TinyDiT
 from tiny_dit.pipeline import TinyDiTPipeline
+from tiny_dit.recorder import record_run
+from tiny_dit.text_encoder import TokenInfo, tokenize
 
 torch.set_num_threads(1)
 
@@ -51,12 +54,12 @@ def test_word_pieces_are_grouped_into_words_by_the_end_of_word_marker():
 
 def test_a_word_clip_splits_is_one_word_with_the_real_tokenizer():
     pipe = tiny_pipeline()
-    tokens, _ = tokenize(pipe, "a chartreusey star moving left")
+    tokens, _ = tokenize(pipe.tokenizer, "a chartreusey star moving left")
     words = wa.group_words(tokens)
     assert [w.text for w in words] == ["a", "chartreusey", "star", "moving", "left"]
     assert words[1].pieces > 1 and words[1].positions == list(range(2, 2 + words[1].pieces))
     assert wa.default_word(words, "a chartreusey star moving left") == 2  # the shape's name first
-    red = wa.group_words(tokenize(pipe, PROMPT)[0])
+    red = wa.group_words(tokenize(pipe.tokenizer, PROMPT)[0])
     assert wa.default_word(red, PROMPT) == [w.text for w in red].index("circle")
 
 
@@ -126,7 +129,7 @@ def test_word_heat_adds_the_pieces_and_memory_stays_bounded(record):
             for head in (None, 0, 1):
                 heat = wa.word_heat(record, words[1], step, block, head)
                 assert heat.shape == record.geometry.grid and 0 <= heat.min() and heat.max() <= 1
-    assert wa.cache_size() <= ATTENTION_CACHE_STEPS  # maps are recomputed and cached for a few steps only
+    assert len(wa.CROSS_ATTENTION_CACHE) <= ATTENTION_CACHE_STEPS  # maps are recomputed and cached for a few steps only
     assert record.nbytes == before  # nothing is added to the run a session keeps
     with pytest.raises(ValueError, match="step must be from 0 to 2"):
         wa.cross_attention_at(record, STEPS)

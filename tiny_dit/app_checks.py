@@ -25,6 +25,8 @@ import traceback
 import gradio as gr
 import numpy as np
 
+from tiny_dit.pipeline import MAX_VIDEOS
+
 log = logging.getLogger("tiny-dit-app")
 
 EXAMPLE_PROMPT = "a red circle moving left on a black background"
@@ -175,6 +177,7 @@ def user_errors(fn):
 # Limits of the app's controls: the sliders show them, these checks hold them for API callers too.
 GUIDANCE_MIN, GUIDANCE_MAX, GUIDANCE_STEP = 0.0, 15.0, 0.5
 STEPS_MIN, STEPS_MAX = 1, 60
+SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, MAX_VIDEOS, 4  # the pipeline's limit per call
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 1000
 MAX_GUIDANCE_COMPARE = 8
@@ -203,8 +206,8 @@ def check_scales(scales) -> list[float]:
 
 
 def check_record(record):
-    """A recorded run (tiny_dit.inspector.RunRecord), else the error that asks for one."""
-    from tiny_dit.inspector import RunRecord
+    """A recorded run (tiny_dit.recorder.RunRecord), else the error that asks for one."""
+    from tiny_dit.recorder import RunRecord
 
     if not isinstance(record, RunRecord):
         raise user_error("Generate a clip first: these views show the run you just made.")

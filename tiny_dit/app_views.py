@@ -1,5 +1,5 @@
 """What each view of the app shows, as pictures (PIL) and Markdown, from checked values: the
-"Inside the model" views of one recorded run (tiny_dit.inspector.RunRecord, clip 1), the two
+"Inside the model" views of one recorded run (tiny_dit.recorder.RunRecord, clip 1), the two
 comparisons (guidance scales, the forward process) and a Sora task's run. app.py checks the inputs
 (tiny_dit.app_checks) and calls these; the drawing is tiny_dit.views, the words tiny_dit.teaching.
 
@@ -17,6 +17,7 @@ import torch
 from tiny_dit import sora_tasks, teaching, views
 from tiny_dit import word_attention as word_maps
 from tiny_dit.data.shapes import attributes_clip, shapes_attributes
+from tiny_dit.text_encoder import tokenize
 from tiny_dit.video import to_uint8
 
 DEFAULT_ATTRIBUTES = {"color": "red", "shape": "circle", "motion": "left", "background": "black"}
@@ -96,7 +97,7 @@ def word_choices(record):
     index: the shape's name if the prompt has one, the last iteration)."""
     words = word_maps.group_words(record.tokens)
     choices = [(label, i) for i, label in enumerate(word_maps.word_labels(words))]
-    return words, choices, word_maps.default_word(words, record.prompt), word_maps.num_passes(record)
+    return words, choices, word_maps.default_word(words, record.prompt), record.num_passes
 
 
 # ----------------------------------------------------------------------------
@@ -146,9 +147,7 @@ def sora_result_views(frames: np.ndarray, known: np.ndarray):
 
 def prompt_notices(pipe, prompt: str) -> list[str]:
     """What the page should warn about a prompt: one longer than CLIP's context is truncated."""
-    from tiny_dit.inspector import tokenize
-
-    tokens, messages = tokenize(pipe, prompt)
+    tokens, messages = tokenize(pipe.tokenizer, prompt)
     if not (tokens.truncated or messages):
         return []
     return [f"The prompt has {tokens.num_wanted} tokens but CLIP reads {tokens.context_length}: it was truncated "

@@ -49,6 +49,7 @@ import torch
 
 from tiny_dit.autoencoder import encode_clips
 from tiny_dit.flow import add_noise
+from tiny_dit.video import to_uint8
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _to_uint8(value, name: str, dims: int) -> torch.Tensor:
     if value.numel() and not (torch.isfinite(value).all() and value.min() >= 0 and value.max() <= 1):
         raise ValueError(f"{name} is float, so its values must lie in [0, 1] (uint8 for 0-255), "
                          f"got values from {value.min().item():g} to {value.max().item():g}")
-    return value.float().mul(255).round().to(torch.uint8).cpu()
+    return torch.from_numpy(to_uint8(value.float()))
 
 
 def place_conditions(conditions, num_frames: int, height: int, width: int) -> list[tuple[int, torch.Tensor]]:

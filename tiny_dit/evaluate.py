@@ -293,7 +293,7 @@ def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0, v
         specs = [random_clip_spec(rng, p["color"], p["shape"], p["motion"], p["background"]) for p in prompts]
         clips = render_clips(specs)
         if vae is not None:
-            clips = (decode_latents(vae, encode_clips(vae, clips)) * 255).round().to(torch.uint8)
+            clips = torch.from_numpy(to_uint8(decode_latents(vae, encode_clips(vae, clips))))
         results[split] = evaluate_clips(clips, prompts, clip)
     return results
 

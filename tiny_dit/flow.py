@@ -36,8 +36,10 @@ the app call these functions, so what is read here is what runs:
 import torch
 import torch.nn.functional as F
 
-# Default guidance weight w of the samplers (euler_sample, the pipeline, the app).
+# Default guidance weight w and number of steps of the samplers (euler_sample, the pipeline, the app):
+# rectified flow's paths are nearly straight, so few steps suffice.
 DEFAULT_GUIDANCE_SCALE = 5.0
+DEFAULT_NUM_INFERENCE_STEPS = 20
 # The model's timestep for noise level s is TIMESTEP_SCALE * s (diffusers' num_train_timesteps).
 TIMESTEP_SCALE = 1000
 
@@ -58,6 +60,12 @@ def predicted_x0(x_s: torch.Tensor, s, v: torch.Tensor) -> torch.Tensor:
     """x0 = x_s - s * v: where the straight line through x_s with velocity v reaches s = 0, i.e. the
     model's current guess of the clean clip (what the app's live preview shows)."""
     return x_s - s * v
+
+
+def velocity_from_x0(x_s: torch.Tensor, s, x0: torch.Tensor) -> torch.Tensor:
+    """v = (x_s - x0) / s: the same line read the other way, for a model that predicts the clean clip
+    (TinyDiT's prediction_type "sample") and a sampler that integrates velocities."""
+    return (x_s - x0) / s
 
 
 def is_guided(guidance_scale: float) -> bool:
@@ -138,7 +146,7 @@ def euler_sample(
     noise: torch.Tensor,
     cond: dict,
     uncond: dict | None = None,
-    num_inference_steps: int = 50,
+    num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
 ) -> torch.Tensor:
     """Generate latents by Euler integration from s = 1 (noise) to s = 0 (data).

@@ -12,6 +12,8 @@ safetensors shards next to a `cache.json` that records where they came from.
       captions.jsonl        one {"text": ..., attributes...} per clip, in order
 
     python -m tiny_dit.latent_cache --out cache/shapes --num-clips 20000
+    python -m tiny_dit.latent_cache --out cache/shapes-32f --num-clips 2000 --num-frames 32 --seed 1
+    python -m tiny_dit.latent_cache --out cache/shapes-wide --num-clips 2000 --width 192 --seed 2
     python -m tiny_dit.latent_cache --out cache/mine --videofolder my_clips/
 """
 
@@ -37,11 +39,13 @@ DEFAULT_CLIP = "assets/tiny-clip"
 DEFAULT_AUTOENCODER = "assets/tiny-autoencoder"
 
 
-def shapes_source(num_clips: int, seed: int, batch_size: int = 128) -> Iterator[tuple]:
+def shapes_source(num_clips: int, seed: int, batch_size: int = 128, num_frames: int = 16,
+                  height: int = 128, width: int = 128) -> Iterator[tuple]:
     """Freshly rendered shapes-world training clips: (frames, captions, attributes)."""
     from tiny_dit.data.shapes import render_dataset
 
-    for frames, specs in render_dataset(num_clips, seed=seed, split="train", batch_size=batch_size):
+    for frames, specs in render_dataset(num_clips, seed=seed, split="train", batch_size=batch_size,
+                                        num_frames=num_frames, height=height, width=width):
         yield frames, [s.text for s in specs], [
             {"color": s.color, "shape": s.shape, "motion": s.motion, "background": s.background}
             for s in specs]
@@ -193,8 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the rendered clips")
     parser.add_argument("--videofolder", type=Path, default=None,
                         help="encode this videofolder (mp4 + metadata.jsonl) instead of rendering")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (videofolder)")
-    parser.add_argument("--size", type=int, default=128, help="frame size in pixels (videofolder)")
+    parser.add_argument("--num-frames", type=int, default=16, help="frames per clip (default 16)")
+    parser.add_argument("--height", type=int, default=128,
+                        help="frame height of rendered clips in pixels, a multiple of 8 (default 128)")
+    parser.add_argument("--width", type=int, default=128,
+                        help="frame width of rendered clips in pixels, a multiple of 8 (default 128)")
+    parser.add_argument("--size", type=int, default=128, help="frame size of videofolder clips in pixels (square)")
     parser.add_argument("--clip", default=DEFAULT_CLIP,
                         help="CLIP: a folder, an open_clip name such as ViT-B-32, or hf-hub:org/repo")
     parser.add_argument("--clip-pretrained", default=None,
@@ -217,8 +225,16 @@ def main(argv: list[str] | None = None) -> None:
         source, total = videofolder_source(folder), len(folder)
         info["source"] = str(args.videofolder)
     else:
-        source, total = shapes_source(args.num_clips, args.seed), args.num_clips
-        info["source"] = f"shapes-world seed {args.seed}"
+        if args.num_frames < 2:
+            parser.error(f"--num-frames must be at least 2 (a clip shows a motion), got {args.num_frames}")
+        for name in ("height", "width"):  # the objects are drawn in pixels, up to 62 across
+            if getattr(args, name) < 128 or getattr(args, name) % 8:
+                parser.error(f"--{name} must be a multiple of 8 from 128 pixels (the shapes world's objects "
+                             f"are drawn at fixed sizes), got {getattr(args, name)}")
+        source = shapes_source(args.num_clips, args.seed, num_frames=args.num_frames,
+                               height=args.height, width=args.width)
+        total = args.num_clips
+        info["source"] = f"shapes-world seed {args.seed}, {args.num_frames} x {args.height} x {args.width}"
     summary = build_latent_cache(args.out, source, clip, vae, total=total,
                                  shard_size=args.shard_size, info={**info, "bf16": args.bf16}, bf16=args.bf16)
     if args.videofolder and folder.num_skipped:

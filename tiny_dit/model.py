@@ -64,6 +64,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from tiny_dit.flow import TIMESTEP_SCALE, velocity_from_x0
+
 
 # ---------------------------------------------------------------------------
 # Tubelets: latents <-> token sequences
@@ -97,7 +99,7 @@ def patchify(x: torch.Tensor, patch_size_t: int, patch_size: int) -> torch.Tenso
 def token_grid(num_frames: int, height: int, width: int, patch_size_t: int, patch_size: int
                ) -> tuple[int, int, int]:
     """The token grid (T', H', W') = (T / pt, H / p, W / p) of latents (T, H, W): one token per tubelet.
-    The one home of this arithmetic (TinyDiT.token_grid, the app's ModelGeometry, the pipeline's checks)."""
+    The one home of this arithmetic (TinyDiT.token_grid, tiny_dit.geometry.ModelGeometry, training's buckets)."""
     pt, p = patch_size_t, patch_size
     if num_frames % pt or height % p or width % p:
         raise ValueError(
@@ -684,8 +686,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
 
         # 5. A clean-clip prediction becomes a velocity: the straight line from x0_hat through x_s.
         if self.config.prediction_type == "sample":
-            s = (timestep.float() / 1000).clamp(min=MIN_NOISE_LEVEL).view(B, 1, 1, 1, 1)
-            sample = (hidden_states.float() - sample.float()) / s  # (B, C, T, H, W), float32
+            s = (timestep.float() / TIMESTEP_SCALE).clamp(min=MIN_NOISE_LEVEL).view(B, 1, 1, 1, 1)
+            sample = velocity_from_x0(hidden_states.float(), s, sample.float())  # (B, C, T, H, W), float32
 
         attentions = attentions if capture else None
         if not return_dict:

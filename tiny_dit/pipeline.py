@@ -100,15 +100,13 @@ from tiny_dit.autoencoder import decode_latents as decode_to_frames
 from tiny_dit.autoencoder import spatial_downsample
 from tiny_dit.conditions import (KnownFrames, TinyDiTCondition, encode_known_frames, hold_known_frames,
                                  place_conditions)
-from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, guided_velocity, is_guided, predicted_x0
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, guided_velocity, is_guided, predicted_x0
 from tiny_dit.model import TinyDiT
 from tiny_dit.schedulers import FlowScheduler, check_flow_scheduler, make_scheduler, set_flow_timesteps
 from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-# Scheduler steps (Euler by default); rectified flow paths are nearly straight, so few suffice.
-DEFAULT_NUM_INFERENCE_STEPS = 20
 MAX_NUM_INFERENCE_STEPS = 200
 MAX_GUIDANCE_SCALE = 30.0
 MAX_VIDEOS = 36  # per call: prompts x num_videos_per_prompt
@@ -386,7 +384,7 @@ class TinyDiTPipeline(DiffusionPipeline):
         device: torch.device | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """encode_prompt as two dicts of transformer keyword arguments, (cond, uncond), for code that
-        calls the transformer itself (flow.euler_sample, the inspector, benchmarks). `uncond` is None
+        calls the transformer itself (flow.euler_sample, benchmarks). `uncond` is None
         without classifier-free guidance."""
         embeds = self.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance, num_videos_per_prompt,
                                     device=device)

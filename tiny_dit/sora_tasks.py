@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tiny_dit.conditions import TinyDiTCondition, place_conditions
-from tiny_dit.video import to_uint8
+from tiny_dit.video import resize_frames, to_uint8
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,7 @@ def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
         keep = max(1, round(h * width / height))
         left = (w - keep) // 2
         frames = frames[:, :, left:left + keep]
-    x = torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2).float()  # a writable copy
-    x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", antialias=True,
-                                        align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return resize_frames(frames, height, width)
 
 
 # ----------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def run_summary(record, total: float) -> str:
 
 
 def iteration_status(event) -> str:
-    """The status line of a Generate run after one iteration (a tiny_dit.inspector.StepEvent)."""
+    """The status line of a Generate run after one iteration (a tiny_dit.recorder.StepEvent)."""
     return (f"Iteration {event.step + 1} of {event.num_steps} (noise level sigma = {event.sigma:.2f}), "
             f"{event.elapsed:.1f} s. The preview shows the model's current guess of the clean clip.")
 

@@ -6,6 +6,11 @@ The DiT reads text through CLIP's text tower in two forms:
   * the per-token hidden states (after the final layer norm) with a mask of the
     real tokens, for optional cross-attention.
 The empty prompt "" is the unconditional input for classifier-free guidance.
+CLIP reads at most `context_length` tokens (32 for the tiny CLIP, 77 for
+pretrained ones): a longer prompt is truncated, with a warning.
+`tokenize(tokenizer, prompt)` says what CLIP read of a prompt (TokenInfo: the
+ids, each decoded back to its word piece, whether it was truncated), which the
+app's text-path and word-attention views show.
 
 A single frame cannot show motion, so CLIP's image tower sees a clip through
 one of two "video views", each a single RGB image made of four frames spread
@@ -127,14 +132,18 @@ class OpenCLIPTokenizer(ModelMixin, ConfigMixin):
         (CLIP cannot read further), with a warning."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         context = self.config.context_length
-        encode = getattr(self.tokenizer, "encode", None)  # SimpleTokenizer: BPE ids without start/end
-        if encode is not None:
-            for prompt in prompts:
-                n = len(encode(prompt)) + 2
-                if n > context:
-                    warnings.warn(f"prompt has {n} tokens, CLIP reads {context}: truncated: "
-                                  f"{prompt[:60]!r}...", stacklevel=3)
+        for prompt in prompts:
+            n = self.count_tokens(prompt)
+            if n is not None and n > context:
+                warnings.warn(f"prompt has {n} tokens, CLIP reads {context}: truncated: "
+                              f"{prompt[:60]!r}...", stacklevel=3)
         return self.tokenizer(prompts)
+
+    def count_tokens(self, prompt: str) -> int | None:
+        """Tokens the whole prompt needs, start + word pieces + end, however long the context is;
+        None for a Hugging Face tokenizer (open_clip's HFTokenizer only returns the truncated ids)."""
+        encode = getattr(self.tokenizer, "encode", None)  # SimpleTokenizer: BPE ids without start/end
+        return None if encode is None else len(encode(prompt)) + 2
 
     def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:
         self.save_config(save_directory)
@@ -275,3 +284,51 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
         video = self.video_features(frames)
         text = self.text_features(prompts)
         return (video * text).sum(-1)
+
+
+# ----------------------------------------------------------------------------
+# What CLIP read of a prompt
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class TokenInfo:
+    """What CLIP read of the prompt."""
+
+    ids: list[int]  # the context_length token ids fed to CLIP
+    pieces: list[str]  # each id decoded back to text
+    num_real: int  # start + words + end (the rest is padding, masked out)
+    num_wanted: int  # tokens the full prompt needs (start + words + end)
+    context_length: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.num_wanted > self.context_length
+
+    @property
+    def read_text(self) -> str:
+        """The part of the prompt CLIP actually read."""
+        return "".join(self.pieces[1:self.num_real - 1]).strip()
+
+
+def tokenize(tokenizer: OpenCLIPTokenizer, prompt: str) -> tuple[TokenInfo, list[str]]:
+    """Token ids of the prompt as CLIP reads them, each decoded, and the tokenizer's warnings
+    (it warns when the prompt is longer than CLIP's context and gets truncated)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ids = tokenizer(prompt)[0].tolist()  # (context_length,)
+    messages = [str(w.message) for w in caught]
+    inner = tokenizer.tokenizer
+    context = int(tokenizer.config.context_length)
+    eot = ids.index(max(ids))  # the end-of-text token has the largest id (as CLIPEncoder.encode_text assumes)
+    wanted = tokenizer.count_tokens(prompt)
+    wanted = eot + 1 if wanted is None else wanted  # a Hugging Face tokenizer cannot count past the context
+    pieces = []
+    for i, token_id in enumerate(ids):
+        if i > eot:
+            pieces.append("")
+        elif hasattr(inner, "decoder"):  # open_clip's SimpleTokenizer
+            pieces.append(inner.decode([token_id]))
+        else:  # HFTokenizer
+            pieces.append(inner.tokenizer.convert_ids_to_tokens(token_id))
+    return TokenInfo(ids=ids, pieces=pieces, num_real=eot + 1, num_wanted=wanted, context_length=context), messages

@@ -2,15 +2,18 @@
 
     python -m tiny_dit.train --cache cache/shapes --out runs/dit-small --preset small
     python -m tiny_dit.train --cache cache/shapes --out runs/dit-small --resume      # continue after a stop
+    python -m tiny_dit.train --cache cache/shapes cache/shapes-32f --out runs/dit-sizes   # two lengths
     accelerate launch -m tiny_dit.train --cache cache/shapes --out runs/dit-base --preset base --mixed-precision bf16
 
 The same command runs on a CPU, one GPU, or several GPUs under `accelerate launch`
 (each process draws its own batches; the effective batch is batch-size x processes).
 
-Each step draws a random batch of clips from the cache (held in memory), and
+Each step draws a random batch of clips from the cache (held in memory; with
+several caches, from one of them: a bucket of one length and size), and
 minimises the rectified-flow loss of `tiny_dit.flow.flow_matching_loss` with
-AdamW, a linear learning-rate warm-up and gradient clipping. An exponential
-moving average (EMA) of the weights is what gets sampled and saved.
+AdamW, a linear learning-rate warm-up and gradient clipping, in the training
+loop of `tiny_dit.training`. An exponential moving average (EMA) of the weights
+is what gets sampled and saved.
 
 The run folder (--out):
     checkpoint.pt              model, EMA, optimiser, LR schedule, step and every RNG state,
@@ -32,10 +35,12 @@ import argparse
 import copy
 import inspect
 import json
+import math
 import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +48,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from diffusers.optimization import get_scheduler
-from tqdm import tqdm
 
 from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.latent_cache import LatentCache, embed_prompts
-from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT
-from tiny_dit.training_utils import JsonlLog, atomic_save, has_checkpoint, load_checkpoint
+from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT, token_grid
+from tiny_dit.training import (JsonlLog, has_checkpoint, load_checkpoint, refuse_to_overwrite,
+                               restore_training_state, save_training_state, train_loop)
 
 # A preset is the model's shape (tiny_dit.model.TINY_DIT_PRESETS: TinyDiT keyword arguments; the input
 # sizes come from the cache) plus the training defaults that suit it, kept here.
@@ -112,22 +117,61 @@ def still_images(latents: torch.Tensor, patch_size_t: int, generator: torch.Gene
     return frame[:, :, None].expand(-1, -1, patch_size_t, -1, -1)  # (B, C, pt, h, w)
 
 
+@dataclass
+class Bucket:
+    """The clips of one latent cache, all of one length and size, on the training device. As in
+    Open-Sora's buckets, a step draws all its clips from one bucket (a batch is one tensor), and
+    a bucket of longer or larger clips gets fewer of them, so every step costs about the same."""
+    name: str
+    latents: torch.Tensor  # (N, C, T, h, w)
+    text: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # hidden states (N, L, W), pooled (N, E), mask (N, L)
+    still_text: tuple | None  # the same for the stills' captions (no motion), or None without stills
+
+    def tokens(self, config, num_frames: int | None = None) -> int:
+        """Tokens of one clip of this bucket for a model of `config` (of num_frames latent frames, default all)."""
+        _, _, T, h, w = self.latents.shape
+        return math.prod(token_grid(num_frames or T, h, w, config.patch_size_t, config.patch_size))
+
+
+def scaled_count(count: int, tokens: int, reference_tokens: int) -> int:
+    """How many clips of `tokens` tokens cost about what `count` clips of `reference_tokens` do."""
+    return 0 if count == 0 else max(1, round(count * reference_tokens / tokens))
+
+
+def random_window(num_frames: int, patch_size_t: int, generator: torch.Generator) -> slice:
+    """A random run of whole tubelets of a clip of num_frames latent frames: k tubelets, k uniform in
+    1 .. num_frames / patch_size_t - 1, at a random tubelet. Shorter clips cut from the same cache,
+    so that the model learns lengths other than the cache's."""
+    tubelets = num_frames // patch_size_t
+    k = int(torch.randint(1, tubelets, (1,), generator=generator))
+    start = int(torch.randint(0, tubelets - k + 1, (1,), generator=generator)) * patch_size_t
+    return slice(start, start + k * patch_size_t)
+
+
+def check_caches(caches: list[LatentCache], args: argparse.Namespace) -> None:
+    """Several caches train one model only if they were built with the same encoders, and
+    --cache-weights gives one weight per cache."""
+    first = caches[0]
+    for path, c in zip(args.cache[1:], caches[1:]):
+        for key in ("clip", "clip_pretrained", "autoencoder"):
+            if c.info.get(key) != first.info.get(key):
+                raise ValueError(f"--cache {path} was built with {key} {c.info.get(key)!r}, --cache {args.cache[0]} "
+                                 f"with {first.info.get(key)!r}: caches trained together need the same encoders")
+        if c.latents.shape[1] != first.latents.shape[1]:
+            raise ValueError(f"--cache {path} has {c.latents.shape[1]} latent channels, {args.cache[0]} "
+                             f"{first.latents.shape[1]}")
+    if args.cache_weights is not None and (len(args.cache_weights) != len(caches)
+                                           or min(args.cache_weights) < 0 or sum(args.cache_weights) <= 0):
+        raise ValueError(f"--cache-weights needs one weight >= 0 per --cache ({len(caches)}), not all 0; "
+                         f"got {args.cache_weights}")
+    if not 0 <= args.random_length <= 1:
+        raise ValueError(f"--random-length is a probability, got {args.random_length}")
+
+
 def model_shape(config) -> dict:
     """A model config without diffusers' bookkeeping keys ("_class_name", "_use_default_values", ...,
     whose contents vary from process to process): what must match to load weights into a model."""
     return {k: v for k, v in dict(config).items() if not k.startswith("_")}
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
-    for ema_p, p in zip(ema.parameters(), model.parameters()):
-        ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
-
-
-def ema_decay_at(step: int, max_decay: float) -> float:
-    """EMA warm-up: a short memory at first, so the average does not stay stuck near the initial weights."""
-    return min(max_decay, (1 + step) / (10 + step))
 
 
 def rng_state(batch_generator: torch.Generator, noise_generator: torch.Generator) -> dict:
@@ -190,7 +234,7 @@ def load_frozen_components(cache_info: dict, args: argparse.Namespace):
     clip_name = args.clip or cache_info.get("clip")
     vae_name = args.autoencoder or cache_info.get("autoencoder")
     if not clip_name or not vae_name:
-        raise ValueError(f"{args.cache}/cache.json does not say which CLIP and autoencoder built it: "
+        raise ValueError(f"{args.cache[0]}/cache.json does not say which CLIP and autoencoder built it: "
                          "pass --clip and --autoencoder")
     clip = CLIPEncoder.from_pretrained(clip_name, pretrained=cache_info.get("clip_pretrained"))
     return clip, load_autoencoder(vae_name)
@@ -267,8 +311,7 @@ def train(args: argparse.Namespace) -> dict:
     device, main = accelerator.device, accelerator.is_main_process
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not args.resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or use a new --out")
+    refuse_to_overwrite(ckpt_path, args.resume)
 
     # Everything random starts from the seed; each process gets its own data and noise streams.
     random.seed(args.seed)
@@ -278,10 +321,11 @@ def train(args: argparse.Namespace) -> dict:
     batch_generator = torch.Generator().manual_seed(process_seed)  # which clips
     noise_generator = torch.Generator(device).manual_seed(process_seed + 1)  # noise levels, noise, label dropout
 
-    # Data: the whole cache in memory on the device (float16 latents and embeddings).
-    cache = LatentCache.load(args.cache)
-    latents, pooled = cache.latents.to(device), cache.pooled.to(device)
-    hidden_states, mask = cache.hidden_states.to(device), cache.mask.to(device)
+    # Data: every cache in memory on the device (float16 latents and embeddings), one bucket each. The first
+    # cache sets the model's default clip size and gives the empty prompt, the CLIP and the autoencoder.
+    caches = [LatentCache.load(path) for path in args.cache]
+    cache = caches[0]
+    check_caches(caches, args)
     uncond = {"encoder_hidden_states": cache.uncond.hidden_states.float().to(device),
               "pooled_projections": cache.uncond.pooled.float().to(device),
               "encoder_attention_mask": cache.uncond.mask.to(device)}
@@ -289,10 +333,15 @@ def train(args: argparse.Namespace) -> dict:
     if main or args.image_batch_size:  # fail now, not after hours of training, if they cannot be loaded
         clip, vae = load_frozen_components(cache.info, args)
         clip, vae = clip.to(device), vae.to(device)
-    if args.image_batch_size:  # stills are captioned without a motion: embed those captions once
-        still = embed_prompts(clip, cache.still_captions(args.word_dropout, args.seed), memo={})
-        still_pooled, still_hidden = still.pooled.half().to(device), still.hidden_states.half().to(device)
-        still_mask = still.mask.to(device)
+    buckets = []
+    for path, c in zip(args.cache, caches):
+        still_text = None
+        if args.image_batch_size:  # stills are captioned without a motion: embed those captions once
+            still = embed_prompts(clip, c.still_captions(args.word_dropout, args.seed), memo={})
+            still_text = (still.hidden_states.half().to(device), still.pooled.half().to(device), still.mask.to(device))
+        buckets.append(Bucket(str(path), c.latents.to(device),
+                              (c.hidden_states.to(device), c.pooled.to(device), c.mask.to(device)), still_text))
+    bucket_weights = torch.tensor(args.cache_weights or [1.0] * len(buckets), dtype=torch.float64)
 
     # Model, EMA copy, optimiser, LR schedule.
     model = build_model(cache, args.preset, **model_overrides(args))
@@ -321,18 +370,19 @@ def train(args: argparse.Namespace) -> dict:
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
+    # What a checkpoint holds besides the step: these parts' state_dicts, and (save_checkpoint) every
+    # process's random generators and the model's config.
+    parts = {"model": raw_model, "ema": ema, "optimizer": optimizer, "lr_scheduler": lr_scheduler}
+    if accelerator.scaler is not None:
+        parts["scaler"] = accelerator.scaler
     start = 0
-    if args.resume and has_checkpoint(ckpt_path):
-        state = load_checkpoint(ckpt_path)
+    def check_shape(state: dict) -> None:
         if model_shape(state["model_config"]) != model_shape(raw_model.config):
             raise ValueError(f"{ckpt_path} holds a model of another shape ({state['model_config']}); "
                              f"resume it with the same --preset and --cache")
-        raw_model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        lr_scheduler.load_state_dict(state["lr_scheduler"])
-        if accelerator.scaler is not None and state.get("scaler"):
-            accelerator.scaler.load_state_dict(state["scaler"])
+
+    if args.resume and has_checkpoint(ckpt_path):
+        state = restore_training_state(ckpt_path, parts, check=check_shape)
         if len(state["rng"]) == accelerator.num_processes:
             set_rng_state(state["rng"][accelerator.process_index], batch_generator, noise_generator)
         else:
@@ -349,81 +399,62 @@ def train(args: argparse.Namespace) -> dict:
     log = JsonlLog(out / "log.jsonl")
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        if log.path.exists():  # drop records of steps after the checkpoint (all, for a new run): they are redone
-            lines = log.path.read_text().splitlines()
-            log.path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= start))
-        (out / "args.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
-                                                   for k, v in vars(args).items()}, indent=2))
+        log.drop_after(start)  # records of steps after the checkpoint (all, for a new run) are redone
+        (out / "args.json").write_text(json.dumps(vars(args), indent=2, default=str))  # paths as text
     prompts = sample_prompts(cache, args.num_samples)
 
     def save_checkpoint(step: int) -> None:
         rng = gather_object([rng_state(batch_generator, noise_generator)])  # one entry per process
         if main:
-            atomic_save({
-                "step": step,
-                "model": raw_model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": lr_scheduler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "rng": rng,
-                "model_config": dict(raw_model.config),
-            }, ckpt_path)
+            save_training_state(ckpt_path, step, parts, rng=rng, model_config=dict(raw_model.config))
         accelerator.wait_for_everyone()
 
-    # The training loop.
-    model.train()
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="train dit", unit="step",
-               disable=not accelerator.is_local_main_process)
-    loss_sum, loss_count, last_loss, t_log, t_aside = 0.0, 0, float("nan"), time.time(), 0.0
-    for step in bar:
-        # A batch of clips and a batch of stills (either may be empty); the loss is the mean over both.
+    def step_loss(step: int) -> tuple[torch.Tensor, dict]:
+        """A batch of clips and a batch of stills (either may be empty) from one bucket, perhaps cut to fewer
+        tubelets; the counts keep the step's tokens about those of --batch-size clips of the first cache.
+        The loss is the mean over both, weighted by the nominal batch sizes."""
+        bucket = buckets[int(torch.multinomial(bucket_weights, 1, generator=batch_generator))] \
+            if len(buckets) > 1 else buckets[0]
+        config = raw_model.config
+        window = slice(None)  # which latent frames of the clips
+        if args.random_length > 0 and float(torch.rand((), generator=batch_generator)) < args.random_length:
+            window = random_window(bucket.latents.shape[2], config.patch_size_t, batch_generator)
         loss = 0.0
-        for count, is_still in ((args.batch_size, False), (args.image_batch_size, True)):
-            if count == 0:
+        for nominal, is_still in ((args.batch_size, False), (args.image_batch_size, True)):
+            if nominal == 0:
                 continue
-            idx = torch.randint(len(cache), (count,), generator=batch_generator).to(device)  # (B,)
+            frames = config.patch_size_t if is_still else len(range(bucket.latents.shape[2])[window])
+            reference = buckets[0].tokens(config, config.patch_size_t if is_still else None)
+            count = scaled_count(nominal, bucket.tokens(config, frames), reference)
+            idx = torch.randint(len(bucket.latents), (count,), generator=batch_generator).to(device)  # (B,)
             if is_still:
-                x0 = still_images(latents[idx], raw_model.config.patch_size_t, batch_generator).float()
-                text = (still_hidden, still_pooled, still_mask)
+                x0 = still_images(bucket.latents[idx], config.patch_size_t, batch_generator).float()
+                text = bucket.still_text
             else:
-                x0 = latents[idx].float()  # (B, C, T, h, w)
-                text = (hidden_states, pooled, mask)
+                x0 = bucket.latents[idx, :, window].float()  # (B, C, T, h, w)
+                text = bucket.text
             cond = {"encoder_hidden_states": text[0][idx].float(),  # (B, L, W)
                     "pooled_projections": text[1][idx].float(),  # (B, E)
                     "encoder_attention_mask": text[2][idx]}  # (B, L)
-            loss = loss + count / (args.batch_size + args.image_batch_size) * flow_matching_loss(
+            loss = loss + nominal / (args.batch_size + args.image_batch_size) * flow_matching_loss(
                 model, x0, cond, uncond, label_dropout=args.label_dropout, generator=noise_generator,
                 noise_shift=args.noise_shift)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        lr_scheduler.step()
-        update_ema(ema, raw_model, ema_decay_at(step, args.ema_decay))
+        return loss, {}
 
-        done = step + 1
-        loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
-        if done % args.log_every == 0 or done == args.steps:
-            mean_loss = accelerator.gather(loss_sum.reshape(1) / loss_count).mean().item()  # over processes
-            elapsed = time.time() - t_log - t_aside  # training time only, without checkpoints and samples
-            clips_per_s = loss_count * args.batch_size * accelerator.num_processes / max(elapsed, 1e-9)
-            if main:
-                log.write(step=done, loss=mean_loss, lr=lr_scheduler.get_last_lr()[0],
-                          clips_per_s=round(clips_per_s, 2), grad_norm=float(grad_norm),
-                          seconds_per_step=round(elapsed / loss_count, 3))
-            bar.set_postfix(loss=f"{mean_loss:.4f}", clips_s=f"{clips_per_s:.1f}")
-            last_loss, loss_sum, loss_count, t_log, t_aside = mean_loss, 0.0, 0, time.time(), 0.0
-        t_start_aside = time.time()
-        if done % args.checkpoint_every == 0 or done == args.steps:
-            save_checkpoint(done)
-        if main and args.sample_every and done % args.sample_every == 0:
-            write_samples(make_pipeline(ema, clip, vae, args.noise_shift), prompts,
-                          out / "samples" / f"step-{done:06d}", args.sample_steps, args.seed)
-        if main and args.eval_every and done % args.eval_every == 0:
-            log.write(step=done, **evaluate_run(make_pipeline(ema, clip, vae, args.noise_shift), clip, args))
-        t_aside += time.time() - t_start_aside
-    bar.close()
+    def write_step_samples(step: int) -> None:
+        write_samples(make_pipeline(ema, clip, vae, args.noise_shift), prompts,
+                      out / "samples" / f"step-{step:06d}", args.sample_steps, args.seed)
+
+    def evaluate_step(step: int) -> None:
+        log.write(step=step, **evaluate_run(make_pipeline(ema, clip, vae, args.noise_shift), clip, args))
+
+    last_loss = train_loop(
+        model, step_loss, optimizer, lr_scheduler, start=start, steps=args.steps, save=save_checkpoint,
+        log=log if main else None, accelerator=accelerator, grad_clip=args.grad_clip, ema=ema,
+        ema_decay=args.ema_decay, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+        every=[(args.sample_every, write_step_samples), (args.eval_every, evaluate_step)] if main else [],
+        throughput=("clips_per_s", args.batch_size * accelerator.num_processes), desc="train dit",
+        progress=accelerator.is_local_main_process)
 
     # The finished pipeline, with the EMA weights (written next to its final place, then moved there).
     pipeline_dir = out / "pipeline"
@@ -466,7 +497,7 @@ def export_checkpoint(args: argparse.Namespace) -> Path:
     state = load_checkpoint(ckpt_path)
     ema = TinyDiT.from_config(state["model_config"])
     ema.load_state_dict(state["ema"])
-    clip, vae = load_frozen_components(json.loads((Path(args.cache) / "cache.json").read_text()), args)
+    clip, vae = load_frozen_components(json.loads((Path(args.cache[0]) / "cache.json").read_text()), args)
     run_args = json.loads((Path(args.out) / "args.json").read_text())  # the run's own noise shift
     make_pipeline(ema.eval(), clip, vae, run_args.get("noise_shift") or 1.0).save_pretrained(args.export)
     add_training_record(Path(args.out), Path(args.export), up_to_step=state["step"])
@@ -478,7 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tiny_dit.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     io = parser.add_argument_group("data and run folder")
-    io.add_argument("--cache", type=Path, required=True, help="latent cache folder (python -m tiny_dit.latent_cache)")
+    io.add_argument("--cache", type=Path, nargs="+", required=True,
+                    help="latent cache folder(s) (python -m tiny_dit.latent_cache). Several caches of other "
+                         "lengths and sizes train one model on all of them (a bucket each; the first sets the "
+                         "model's default size)")
+    io.add_argument("--cache-weights", type=float, nargs="+", default=None,
+                    help="how often each --cache is drawn, one weight per cache (default: equally)")
     io.add_argument("--out", type=Path, required=True, help="run folder: checkpoint, log, samples, pipeline")
     io.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     io.add_argument("--export", type=Path, default=None, metavar="DIR",
@@ -513,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="still images per step besides the --batch-size clips: one random frame of a cached clip, "
                           "one tubelet long, captioned without its motion (small: 0). --batch-size 0 trains on "
                           "stills alone (the image proxy)")
+    opt.add_argument("--random-length", type=float, default=0.0,
+                     help="probability that a step's clips are cut to a random run of fewer whole tubelets "
+                          "(shorter clips; more of them per step), default 0")
     opt.add_argument("--word-dropout", type=float, default=0.0,
                      help="probability that a still's caption leaves out its colour, its shape or its background, "
                           "each drawn on its own ('a star on a black background', 'a red shape'): each word then "

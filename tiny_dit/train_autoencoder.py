@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tiny_dit.autoencoder import encode_clips, frames_to_images, tiny_autoencoder
 from tiny_dit.data.shapes import NUM_FRAMES, render_clips, render_dataset, sample_clip_specs
 from tiny_dit.evaluate import autoencoder_psnr, decode_frames_per_second
-from tiny_dit.training_utils import add_run_arguments, start_run, step_seed, train_loop
+from tiny_dit.training import add_run_arguments, start_run, step_seed, train_simple
 
 
 @torch.no_grad()
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         psnr = -10 * torch.log10(loss.detach() / 4)  # MSE on [-1, 1] is 4x the MSE on [0, 1]
         return loss, {"psnr": round(psnr.item(), 2)}
 
-    train_loop(vae, step_loss, run_dir=args.run_dir, steps=args.steps, lr=args.lr,
-               warmup=args.warmup, resume=args.resume, desc="tiny autoencoder")
+    train_simple(vae, step_loss, args, throughput=("frames_per_s", args.batch_size), desc="tiny autoencoder")
 
     mean, std = measure_latent_statistics(vae)
     vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)

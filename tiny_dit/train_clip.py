@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import open_clip
-import torch
 
-from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES,
+from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, NUM_FRAMES, SHAPES,
                                   all_attribute_combinations, random_clip_spec, render_clips)
 from tiny_dit.evaluate import clip_retrieval_accuracy
 from tiny_dit.text_encoder import VIEW_FRAMES, TINY_CLIP_NAME, CLIPEncoder
-from tiny_dit.training_utils import add_run_arguments, start_run, step_seed, train_loop
+from tiny_dit.training import add_run_arguments, start_run, step_seed, train_simple
 
 
 def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True):
@@ -48,7 +47,7 @@ def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True):
     rest = [c for c in train if c not in set(combos)]
     combos += [rest[i] for i in rng.choice(len(rest), size=max(0, batch_size - len(combos)), replace=False)]
     specs = [random_clip_spec(rng, *combo) for combo in combos]
-    frames = render_clips(specs, frame_indices=np.linspace(0, 15, VIEW_FRAMES).round().astype(int))
+    frames = render_clips(specs, frame_indices=np.linspace(0, NUM_FRAMES - 1, VIEW_FRAMES).round().astype(int))
     return frames, [s.text for s in specs]
 
 
@@ -87,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         loss = loss_fn(video, text, clip.model.logit_scale.exp())
         return loss, {"logit_scale": clip.model.logit_scale.exp().item()}
 
-    train_loop(clip, step_loss, run_dir=args.run_dir, steps=args.steps, lr=args.lr,
-               warmup=args.warmup, weight_decay=0.1, resume=args.resume, desc="tiny CLIP")
+    train_simple(clip, step_loss, args, weight_decay=0.1, throughput=("clips_per_s", args.batch_size),
+                 desc="tiny CLIP")
     clip.save_pretrained(args.out)
     metrics = {split: clip_retrieval_accuracy(clip, split=split) for split in ("train", "heldout")}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))

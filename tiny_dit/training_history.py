@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tiny_dit import views
+from tiny_dit.video import split_grid
 
 LOG_NAME = "training_log.jsonl"
 SAMPLES_DIR = "training_samples"
@@ -148,25 +149,6 @@ def read_prompts(folder: Path) -> list[str]:
 # ----------------------------------------------------------------------------
 # Pictures
 # ----------------------------------------------------------------------------
-
-
-def split_grid(grid: np.ndarray, count: int, padding: int = 2) -> np.ndarray | None:
-    """The clips of a tiny_dit.video.make_grid grid (T, H', W', 3) of `count` clips: (count, T, h, w, 3),
-    or None if the grid's size does not fit that layout."""
-    if count < 1:
-        return None
-    ncols = int(np.ceil(np.sqrt(count)))
-    nrows = int(np.ceil(count / ncols))
-    _, height, width, _ = grid.shape
-    h, rem_h = divmod(height - padding * (nrows - 1), nrows)
-    w, rem_w = divmod(width - padding * (ncols - 1), ncols)
-    if rem_h or rem_w or h < 2 or w < 2:
-        return None
-    clips = []
-    for i in range(count):
-        y, x = (i // ncols) * (h + padding), (i % ncols) * (w + padding)
-        clips.append(grid[:, y:y + h, x:x + w])
-    return np.stack(clips)
 
 
 def snapshot_image(snapshot: Snapshot, frames_shown: int = 8, cell: int = 80) -> Image.Image:

@@ -1,4 +1,10 @@
-"""Reading and writing mp4 clips with imageio-ffmpeg (which ships its own ffmpeg).
+"""Frames on their way to and from files: conversions, resizing, tiling, and mp4/GIF files.
+
+    to_uint8(frames)                 float frames in [0, 1] (the pipeline's output_type="np") -> uint8
+    resize_frames(frames, h, w)      uint8 frames at another size (antialiased)
+    make_grid(clips)                 N clips tiled into one clip
+    write_mp4, read_mp4, probe_mp4   mp4 files, with imageio-ffmpeg (which ships its own ffmpeg)
+    write_gif                        a looping GIF
 
 Written clips are H.264, yuv420p, with the index at the front (faststart): the
 format every browser plays straight from a `<video>` tag without re-encoding.
@@ -21,6 +27,17 @@ def to_uint8(frames) -> np.ndarray:
     if frames.dtype == np.uint8:
         return frames
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def resize_frames(frames, height: int, width: int) -> np.ndarray:
+    """uint8 frames (T, H, W, 3), a numpy array or a tensor -> uint8 numpy (T, height, width, 3), resized
+    bilinearly with antialiasing (so that shrinking averages pixels instead of skipping them)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(np.array(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W); np.array: a writable copy
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8, crf: int = 18) -> Path:
@@ -84,6 +101,17 @@ def probe_mp4(path: str | Path) -> dict:
             "faststart": moov != -1 and (mdat == -1 or moov < mdat)}
 
 
+def grid_layout(count: int, ncols: int | None = None) -> tuple[int, int]:
+    """(rows, columns) of make_grid's near-square grid of `count` clips: ceil(sqrt(count)) columns."""
+    ncols = min(count, ncols or int(np.ceil(np.sqrt(count))))
+    return int(np.ceil(count / ncols)), ncols
+
+
+def grid_cell(i: int, ncols: int, h: int, w: int, padding: int) -> tuple[int, int]:
+    """Top-left (y, x) of clip i in a grid of h x w clips separated by `padding` pixels."""
+    return (i // ncols) * (h + padding), (i % ncols) * (w + padding)
+
+
 def make_grid(frames: np.ndarray, ncols: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
     """Tile N clips (N, T, H, W, 3) into one clip (T, H', W', 3), in a near-square grid.
 
@@ -95,11 +123,25 @@ def make_grid(frames: np.ndarray, ncols: int | None = None, padding: int = 2, pa
     if frames.ndim != 5 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"expected clips (N, T, H, W, 3) with N >= 1, got {frames.shape}")
     n, t, h, w, _ = frames.shape
-    ncols = min(n, ncols or int(np.ceil(np.sqrt(n))))
-    nrows = int(np.ceil(n / ncols))
+    nrows, ncols = grid_layout(n, ncols)
     grid = np.full((t, nrows * (h + padding) - padding, ncols * (w + padding) - padding, 3), pad_value,
                    dtype=frames.dtype)
     for i, clip in enumerate(frames):
-        y, x = (i // ncols) * (h + padding), (i % ncols) * (w + padding)
+        y, x = grid_cell(i, ncols, h, w, padding)
         grid[:, y:y + h, x:x + w] = clip
     return grid
+
+
+def split_grid(grid: np.ndarray, count: int, padding: int = 2) -> np.ndarray | None:
+    """The clips of a make_grid grid (T, H', W', 3) of `count` clips: (count, T, h, w, 3),
+    or None if the grid's size does not fit that layout."""
+    if count < 1:
+        return None
+    nrows, ncols = grid_layout(count)
+    _, height, width, _ = grid.shape
+    h, rem_h = divmod(height - padding * (nrows - 1), nrows)
+    w, rem_w = divmod(width - padding * (ncols - 1), ncols)
+    if rem_h or rem_w or h < 2 or w < 2:
+        return None
+    cells = (grid_cell(i, ncols, h, w, padding) for i in range(count))
+    return np.stack([grid[:, y:y + h, x:x + w] for y, x in cells])

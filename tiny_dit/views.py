@@ -1,4 +1,4 @@
-"""Pictures of a recorded run (tiny_dit.inspector.RunRecord): what the app's "Inside the model" shows.
+"""Pictures of a recorded run (tiny_dit.recorder.RunRecord): what the app's "Inside the model" shows.
 
 Everything here is numpy + PIL (no plotting library needed) and returns PIL images,
 uint8 frame arrays or Markdown strings, so it can be tested without a browser:
@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from tiny_dit.flow import add_noise
-from tiny_dit.video import to_uint8  # noqa: F401 (views.to_uint8: one home, in video.py)
+from tiny_dit.video import make_grid, to_uint8  # noqa: F401 (views.to_uint8: one home, in video.py)
 
 BACKGROUND = (250, 250, 250)
 INK = (30, 30, 30)
@@ -85,6 +85,14 @@ def resize(image: np.ndarray | Image.Image, width: int, height: int, smooth: boo
     if image.size == (width, height):
         return image
     return image.resize((width, height), Image.BILINEAR if smooth else Image.NEAREST)
+
+
+def overlay_heat(frame: np.ndarray, heat: np.ndarray, width: int, height: int) -> Image.Image:
+    """A frame resized to width x height with a (h', w') heatmap in [0, 1] laid over it (70% colour),
+    one flat cell per patch."""
+    image = np.asarray(resize(frame, width, height), dtype=np.float32)
+    colours = np.asarray(resize(colormap(heat), width, height, smooth=False), dtype=np.float32)
+    return Image.fromarray((0.3 * image + 0.7 * colours).round().astype(np.uint8))
 
 
 def caption_above(image: Image.Image, text: str, size: int = 13, color=INK) -> Image.Image:
@@ -144,21 +152,21 @@ def labelled_grid(clips: list[np.ndarray] | np.ndarray, labels: list[str], band:
                   gap: int = 4) -> np.ndarray:
     """Clips (each (T, H, W, 3) uint8) side by side, each with a caption band above it:
     one clip (T, H', W', 3) for write_mp4 (even sizes)."""
-    clips = [to_uint8(c) for c in clips]
-    t, h, w = clips[0].shape[:3]
-    width = len(clips) * (w + gap) - gap
-    width += width % 2
+    clips = np.stack([to_uint8(c) for c in clips])  # (N, T, H, W, 3)
+    n, t, h, w = clips.shape[:4]
+    row = make_grid(clips, ncols=n, padding=gap, pad_value=255)  # (T, H, N * (W + gap) - gap, 3): one row
+    width = row.shape[2] + row.shape[2] % 2  # H.264 (yuv420p) needs even sizes
     height = h + band + (h + band) % 2
     out = np.full((t, height, width, 3), 255, dtype=np.uint8)
+    out[:, band:band + h, :row.shape[2]] = row
     header = Image.new("RGB", (width, band), (255, 255, 255))
     draw = ImageDraw.Draw(header)
-    for i, (clip, label) in enumerate(zip(clips, labels)):
-        x = i * (w + gap)
+    for i, label in enumerate(labels):
+        x = i * (w + gap)  # where make_grid put clip i
         size = 13
         while size > 8 and text_width(label, size) > w - 4:
             size -= 1
         draw.text((x + max(2, (w - text_width(label, size)) // 2), 3), label, fill=INK, font=font(size))
-        out[:, band:band + h, x:x + w] = clip
     out[:, :band] = np.asarray(header)[None]
     return out
 
@@ -173,6 +181,44 @@ def display_cell(geometry, target: int = 192) -> int:
     return max(4, target // geometry.grid[2])
 
 
+def draw_token_grid(draw: ImageDraw.ImageDraw, x: int, y: int, cell: int, rows: int, columns: int) -> None:
+    """White lines between the token cells of a frame drawn at (x, y), `cell` pixels a token."""
+    width, height = columns * cell, rows * cell
+    for k in range(1, columns):
+        draw.line([(x + k * cell, y), (x + k * cell, y + height - 1)], fill=GRID_LINE, width=1)
+    for k in range(1, rows):
+        draw.line([(x, y + k * cell), (x + width - 1, y + k * cell)], fill=GRID_LINE, width=1)
+
+
+def outline_token(draw: ImageDraw.ImageDraw, x: int, y: int, cell: int, h: int, w: int) -> None:
+    """The token at row h, column w of a frame drawn at (x, y) outlined in the highlight colour."""
+    draw.rectangle([x + w * cell, y + h * cell, x + (w + 1) * cell, y + (h + 1) * cell], outline=HIGHLIGHT, width=3)
+
+
+def slot_rows_image(geometry, draw_frame, target: int, gap: int, label_w: int) -> Image.Image:
+    """The layout of a clip cut into time slots: one row per time slot (its name and frames on the
+    left), one column per frame of a slot ("frame j of the slot" above), each frame W' x H' token
+    cells of display_cell(geometry, target) pixels, `gap` pixels apart. draw_frame(out, draw, t, j,
+    x, y) draws frame j of slot t (frame t * patch_size_t + j of the clip) with its top-left corner
+    at (x, y). The layout of patch_grid_image and word_heatmap_image."""
+    tg, hg, wg = geometry.grid
+    pt = geometry.patch_size_t
+    cell = display_cell(geometry, target)
+    fw, fh = wg * cell, hg * cell
+    top = 20
+    out = Image.new("RGB", (label_w + pt * (fw + gap) - gap, top + tg * (fh + gap) - gap), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    for j in range(pt):
+        draw.text((label_w + j * (fw + gap) + 2, 3), f"frame {j + 1} of the slot", fill=MUTED, font=font(11))
+    for t in range(tg):
+        y = top + t * (fh + gap)
+        draw.text((4, y + fh // 2 - 16), f"time slot {t + 1}", fill=SLOT_COLORS[t % len(SLOT_COLORS)], font=font(13))
+        draw.text((4, y + fh // 2 + 2), f"frames {t * pt + 1}-{t * pt + pt}", fill=MUTED, font=font(11))
+        for j in range(pt):
+            draw_frame(out, draw, t, j, label_w + j * (fw + gap), y)
+    return out
+
+
 def patch_grid_image(frames: np.ndarray, geometry, target: int = 176, highlight: tuple[int, int] | None = None
                      ) -> Image.Image:
     """One clip (T, H, W, 3) with its tubelet grid drawn over it.
@@ -182,34 +228,20 @@ def patch_grid_image(frames: np.ndarray, geometry, target: int = 176, highlight:
     cell, default the centre) is outlined in every frame of the first slot: its
     patch_size_t x patch_pixels x patch_pixels pixels are what one token is made of."""
     frames = to_uint8(frames)
-    g = geometry
-    tg, hg, wg = g.grid
-    pt = g.patch_size_t
-    cell = max(4, target // wg)
+    _, hg, wg = geometry.grid
+    pt = geometry.patch_size_t
+    cell = display_cell(geometry, target)
     fw, fh = wg * cell, hg * cell
-    gap, label_w, top = 6, 118, 20
-    out = Image.new("RGB", (label_w + pt * (fw + gap) - gap, top + tg * (fh + gap) - gap), BACKGROUND)
-    draw = ImageDraw.Draw(out)
     hh, ww = highlight if highlight is not None else (hg // 2, wg // 2)
-    for j in range(pt):
-        draw.text((label_w + j * (fw + gap) + 2, 3), f"frame {j + 1} of the slot", fill=MUTED, font=font(11))
-    for t in range(tg):
-        color = SLOT_COLORS[t % len(SLOT_COLORS)]
-        y = top + t * (fh + gap)
-        draw.text((4, y + fh // 2 - 16), f"time slot {t + 1}", fill=color, font=font(13))
-        draw.text((4, y + fh // 2 + 2), f"frames {t * pt + 1}-{t * pt + pt}", fill=MUTED, font=font(11))
-        for j in range(pt):
-            x = label_w + j * (fw + gap)
-            out.paste(resize(frames[t * pt + j], fw, fh), (x, y))
-            for k in range(1, wg):
-                draw.line([(x + k * cell, y), (x + k * cell, y + fh - 1)], fill=GRID_LINE, width=1)
-            for k in range(1, hg):
-                draw.line([(x, y + k * cell), (x + fw - 1, y + k * cell)], fill=GRID_LINE, width=1)
-            draw.rectangle([x, y, x + fw - 1, y + fh - 1], outline=color, width=2)
-            if t == 0:
-                draw.rectangle([x + ww * cell, y + hh * cell, x + (ww + 1) * cell, y + (hh + 1) * cell],
-                               outline=HIGHLIGHT, width=3)
-    return out
+
+    def draw_frame(out, draw, t, j, x, y):
+        out.paste(resize(frames[t * pt + j], fw, fh), (x, y))
+        draw_token_grid(draw, x, y, cell, hg, wg)
+        draw.rectangle([x, y, x + fw - 1, y + fh - 1], outline=SLOT_COLORS[t % len(SLOT_COLORS)], width=2)
+        if t == 0:
+            outline_token(draw, x, y, cell, hh, ww)
+
+    return slot_rows_image(geometry, draw_frame, target, gap=6, label_w=118)
 
 
 def latent_channels_image(latents: np.ndarray, geometry, cell: int = 96, limit: float = 3.0,
@@ -244,7 +276,7 @@ def token_arithmetic(geometry) -> str:
     layouts = sorted(set(g.layouts))
     pairs = n * n if layouts == ["full"] else None
     lines = [
-        f"| | |\n|---|---|",
+        "| | |\n|---|---|",
         f"| clip | {g.num_frames} frames x {g.height} x {g.width} pixels x 3 colours = **{pixels:,} numbers** |",
         f"| autoencoder (per frame, /{g.vae_scale_factor} in height and width) | {g.latent_channels} channels x "
         f"{t} x {h} x {w} = **{latent_numbers:,} numbers** ({pixels / latent_numbers:.0f}x fewer) |",
@@ -326,24 +358,17 @@ def _draw_slots(layout: SlotLayout, frames: np.ndarray, geometry, heat: np.ndarr
     pt = geometry.patch_size_t
     for t, f in enumerate(slot_frames(frames, geometry)):
         x, y = layout.origin(t)
-        image = np.asarray(resize(frames[f], fw, fh), dtype=np.float32)
-        if heat is not None:
-            colours = np.asarray(resize(colormap(heat[t]), fw, fh, smooth=False), dtype=np.float32)
-            image = 0.3 * image + 0.7 * colours
-        out.paste(Image.fromarray(image.round().astype(np.uint8)), (x, y))
-        if heat is None:  # the token grid (a heatmap shows its cells already)
-            for k in range(1, layout.grid[2]):
-                draw.line([(x + k * layout.cell, y), (x + k * layout.cell, y + fh - 1)], fill=GRID_LINE)
-            for k in range(1, layout.grid[1]):
-                draw.line([(x, y + k * layout.cell), (x + fw - 1, y + k * layout.cell)], fill=GRID_LINE)
+        if heat is None:  # the frame with its token grid (a heatmap shows its cells already)
+            out.paste(resize(frames[f], fw, fh), (x, y))
+            draw_token_grid(draw, x, y, layout.cell, layout.grid[1], layout.grid[2])
+        else:
+            out.paste(overlay_heat(frames[f], heat[t], fw, fh), (x, y))
         draw.text((x + 2, 4), f"slot {t + 1} (frames {t * pt + 1}-{t * pt + pt})", fill=INK, font=font(12))
         if captions:
             draw.text((x + 2, y + fh + 3), captions[t], fill=INK, font=font(12))
     if query is not None:
         t, h, w = query
-        x, y = layout.origin(t)
-        c = layout.cell
-        draw.rectangle([x + w * c, y + h * c, x + (w + 1) * c, y + (h + 1) * c], outline=HIGHLIGHT, width=3)
+        outline_token(draw, *layout.origin(t), layout.cell, h, w)
     return out
 
 
@@ -382,7 +407,7 @@ def full_attention(probs: np.ndarray, layout: str, grid: tuple[int, int, int]) -
 
 def attention_matrix_of(record, block: int, head: int | None, step_index: int) -> np.ndarray:
     """(N, N) attention of one head (or the mean of all heads, head=None) at step `step_index`
-    (0-based; recomputed by the record, see tiny_dit.inspector)."""
+    (0-based; recomputed by the record, see tiny_dit.attention_maps)."""
     probs = record.attention_at(step_index)[block]
     full = full_attention(probs, record.geometry.layouts[block], record.geometry.grid)
     return full.mean(axis=0) if head is None else full[head]
@@ -625,7 +650,7 @@ def tokens_image(tokens, width: int = 640, max_padding_shown: int = 2) -> Image.
         chips.append((f"... {pad - max_padding_shown} more", "(pad)", "pad"))
     fills = {"word": (255, 255, 255), "special": (214, 232, 250), "pad": (236, 236, 236)}
     gap, chip_h, pad_x = 6, 40, 8
-    rows, x, y = [], 0, 0
+    x, y = 0, 0
     placed = []
     for text, sub, kind in chips:
         w = max(text_width(text, 14), text_width(sub, 11)) + 2 * pad_x
@@ -726,7 +751,7 @@ def line_panel(series: list[np.ndarray], title: str, size: tuple[int, int] = (30
 def adaln_plot(record) -> Image.Image:
     """Mean |shift|, |scale| and |gate| of every block over the denoising steps: one panel per
     (branch, kind), one line per block."""
-    from tiny_dit.inspector import MODULATION_NAMES
+    from tiny_dit.recorder import MODULATION_NAMES
 
     adaln = record.adaln  # (steps, depth, 6)
     depth = adaln.shape[1]
@@ -763,38 +788,22 @@ def _stretch(heat: np.ndarray) -> np.ndarray:
     return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
 
 
-def _overlay(frame: np.ndarray, heat: np.ndarray, width: int, height: int) -> Image.Image:
-    """A frame with a (h', w') heatmap in [0, 1] laid over it, one flat cell per patch."""
-    image = np.asarray(resize(frame, width, height), dtype=np.float32)
-    colours = np.asarray(resize(colormap(heat), width, height, smooth=False), dtype=np.float32)
-    return Image.fromarray((0.3 * image + 0.7 * colours).round().astype(np.uint8))
-
-
 def word_heatmap_image(frames: np.ndarray, geometry, heat: np.ndarray, title: str = "",
                        target: int = 112) -> Image.Image:
     """Every frame of a clip (T, H, W, 3) with a word's attention heat (T', H', W') over it, from its
     smallest (dark) to its largest value (bright): one row per time slot (its patch_size_t frames
     share their tokens)."""
     frames = to_uint8(frames)
-    g = geometry
-    tg, hg, wg = g.grid
-    pt = g.patch_size_t
-    cell = max(4, target // wg)
-    fw, fh = wg * cell, hg * cell
-    gap, label_w, top = 4, 104, 20
+    _, hg, wg = geometry.grid
+    pt = geometry.patch_size_t
+    cell = display_cell(geometry, target)
     lo, hi = float(heat.min()), float(heat.max())
     scaled = _stretch(heat)
-    out = Image.new("RGB", (label_w + pt * (fw + gap) - gap, top + tg * (fh + gap) - gap), BACKGROUND)
-    draw = ImageDraw.Draw(out)
-    for j in range(pt):
-        draw.text((label_w + j * (fw + gap) + 2, 3), f"frame {j + 1} of the slot", fill=MUTED, font=font(11))
-    for t in range(tg):
-        y = top + t * (fh + gap)
-        color = SLOT_COLORS[t % len(SLOT_COLORS)]
-        draw.text((4, y + fh // 2 - 16), f"time slot {t + 1}", fill=color, font=font(13))
-        draw.text((4, y + fh // 2 + 2), f"frames {t * pt + 1}-{t * pt + pt}", fill=MUTED, font=font(11))
-        for j in range(pt):
-            out.paste(_overlay(frames[t * pt + j], scaled[t], fw, fh), (label_w + j * (fw + gap), y))
+
+    def draw_frame(out, draw, t, j, x, y):
+        out.paste(overlay_heat(frames[t * pt + j], scaled[t], wg * cell, hg * cell), (x, y))
+
+    out = slot_rows_image(geometry, draw_frame, target, gap=4, label_w=104)
     legend = Image.new("RGB", (out.width, 22), BACKGROUND)
     ldraw = ImageDraw.Draw(legend)
     bar = Image.fromarray(colormap(np.linspace(0, 1, 120)[None].repeat(10, axis=0)))
@@ -828,5 +837,5 @@ def word_summary_image(frames: np.ndarray, geometry, rows: list[tuple[str, np.nd
         draw.text((4, y + fh // 2 - 8), label, fill=INK, font=font(13))
         scaled = _stretch(heat)
         for t, f in enumerate(middle):
-            out.paste(_overlay(frames[f], scaled[t], fw, fh), (label_w + t * (fw + gap), y))
+            out.paste(overlay_heat(frames[f], scaled[t], fw, fh), (label_w + t * (fw + gap), y))
     return out

@@ -14,7 +14,8 @@ recomputed here from the module's own inputs, caught with a forward hook on `blo
 while the transformer runs once on clip 1's recorded latents x_t[k] (batch 1, conditional, the
 prompt's recorded embeddings): the same pass as `RunRecord.attention_at`, so the same run, no
 resampling, and nothing more is kept per run. The last few steps asked for are cached
-(ATTENTION_CACHE_STEPS, shared by all runs: ~0.6 MB a step for the bundled model).
+(tiny_dit.attention_maps: ATTENTION_CACHE_STEPS, shared by all runs, ~0.6 MB a step for the
+bundled model).
 
 Words: open_clip's BPE tokenizer cuts a word into pieces and marks the last piece of each
 word (`</w>`, decoded as a trailing space), so "chartreusey" is "char" "tre" "u" "sey</w>".
@@ -29,13 +30,12 @@ attention sits on the object, and pick a query patch on the object.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from tiny_dit.inspector import ATTENTION_CACHE_STEPS
+from tiny_dit.attention_maps import ATTENTION_CACHE_STEPS, BoundedCache, clip_inputs, maps_at
 
 SPECIAL_TOKENS = {"<start_of_text>", "<end_of_text>", "<|startoftext|>", "<|endoftext|>"}
 
@@ -61,7 +61,7 @@ def _clean(piece: str) -> str:
 
 
 def group_words(tokens) -> list[Word]:
-    """The words of the prompt (tiny_dit.inspector.TokenInfo), word pieces merged by the
+    """The words of the prompt (tiny_dit.text_encoder.TokenInfo), word pieces merged by the
     end-of-word marker, without the start and end tokens and the padding. A piece that ends
     the prompt without a marker ends its word too (CLIP never splits across the end)."""
     words, current = [], []
@@ -133,26 +133,17 @@ def recompute_cross_attention(transformer, latents: np.ndarray, timestep: float,
             maps[index] = probs[0].to(torch.float16).cpu().numpy()
         return fn
 
-    param = next(transformer.parameters())
-    x = torch.as_tensor(np.asarray(latents, dtype=np.float32))[None].to(param.device)
-    t = torch.full((1,), timestep, dtype=torch.float32, device=param.device)
-    kwargs = {k: v.to(param.device) for k, v in conditioning.items()}
+    x, t, text = clip_inputs(transformer, latents, timestep, conditioning)
     handles = [m.register_forward_hook(hook(i), with_kwargs=True) for i, m in modules.items()]
     try:
-        transformer(x, timestep=t, **kwargs)
+        transformer(x, timestep=t, **text)
     finally:
         for handle in handles:
             handle.remove()
     return maps
 
 
-def num_passes(record) -> int:
-    """Transformer passes recorded in a run (= its iterations for one-pass-a-step solvers)."""
-    return len(record.timesteps)
-
-
-_CACHE: "OrderedDict[tuple[str, int], dict[int, np.ndarray]]" = OrderedDict()
-_LOCK = threading.Lock()
+CROSS_ATTENTION_CACHE = BoundedCache(ATTENTION_CACHE_STEPS)  # (run key, pass) -> block -> maps
 
 
 def cross_attention_at(record, step: int) -> dict[int, np.ndarray]:
@@ -160,26 +151,7 @@ def cross_attention_at(record, step: int) -> dict[int, np.ndarray]:
     for Euler) of a RunRecord, block -> float16 (heads, N, L), recomputed from x_t[step] and cached
     for a few steps (as `RunRecord.attention_at` does for self-attention; nothing is stored in the
     record)."""
-    step = int(step)
-    passes = num_passes(record)
-    if not 0 <= step < passes:
-        raise ValueError(f"step must be from 0 to {passes - 1}, got {step}")
-    key = (record.key, step)
-    with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    maps = recompute_cross_attention(record.transformer, record.x_t[step], float(record.timesteps[step]),
-                                     record.conditioning)
-    with _LOCK:
-        _CACHE[key] = maps
-        while len(_CACHE) > ATTENTION_CACHE_STEPS:
-            _CACHE.popitem(last=False)
-    return maps
-
-
-def cache_size() -> int:
-    return len(_CACHE)
+    return maps_at(record, step, CROSS_ATTENTION_CACHE, recompute_cross_attention)
 
 
 def token_attention(record, step: int, block: int | None = None, head: int | None = None) -> np.ndarray:
@@ -274,7 +246,7 @@ def _where(record, block: int | None, head: int | None, step: int) -> str:
     g = record.geometry
     which = f"block {block + 1}" if block is not None else f"the mean of all {g.depth} blocks"
     who = f"head {head + 1}" if head is not None else "the mean of all heads"
-    return (f"{which[0].upper() + which[1:]}, {who}, iteration {step + 1} of {num_passes(record)} "
+    return (f"{which[0].upper() + which[1:]}, {who}, iteration {step + 1} of {record.num_passes} "
             f"(noise level sigma = {float(record.sigmas[step]):.2f}), clip 1.")
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from tiny_dit.video import resize_frames
 
 # ----------------------------------------------------------------------------
 # The vocabulary (docs/shapes-world.md). RGB values are exact.
@@ -167,18 +168,22 @@ class ClipSpec:
     size_start: float  # half-extent in frame 0, pixels
     size_end: float  # half-extent in the last frame
     phrasing: int
+    num_frames: int = NUM_FRAMES  # the clip's length and its scene's size in pixels (Sora's tasks: any
+    height: int = FRAME_SIZE  # length and size; the vocabulary and object sizes stay the same)
+    width: int = FRAME_SIZE
 
     @property
     def text(self) -> str:
         return caption(self.color, self.shape, self.motion, self.background, self.phrasing)
 
-    def trajectory(self, num_frames: int = NUM_FRAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-frame centre x, centre y and half-extent, each of shape (num_frames,)."""
+        num_frames = self.num_frames
         k = np.arange(num_frames, dtype=np.float64)
         dx, dy = DIRECTIONS.get(self.motion, (0, 0))
         cx = self.center_x + dx * self.velocity * k
         cy = self.center_y + dy * self.velocity * k
-        size = self.size_start + (self.size_end - self.size_start) * k / (num_frames - 1)
+        size = self.size_start + (self.size_end - self.size_start) * k / max(num_frames - 1, 1)
         return cx, cy, size
 
 
@@ -186,42 +191,51 @@ MARGIN = 2.0  # px kept free between the object and the frame edge (room for the
 
 
 def random_clip_spec(rng: np.random.Generator, color: str, shape: str, motion: str,
-                     background: str, phrasing: int | None = None) -> ClipSpec:
-    """Draw position, size and speed inside the ranges of the spec."""
-    steps = NUM_FRAMES - 1
+                     background: str, phrasing: int | None = None, num_frames: int = NUM_FRAMES,
+                     height: int = FRAME_SIZE, width: int = FRAME_SIZE) -> ClipSpec:
+    """Draw position, size and speed inside the ranges of the spec.
+
+    Speed is in pixels per frame, so a longer clip shows a longer path (a longer duration, as
+    Sora's variable lengths), capped where the whole path would not fit in the frame. At the
+    default 16 x 128 x 128 the cap never binds: the draws are those of the original world."""
+    steps = max(num_frames - 1, 1)
+    extent = {"x": width, "y": height}
     if motion in DIRECTIONS:
         size = rng.uniform(14, 22)
         speed = rng.uniform(2, 4)
-        travel = speed * steps
-        lo, hi = size + MARGIN, FRAME_SIZE - size - MARGIN  # allowed centre range
-        # Along the motion the whole path must fit; across it anywhere in range.
-        along = rng.uniform(lo, hi - travel)
-        across = rng.uniform(lo, hi)
         dx, dy = DIRECTIONS[motion]
+        along_extent, across_extent = (extent["x"], extent["y"]) if dx != 0 else (extent["y"], extent["x"])
+        speed = min(speed, (along_extent - 2 * (size + MARGIN)) / steps)  # the whole path must fit
+        travel = speed * steps
+        lo = size + MARGIN  # allowed centre range: [lo, extent - lo]
+        # Along the motion the whole path must fit; across it anywhere in range.
+        along = rng.uniform(lo, max(lo, along_extent - lo - travel))
+        across = rng.uniform(lo, across_extent - lo)
         if dx != 0:
-            cx, cy = (along if dx > 0 else FRAME_SIZE - along), across
+            cx, cy = (along if dx > 0 else along_extent - along), across
         else:
-            cx, cy = across, (along if dy > 0 else FRAME_SIZE - along)
+            cx, cy = across, (along if dy > 0 else along_extent - along)
         size_start = size_end = size
     else:
         small, large = rng.uniform(7, 9), rng.uniform(28, 31)
         size_start, size_end = (small, large) if motion == "growing" else (large, small)
         speed = 0.0
-        lo, hi = large + MARGIN, FRAME_SIZE - large - MARGIN
-        cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
+        lo = large + MARGIN
+        cx, cy = rng.uniform(lo, width - lo), rng.uniform(lo, height - lo)
     if phrasing is None:
         phrasing = int(rng.integers(NUM_PHRASINGS))
     return ClipSpec(color, shape, motion, background, float(cx), float(cy), float(speed),
-                    float(size_start), float(size_end), phrasing)
+                    float(size_start), float(size_end), phrasing, num_frames, height, width)
 
 
-def sample_clip_specs(num_clips: int, seed: int = 0, split: str = "train") -> list[ClipSpec]:
+def sample_clip_specs(num_clips: int, seed: int = 0, split: str = "train", num_frames: int = NUM_FRAMES,
+                      height: int = FRAME_SIZE, width: int = FRAME_SIZE) -> list[ClipSpec]:
     """num_clips random clips. split="train" never uses a held-out colour-shape pair,
     split="heldout" uses only those (for evaluation), split="all" uses everything."""
     rng = np.random.default_rng(seed)
     combos = all_attribute_combinations(split)
     picks = rng.integers(len(combos), size=num_clips)
-    return [random_clip_spec(rng, *combos[i]) for i in picks]
+    return [random_clip_spec(rng, *combos[i], num_frames=num_frames, height=height, width=width) for i in picks]
 
 
 # ----------------------------------------------------------------------------
@@ -278,14 +292,19 @@ def unit_sdf(shape: str) -> torch.Tensor:
 
 def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
                  size: int = FRAME_SIZE) -> torch.Tensor:
-    """Draw clips. Returns uint8 frames (N, T, H, W, 3), T = NUM_FRAMES or len(frame_indices)
-    when only some frames are wanted (training the CLIP or the autoencoder); H = W = size,
-    the whole 128-px scene drawn at that resolution (for quick tests)."""
-    frames = np.arange(NUM_FRAMES) if frame_indices is None else np.asarray(frame_indices)
+    """Draw clips (all of one length and scene size). Returns uint8 frames (N, T, H, W, 3):
+    T = the specs' num_frames, or len(frame_indices) when only some frames are wanted (training
+    the CLIP or the autoencoder); H x W = the specs' height x width, scaled by size / 128 (a
+    smaller `size` draws the same scene at a lower resolution, for quick tests)."""
+    if len({(s.num_frames, s.height, s.width) for s in specs}) > 1:
+        raise ValueError("render_clips draws clips of one length and size at a time")
+    frames = np.arange(specs[0].num_frames) if frame_indices is None else np.asarray(frame_indices)
+    scale = FRAME_SIZE / size  # the spec's geometry is in pixels of a 128-px frame; smaller sizes are downscaled
+    H, W = round(specs[0].height / scale), round(specs[0].width / scale)
     n, num_frames = len(specs), len(frames)
-    out = torch.empty(n, num_frames, size, size, 3, dtype=torch.uint8)
-    scale = FRAME_SIZE / size  # the spec's geometry is in 128-px units; smaller sizes are downscaled
-    pixel = (torch.arange(size, dtype=torch.float32) + 0.5) * scale  # pixel centres, in 128-px units
+    out = torch.empty(n, num_frames, H, W, 3, dtype=torch.uint8)
+    pixel_x = (torch.arange(W, dtype=torch.float32) + 0.5) * scale  # pixel centres, in the spec's units
+    pixel_y = (torch.arange(H, dtype=torch.float32) + 0.5) * scale
     for shape in SHAPES:  # one batched lookup per shape
         idx = [i for i, s in enumerate(specs) if s.shape == shape]
         if not idx:
@@ -293,14 +312,14 @@ def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
         traj = np.stack([np.stack(specs[i].trajectory(), 0) for i in idx])[:, :, frames]  # (n, 3, T)
         cx, cy, half = (torch.from_numpy(traj[:, j]).float().reshape(-1, 1) for j in range(3))  # (n*T, 1)
         # Pixel coordinates in the unit frame of the shape, then in grid_sample's [-1, 1].
-        gx = (pixel[None, :] - cx) / half / _SDF_EXTENT  # (n*T, W)
-        gy = (pixel[None, :] - cy) / half / _SDF_EXTENT  # (n*T, H)
+        gx = (pixel_x[None, :] - cx) / half / _SDF_EXTENT  # (n*T, W)
+        gy = (pixel_y[None, :] - cy) / half / _SDF_EXTENT  # (n*T, H)
         grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (n*T, H, W, 2)
         # One lookup for all frames: stack them along the grid's height (batch of 1).
-        dist = F.grid_sample(unit_sdf(shape), grid.reshape(1, -1, size, 2), mode="bilinear",
+        dist = F.grid_sample(unit_sdf(shape), grid.reshape(1, -1, W, 2), mode="bilinear",
                              padding_mode="border", align_corners=True)  # (1, 1, n*T*H, W)
-        dist = dist.reshape(-1, size, size) * half[:, :, None] / scale  # (n*T, H, W), in output pixels
-        coverage = (0.5 - dist).clamp(0, 1).reshape(len(idx), num_frames, size, size, 1)
+        dist = dist.reshape(-1, H, W) * half[:, :, None] / scale  # (n*T, H, W), in output pixels
+        coverage = (0.5 - dist).clamp(0, 1).reshape(len(idx), num_frames, H, W, 1)
         fg = torch.tensor([COLORS[specs[i].color] for i in idx], dtype=torch.float32)
         bg = torch.tensor([BACKGROUNDS[specs[i].background] for i in idx], dtype=torch.float32)
         fg, bg = fg[:, None, None, None, :], bg[:, None, None, None, :]  # (n, 1, 1, 1, 3)
@@ -317,18 +336,15 @@ def attributes_clip(attributes: dict, num_frames: int = NUM_FRAMES, height: int 
     spec = random_clip_spec(np.random.default_rng(int(seed)), attributes["color"], attributes["shape"],
                             attributes["motion"], attributes["background"], phrasing=0)
     idx = np.linspace(0, NUM_FRAMES - 1, num_frames).round().astype(int).tolist()
-    clip = render_clips([spec], frame_indices=idx)[0]  # (T, 128, 128, 3)
-    if clip.shape[1:3] != (height, width):
-        x = clip.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-        clip = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return clip.numpy()
+    clip = render_clips([spec], frame_indices=idx)[0].numpy()  # (T, 128, 128, 3)
+    return clip if clip.shape[1:3] == (height, width) else resize_frames(clip, height, width)
 
 
 def render_dataset(num_clips: int, seed: int = 0, split: str = "train",
-                   batch_size: int = 256):
+                   batch_size: int = 256, num_frames: int = NUM_FRAMES, height: int = FRAME_SIZE,
+                   width: int = FRAME_SIZE):
     """Yield (frames uint8 (B, T, H, W, 3), specs) batches of freshly rendered clips."""
-    specs = sample_clip_specs(num_clips, seed, split)
+    specs = sample_clip_specs(num_clips, seed, split, num_frames, height, width)
     for start in range(0, num_clips, batch_size):
         chunk = specs[start:start + batch_size]
         yield render_clips(chunk), chunk

@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from tiny_dit.video import read_mp4
+from tiny_dit.video import read_mp4, resize_frames
 
 
 def sample_frame_indices(total: int, num_frames: int) -> np.ndarray:
@@ -32,15 +30,13 @@ def sample_frame_indices(total: int, num_frames: int) -> np.ndarray:
 
 def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     """uint8 (T, H, W, 3) -> uint8 (T, size, size, 3): shorter side to size, centre crop."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    height, width = x.shape[-2:]
+    height, width = frames.shape[1:3]
     scale = size / min(height, width)
     new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
     if (new_h, new_w) != (height, width):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        frames = resize_frames(frames, new_h, new_w)
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[:, :, top:top + size, left:left + size]
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return frames[:, top:top + size, left:left + size].copy()
 
 
 class VideoFolder:

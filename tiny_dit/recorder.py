@@ -1,6 +1,6 @@
 """Recording a sampling run, so that we can look inside the model afterwards.
 
-    from tiny_dit.inspector import record_run
+    from tiny_dit.recorder import record_run
 
     record = record_run(pipe, "a red circle moving left on a black background", seed=0)
     record.frames            # uint8 (N, T, H, W, 3): the clips
@@ -17,14 +17,10 @@ One run of `TinyDiTPipeline` is recorded, nothing is run twice:
   * x_t and pred_x0 of the first clip, the noise levels and the model's timesteps come from the
     pipeline's step callback (`callback_on_step_end_tensor_inputs=RECORDED_INPUTS`): the recorder
     asks the pipeline for them and neither repeats its opening steps nor reads its scheduler.
-  * Attention maps are not kept: a run of 36 clips and 60 iterations would hold 6 blocks x
-    6 heads x 256 x 256 x 60 steps x 2 bytes = 283 MB of them per session. `record.attention_at(k)`
-    recomputes them for one step from what is kept: the transformer is run once more, on clip 1
-    only (batch 1, conditional), on its recorded latents x_t[k] at the step's timestep with the
-    prompt's embeddings (recorded from the transformer's first call, as the pipeline passed them), with `capture_attention_layers` for every block. These are the maps the
-    pipeline captures for that clip up to the float16 storage of x_t (the tests check it), in
-    ~one block-pass of one clip (a few tens of ms); the last few steps asked for are cached
-    (ATTENTION_CACHE_STEPS, shared by all runs, so memory stays bounded).
+  * Attention maps are not kept (they would be hundreds of MB): `record.attention_at(k)`
+    recomputes them for one step from what is kept, clip 1's latents x_t[k] at the step's
+    timestep with the prompt's embeddings (recorded from the transformer's first call, as the
+    pipeline passed them), and caches the last few steps asked for (tiny_dit.attention_maps).
     A finished run keeps, for clip 1: x_t and pred_x0 (float16), its frames, the adaLN
     magnitudes and the prompt's embeddings: `record.nbytes` is ~6 MB at the app's defaults
     (20 iterations) and ~17 MB at its maximum (60), whatever the number of clips (after
@@ -32,6 +28,8 @@ One run of `TinyDiTPipeline` is recorded, nothing is run twice:
   * adaLN-Zero modulation magnitudes come from a forward hook on every
     `block.adaLN_modulation` (its output is the six vectors shift/scale/gate for the
     attention and the MLP branch), for the same clip.
+  * What CLIP read of the prompt (tiny_dit.text_encoder.tokenize), the model's geometry
+    (tiny_dit.geometry.ModelGeometry) and each clip's CLIP score.
   * Wall-clock timings of each phase.
 
 `iter_run` runs the same recording in a worker thread and yields progress events
@@ -40,6 +38,7 @@ preview. Both only hook the model for the duration of the call, and only react t
 thread that is sampling, so other threads may use the same pipeline meanwhile. A scheduler
 holds the state of a run, so concurrent runs each need their own (`pipe.with_scheduler`, as
 the app does); the app still runs one sampling at a time, to share the CPU by turns.
+`sample_clips` samples without recording (the same clips for the same seed).
 """
 
 from __future__ import annotations
@@ -49,102 +48,31 @@ import queue
 import threading
 import time
 import uuid
-import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from tiny_dit.model import token_grid
+from tiny_dit.attention_maps import attention_at
+from tiny_dit.geometry import ModelGeometry
 from tiny_dit.schedulers import scheduler_name, transformer_passes
+from tiny_dit.text_encoder import TokenInfo, tokenize
 from tiny_dit.video import to_uint8
 
 MODULATION_NAMES = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
-TEXT_KWARGS = ("encoder_hidden_states", "pooled_projections", "encoder_attention_mask")  # the transformer's
+TEXT_KWARGS = ("encoder_hidden_states", "pooled_projections", "encoder_attention_mask")  # the model's text inputs
 # What the recorder asks the pipeline's step callback for (see TinyDiTPipeline.__call__).
 RECORDED_INPUTS = ["latents", "pred_x0", "start_latents", "sigma", "sigma_next", "model_timestep"]
-ATTENTION_CACHE_STEPS = 4  # recomputed attention maps kept (all runs together): ~4.7 MB each for the bundle
+
+
+# ----------------------------------------------------------------------------
+# What a run keeps
+# ----------------------------------------------------------------------------
 
 
 class RunCancelled(Exception):
     """Raised inside the sampling loop when the caller gave up on the run."""
-
-
-@dataclass
-class ModelGeometry:
-    """How pixels become tokens for one pipeline (all sizes from its configs)."""
-
-    num_frames: int  # pixel frames (= latent frames: the autoencoder works frame by frame)
-    height: int  # pixels
-    width: int
-    latent_channels: int
-    vae_scale_factor: int  # pixels per latent pixel along each side
-    patch_size: int  # tubelet height/width in latent pixels
-    patch_size_t: int  # tubelet length in frames
-    hidden_size: int
-    depth: int
-    num_heads: int
-    attention_type: str
-    layouts: list[str]  # per block: "full", "spatial" or "temporal"
-    cross_attention: bool
-    context_length: int  # CLIP tokens
-
-    @property
-    def latent_size(self) -> tuple[int, int, int]:
-        return self.num_frames, self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        """The token grid (T', H', W') (tiny_dit.model.token_grid)."""
-        return token_grid(*self.latent_size, self.patch_size_t, self.patch_size)
-
-    @property
-    def num_tokens(self) -> int:
-        t, h, w = self.grid
-        return t * h * w
-
-    @property
-    def patch_pixels(self) -> int:
-        """One token covers patch_pixels x patch_pixels pixels of patch_size_t frames."""
-        return self.patch_size * self.vae_scale_factor
-
-    @property
-    def token_features(self) -> int:
-        return self.latent_channels * self.patch_size_t * self.patch_size ** 2
-
-    @classmethod
-    def of(cls, pipe) -> "ModelGeometry":
-        config = pipe.transformer.config
-        frames, height, width = pipe.default_size()
-        layouts = [block.attn.layout for block in pipe.transformer.blocks]
-        return cls(num_frames=frames, height=height, width=width, latent_channels=config.in_channels,
-                   vae_scale_factor=pipe.vae_scale_factor, patch_size=config.patch_size,
-                   patch_size_t=config.patch_size_t, hidden_size=config.hidden_size, depth=config.depth,
-                   num_heads=config.num_heads, attention_type=config.attention_type, layouts=layouts,
-                   cross_attention=bool(config.cross_attention),
-                   context_length=int(pipe.tokenizer.config.context_length))
-
-
-@dataclass
-class TokenInfo:
-    """What CLIP read of the prompt."""
-
-    ids: list[int]  # the context_length token ids fed to CLIP
-    pieces: list[str]  # each id decoded back to text
-    num_real: int  # start + words + end (the rest is padding, masked out)
-    num_wanted: int  # tokens the full prompt needs (start + words + end)
-    context_length: int
-
-    @property
-    def truncated(self) -> bool:
-        return self.num_wanted > self.context_length
-
-    @property
-    def read_text(self) -> str:
-        """The part of the prompt CLIP actually read."""
-        return "".join(self.pieces[1:self.num_real - 1]).strip()
 
 
 @dataclass
@@ -181,23 +109,10 @@ class RunRecord:
         return len(self.timesteps)
 
     def attention_at(self, step: int) -> dict[int, np.ndarray]:
-        """Self-attention maps of clip 1 at denoising step `step` (0-based), block -> float16
+        """Self-attention maps of clip 1 at transformer pass `step` (0-based), block -> float16
         (heads, ...) (the shapes of `Attention.forward(..., return_probs=True)` for one clip),
-        recomputed from x_t[step] (see the module docstring) and cached for a few steps."""
-        step = int(step)
-        if not 0 <= step < self.num_passes:
-            raise ValueError(f"step must be from 0 to {self.num_passes - 1}, got {step}")
-        cache_key = (self.key, step)
-        with _ATTENTION_LOCK:
-            if cache_key in _ATTENTION_CACHE:
-                _ATTENTION_CACHE.move_to_end(cache_key)
-                return _ATTENTION_CACHE[cache_key]
-        maps = recompute_attention(self.transformer, self.x_t[step], float(self.timesteps[step]), self.conditioning)
-        with _ATTENTION_LOCK:
-            _ATTENTION_CACHE[cache_key] = maps
-            while len(_ATTENTION_CACHE) > ATTENTION_CACHE_STEPS:
-                _ATTENTION_CACHE.popitem(last=False)
-        return maps
+        recomputed from x_t[step] and cached for a few passes (tiny_dit.attention_maps)."""
+        return attention_at(self, step)
 
     def slim(self) -> "RunRecord":
         """The same run without the frames of clips 2..N (what the views need; ~0.8 MB a clip)."""
@@ -209,52 +124,6 @@ class RunRecord:
         arrays = [self.frames, self.x_t, self.pred_x0, self.adaln, self.sigmas, self.timesteps, self.step_seconds]
         tensors = [t.element_size() * t.nelement() for t in self.conditioning.values()]
         return int(sum(a.nbytes for a in arrays) + sum(tensors))
-
-
-_ATTENTION_CACHE: "OrderedDict[tuple[str, int], dict[int, np.ndarray]]" = OrderedDict()
-_ATTENTION_LOCK = threading.Lock()
-
-
-@torch.no_grad()
-def recompute_attention(transformer, latents: np.ndarray, timestep: float,
-                        conditioning: dict[str, torch.Tensor]) -> dict[int, np.ndarray]:
-    """The self-attention maps of every block for one clip's latents (C, T, h, w) at `timestep`:
-    block -> float16 (heads, ...). One forward pass of batch 1, as the pipeline runs the model."""
-    param = next(transformer.parameters())
-    x = torch.as_tensor(np.asarray(latents, dtype=np.float32))[None].to(param.device)
-    t = torch.full((1,), timestep, dtype=torch.float32, device=param.device)
-    kwargs = {k: v.to(param.device) for k, v in conditioning.items()}
-    output = transformer(x, timestep=t, capture_attention_layers=list(range(len(transformer.blocks))), **kwargs)
-    return {b: a[0].to(torch.float16).cpu().numpy() for b, a in output.attentions.items()}
-
-
-# ----------------------------------------------------------------------------
-# Prompts
-# ----------------------------------------------------------------------------
-
-
-def tokenize(pipe, prompt: str) -> tuple[TokenInfo, list[str]]:
-    """Token ids of the prompt as CLIP reads them, decoded, and the tokenizer's warnings
-    (it warns when the prompt is longer than CLIP's context and gets truncated)."""
-    component = pipe.tokenizer
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ids = component(prompt)[0].tolist()  # (context_length,)
-    messages = [str(w.message) for w in caught]
-    inner = component.tokenizer
-    context = int(component.config.context_length)
-    eot = int(np.argmax(ids))  # the end-of-text token has the largest id (as CLIPEncoder.encode_text assumes)
-    encode = getattr(inner, "encode", None)
-    wanted = len(encode(prompt)) + 2 if encode is not None else eot + 1
-    pieces = []
-    for i, token_id in enumerate(ids):
-        if i > eot:
-            pieces.append("")
-        elif hasattr(inner, "decoder"):  # open_clip's SimpleTokenizer
-            pieces.append(inner.decode([token_id]))
-        else:  # HFTokenizer
-            pieces.append(inner.tokenizer.convert_ids_to_tokens(token_id))
-    return TokenInfo(ids=ids, pieces=pieces, num_real=eot + 1, num_wanted=wanted, context_length=context), messages
 
 
 # ----------------------------------------------------------------------------
@@ -340,7 +209,7 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
     frames_, height, width = pipe.default_size()
     pipe.check_inputs(prompt, None, steps, guidance_scale, num_videos, frames_, height, width, None, "np",
                       RECORDED_INPUTS, None)  # before the tokenizer and the hooks: bad input, no work
-    tokens, notices = tokenize(pipe, prompt)
+    tokens, notices = tokenize(pipe.tokenizer, prompt)
 
     x_t, pred_x0, sigmas, timesteps = [], [], [], []  # clip 1's latents per pass, its noise levels, timesteps
     step_ends = []
@@ -387,6 +256,11 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
                  "decode": t_decoded - step_ends[-1], "clip_score": t_end - t_decoded, "total": t_end - t_start},
         tokens=tokens, clip_scores=scores, notices=notices,
         scheduler=scheduler_name(pipe.scheduler) or type(pipe.scheduler).__name__)
+
+
+# ----------------------------------------------------------------------------
+# Recording in a worker thread (the live preview), and plain sampling
+# ----------------------------------------------------------------------------
 
 
 @dataclass

@@ -1,0 +1,244 @@
+"""The training loop every model here is trained with (the DiT, the CLIP and the autoencoder).
+
+    loss, logs = loss_fn(step)            # the caller's whole method: a batch and its loss
+    loss.backward(); clip the gradient; optimizer.step(); lr_scheduler.step(); update the EMA
+    every log_every steps:         one log.jsonl line (mean loss, lr, grad norm, speed)
+    every checkpoint_every steps:  save(step), a resumable checkpoint
+    every N steps of each `every`: the caller's extras (samples, evaluations), timed apart
+
+What is saved and restored is one dict of named parts (model, EMA, optimiser, LR
+schedule, ...: anything with state_dict / load_state_dict) plus the step. A
+checkpoint is written to a temporary file and then renamed over the old one, so a
+run killed at any moment leaves either the previous checkpoint or the new one,
+never a broken file. When the data of a step is a pure function of (seed, step)
+(the CLIP and the autoencoder render theirs) or its random generators are saved
+too (the DiT), restoring continues a run exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import time
+import zipfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from diffusers.optimization import get_scheduler
+from tqdm import tqdm
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save that never leaves a half-written file behind, and keeps the file it replaces as
+    `previous_checkpoint(path)`: a checkpoint damaged later (a full disk, a copy cut short) still has
+    a good one beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    if path.exists():
+        os.replace(path, previous_checkpoint(path))
+    os.replace(tmp, path)
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where atomic_save keeps the checkpoint it replaced: checkpoint.pt -> checkpoint.prev.pt."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    """A checkpoint to resume from: the file, or the previous one (a kill between atomic_save's renames)."""
+    return Path(path).is_file() or previous_checkpoint(path).is_file()
+
+
+# What torch.load raises for a file that is truncated, empty, random bytes or not a checkpoint.
+_UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a training checkpoint, falling back to the previous one kept beside it (with a warning)
+    when it cannot be read; if neither can, a ValueError that names the files and what to do."""
+    path = Path(path)
+    errors = []
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or "step" not in state:
+                raise ValueError("it holds no training state (no 'step')")
+        except _UNREADABLE as error:
+            errors.append(f"{candidate} ({type(error).__name__}: {str(error)[:120]})")
+            continue
+        if candidate != path:
+            print(f"warning: could not read {errors[0]}; resuming from the previous checkpoint {candidate} "
+                  f"(step {state['step']})")
+        return state
+    raise ValueError(f"cannot resume: no readable checkpoint: {'; '.join(errors) or f'{path} does not exist'}. "
+                     f"A damaged file (a full disk, a copy cut short) cannot be repaired: delete {path} and "
+                     f"{previous_checkpoint(path).name} to start the run over, or point the run folder at a copy "
+                     f"with a good checkpoint.")
+
+
+class JsonlLog:
+    """Appends one JSON object per line (step, losses, time) to a log file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def drop_after(self, step: int) -> None:
+        """Forget the records of steps after `step` (a resumed run redoes them; a new run, step 0, all)."""
+        if self.path.exists():
+            lines = self.path.read_text().splitlines()
+            self.path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
+
+
+def refuse_to_overwrite(path: str | Path, resume: bool) -> None:
+    """A new run never overwrites a checkpoint: without resume, an existing one is an error."""
+    if Path(path).exists() and not resume:
+        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or start the run in a new folder")
+
+
+def save_training_state(path: str | Path, step: int, parts: dict, **extra) -> None:
+    """Write the step, every part's state_dict and `extra` (plain data) to a checkpoint, atomically."""
+    atomic_save({"step": step, **{name: part.state_dict() for name, part in parts.items()}, **extra}, path)
+
+
+def restore_training_state(path: str | Path, parts: dict, check: Callable[[dict], None] | None = None) -> dict:
+    """Load a checkpoint written by save_training_state into `parts`; returns it (step, extras).
+    check(state), if given, runs first: it raises for a checkpoint that does not fit the run."""
+    state = load_checkpoint(path)
+    if check is not None:
+        check(state)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    return state
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    for ema_p, p in zip(ema.parameters(), model.parameters()):
+        ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
+
+
+def ema_decay_at(step: int, max_decay: float) -> float:
+    """EMA warm-up: a short memory at first, so the average does not stay stuck near the initial weights."""
+    return min(max_decay, (1 + step) / (10 + step))
+
+
+def train_loop(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, dict]],
+               optimizer: torch.optim.Optimizer, lr_scheduler, *, start: int, steps: int,
+               save: Callable[[int], None], log: "JsonlLog | None", accelerator=None,
+               grad_clip: float = 1.0, ema: torch.nn.Module | None = None, ema_decay: float = 0.0,
+               log_every: int = 10, checkpoint_every: int = 200,
+               every: Iterable[tuple[int, Callable[[int], None]]] = (),
+               throughput: tuple[str, int] | None = None, desc: str = "train", progress: bool = True) -> float:
+    """Steps start .. steps - 1 of a run; returns the last logged mean loss.
+
+    loss_fn(step) -> (loss, logs): logs (plain numbers) go into that step's log line.
+    save(step) writes a checkpoint (every process calls it: under accelerate it may gather).
+    accelerator: backward, gradient clipping and the loss mean go through it (several processes).
+    ema: updated after each step with decay ema_decay_at(step, ema_decay).
+    every: (interval, fn) pairs, fn(step) after every interval steps (0 = never); their time is
+    not counted in the step time. throughput: (name, items per step), logged as items per second.
+    log: None on processes that do not write it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
+    clip_norm = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
+    raw_model = accelerator.unwrap_model(model) if accelerator is not None else model
+    model.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, unit="step", disable=not progress)
+    loss_sum, loss_count, last_loss, t_log, t_aside = 0.0, 0, float("nan"), time.time(), 0.0
+    for step in bar:
+        loss, logs = loss_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        backward(loss)
+        grad_norm = clip_norm(params, grad_clip)
+        optimizer.step()
+        lr_scheduler.step()
+        if ema is not None:
+            update_ema(ema, raw_model, ema_decay_at(step, ema_decay))
+
+        done = step + 1
+        loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
+        if done % log_every == 0 or done == steps:
+            mean_loss = loss_sum.reshape(1) / loss_count
+            if accelerator is not None:  # the mean over processes
+                mean_loss = accelerator.gather(mean_loss).mean()
+            last_loss = mean_loss.item()
+            seconds_per_step = (time.time() - t_log - t_aside) / loss_count  # without checkpoints and extras
+            speed = {} if throughput is None else \
+                {throughput[0]: round(throughput[1] / max(seconds_per_step, 1e-9), 2)}
+            if log is not None:
+                log.write(step=done, loss=last_loss, lr=lr_scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+                          seconds_per_step=round(seconds_per_step, 3), **speed, **logs)
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            loss_sum, loss_count, t_log, t_aside = 0.0, 0, time.time(), 0.0
+        t_start_aside = time.time()
+        if done % checkpoint_every == 0 or done == steps:
+            save(done)
+        for interval, extra in every:
+            if interval and done % interval == 0:
+                extra(done)
+        t_aside += time.time() - t_start_aside
+    bar.close()
+    model.eval()
+    return last_loss
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, run_dir: str, steps: int, lr: float,
+                      warmup: int = 100) -> None:
+    """The command-line options of the commands that train with train_simple (the CLIP, the autoencoder)."""
+    parser.add_argument("--run-dir", type=Path, default=Path(run_dir),
+                        help=f"checkpoint.pt and log.jsonl go here (default {run_dir})")
+    parser.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"warm-up steps (default {warmup})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--resume", action="store_true", help="continue run-dir/checkpoint.pt")
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """Apply --threads and --seed."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The data seed of one training step: runs are reproducible and resumable."""
+    return seed * 1_000_003 + step
+
+
+def train_simple(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, dict]],
+                 args: argparse.Namespace, *, weight_decay: float = 0.0, throughput: tuple[str, int] | None = None,
+                 desc: str = "train") -> None:
+    """train_loop for a model whose data is a function of (seed, step), with add_run_arguments' options:
+    AdamW with warm-up and cosine decay over --steps, run-dir/checkpoint.pt every 200 steps,
+    run-dir/log.jsonl; --resume continues run-dir/checkpoint.pt exactly."""
+    ckpt_path = Path(args.run_dir) / "checkpoint.pt"
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                  weight_decay=weight_decay)
+    lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=args.warmup, num_training_steps=args.steps)
+    parts = {"model": model, "optimizer": optimizer, "lr_scheduler": lr_scheduler}
+    refuse_to_overwrite(ckpt_path, args.resume)
+    start = 0
+    if args.resume and has_checkpoint(ckpt_path):
+        start = restore_training_state(ckpt_path, parts)["step"]
+        print(f"resumed from {ckpt_path} at step {start}")
+    log = JsonlLog(Path(args.run_dir) / "log.jsonl")
+    log.drop_after(start)
+    train_loop(model, loss_fn, optimizer, lr_scheduler, start=start, steps=args.steps,
+               save=lambda step: save_training_state(ckpt_path, step, parts), log=log,
+               throughput=throughput, desc=desc)
