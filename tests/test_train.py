@@ -327,3 +327,18 @@ def test_resume_from_a_damaged_checkpoint(cache_dir, tmp_path, damage):
         (tmp_path / "run" / name).write_bytes(b"")
     with pytest.raises(ValueError, match="cannot resume.*checkpoint.pt.*delete"):
         run(cache_dir, tmp_path / "run", "--steps", "8", "--sample-every", "0", "--resume")
+
+
+def test_cache_loss_benchmark_compares_models_on_caches(cache_dir, tmp_path):
+    """benchmarks/cache_loss.py: one loss per (cache, model), the same clips and noise for each model."""
+    import importlib.util
+
+    run(cache_dir, tmp_path / "run", "--steps", "4", "--sample-every", "0")
+    spec = importlib.util.spec_from_file_location("cache_loss", Path(__file__).resolve().parents[1] / "benchmarks" /
+                                                  "cache_loss.py")
+    cache_loss = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cache_loss)
+    pipeline = str(tmp_path / "run" / "pipeline")
+    first = cache_loss.main(["--model", pipeline, "--cache", str(cache_dir), "--num-clips", "4", "--draws", "2"])
+    again = cache_loss.main(["--model", pipeline, "--cache", str(cache_dir), "--num-clips", "4", "--draws", "2"])
+    assert first == again and np.isfinite(first[str(cache_dir)][pipeline])
