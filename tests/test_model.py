@@ -392,3 +392,34 @@ def test_conv_mlp_output_shapes_and_save_load(tmp_path):
     latents, timestep, cond = make_inputs()
     with torch.no_grad():
         torch.testing.assert_close(loaded(latents, timestep, **cond).sample, model(latents, timestep, **cond).sample)
+
+
+def test_interpolated_time_positions_stay_in_the_trained_range():
+    """time_span: 8 or 2 frame slots for a model trained on 4 are spread over positions 0 .. 3; the
+    trained length and a single slot (an image) keep theirs."""
+    trained = get_3d_sincos_pos_embed(32, (4, 2, 2)).reshape(4, 4, 32)
+    assert torch.equal(get_3d_sincos_pos_embed(32, (4, 2, 2), 4), get_3d_sincos_pos_embed(32, (4, 2, 2)))
+    assert torch.equal(get_3d_sincos_pos_embed(32, (1, 2, 2), 4), get_3d_sincos_pos_embed(32, (1, 2, 2)))
+    long = get_3d_sincos_pos_embed(32, (8, 2, 2), 4).reshape(8, 4, 32)
+    torch.testing.assert_close(long[0], trained[0])  # the first and last slots sit on the trained ends
+    torch.testing.assert_close(long[-1], trained[-1])
+    assert not torch.allclose(long[1], trained[1])  # the others between them
+    short = get_3d_sincos_pos_embed(32, (2, 2, 2), 4).reshape(2, 4, 32)
+    torch.testing.assert_close(short, trained[[0, 3]])
+
+
+def test_interpolate_time_changes_only_other_lengths():
+    torch.manual_seed(0)
+    plain = TinyDiT(in_channels=4, num_frames=4, sample_size=8, patch_size=2, patch_size_t=2, hidden_size=32,
+                    depth=2, num_heads=2, text_embed_dim=16, pooled_embed_dim=16, cross_attention=True).eval()
+    for p in plain.parameters():  # off the zero-output initialisation
+        p.data.add_(0.05 * torch.randn_like(p))
+    config = {k: v for k, v in plain.config.items() if not k.startswith("_")}  # not diffusers' bookkeeping
+    spread = TinyDiT.from_config({**config, "interpolate_time": True}).eval()
+    spread.load_state_dict(plain.state_dict())
+    text = {"encoder_hidden_states": torch.randn(1, 5, 16), "pooled_projections": torch.randn(1, 16)}
+    with torch.no_grad():
+        for frames, same in ((4, True), (2, True), (8, False), (6, False)):
+            x, t = torch.randn(1, 4, frames, 8, 8), torch.full((1,), 500.0)
+            a, b = plain(x, timestep=t, **text).sample, spread(x, timestep=t, **text).sample
+            assert torch.equal(a, b) == same, frames

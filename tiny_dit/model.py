@@ -148,7 +148,7 @@ def get_1d_sincos_pos_embed(embed_dim: int, positions: torch.Tensor) -> torch.Te
 
 
 @lru_cache(maxsize=32)
-def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
+def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int], time_span: int | None = None) -> torch.Tensor:
     """Fixed positional embedding for a (T', H', W') token grid: (N, embed_dim).
 
     The channels are split between the three axes: h and w each get an even
@@ -159,13 +159,23 @@ def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int]) -> torch
     Nothing here is learned, and it is computed from the grid at forward time,
     so one set of weights accepts any clip length and aspect ratio (the first
     frames of a long clip get the same embeddings as those of a short one).
+
+    time_span: a grid of more than one frame slot and not time_span of them (the
+    trained length) gets its slots' temporal positions spread over 0 .. time_span - 1
+    (position interpolation, as for long contexts in language models): a clip twice
+    the trained length plays as one trained clip in slow motion instead of reaching
+    positions never trained on, and a clip half as long shows the whole motion
+    faster instead of its first half. One slot (an image) stays at position 0.
     Results are cached per (embed_dim, grid); the returned CPU tensor is shared,
     so do not modify it in place.
     """
     Tg, Hg, Wg = grid
     dim_hw = 2 * (embed_dim // 6)  # even, so that sin and cos halves are equal
     dim_t = embed_dim - 2 * dim_hw  # even too, because embed_dim is even
-    emb_t = get_1d_sincos_pos_embed(dim_t, torch.arange(Tg))  # (T', dim_t)
+    positions_t = torch.arange(Tg, dtype=torch.float64)
+    if time_span is not None and Tg > 1 and Tg != time_span:
+        positions_t = positions_t * (time_span - 1) / (Tg - 1)  # from the first trained slot to the last
+    emb_t = get_1d_sincos_pos_embed(dim_t, positions_t)  # (T', dim_t)
     emb_h = get_1d_sincos_pos_embed(dim_hw, torch.arange(Hg))  # (H', dim_hw)
     emb_w = get_1d_sincos_pos_embed(dim_hw, torch.arange(Wg))  # (W', dim_hw)
     # Broadcast each axis' embedding over the other two axes, then concatenate.
@@ -477,8 +487,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
         in_channels: latent channels C of the input.
         out_channels: channels of the prediction; None means `in_channels`.
         num_frames, sample_size: the latent clip length and height/width the
-            model is meant for. Not used by the network itself (positional
-            embeddings are computed from the input), only recorded in the config.
+            model is meant for. The network takes any size (positional embeddings
+            are computed from the input); num_frames is read only with interpolate_time.
         patch_size: tubelet height and width p, in latent pixels.
         patch_size_t: tubelet length pt, in latent frames.
         hidden_size: token width D.
@@ -492,6 +502,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
             (even blocks attend spatially, odd blocks temporally).
         conv_mlp: a zero-initialised 3 x 3 depthwise convolution inside every MLP (TLD),
             so that neighbouring patches mix; see `DepthwiseConv`.
+        interpolate_time: a clip of another length than num_frames gets temporal
+            positions spread over the trained ones (see `get_3d_sincos_pos_embed`'s time_span).
         prediction_type: what the network outputs before conversion to a velocity:
             "sample" (the clean latents x0) or "velocity" (v itself). See the module docstring.
     """
@@ -521,6 +533,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         attention_type: str = "full",
         prediction_type: str = "sample",
         conv_mlp: bool = False,
+        interpolate_time: bool = False,
     ):
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -657,7 +670,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
         # The network runs in its weights' dtype (float32 or bfloat16); `hidden_states` itself stays as
         # given, so that the conversion to a velocity in step 5 sees the exact x_s.
         x = self.patch_embed(patchify(hidden_states, pt, p).to(self.patch_embed.weight.dtype))  # (B, N, D)
-        pos = get_3d_sincos_pos_embed(self.config.hidden_size, grid)  # (N, D), cached on CPU
+        time_span = self.config.num_frames // pt if self.config.interpolate_time else None
+        pos = get_3d_sincos_pos_embed(self.config.hidden_size, grid, time_span)  # (N, D), cached on CPU
         x = x + pos.to(device=x.device, dtype=x.dtype)
 
         # 2. One conditioning vector per clip: noise level + pooled prompt.
@@ -705,12 +719,12 @@ TINY_DIT_PRESETS = {
     # For tests and quick checks: runs in seconds on one CPU core.
     "tiny": dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
     # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (the bundled model).
-    # conv_mlp: see DepthwiseConv and the README's recipe study.
+    # conv_mlp: see DepthwiseConv and the README's recipe study; interpolate_time: other lengths (get_3d_sincos_pos_embed).
     "small": dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True,
-                  conv_mlp=True),
+                  conv_mlp=True, interpolate_time=True),
     # For one GPU: patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens, 37M parameters.
     "base": dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True,
-                 conv_mlp=True),
+                 conv_mlp=True, interpolate_time=True),
 }
 
 
