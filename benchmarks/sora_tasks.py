@@ -43,7 +43,7 @@ import torch
 
 from tiny_dit.autoencoder import decode_latents, encode_clips
 from tiny_dit.data.shapes import NUM_FRAMES, random_clip_spec, render_clips
-from tiny_dit.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, score
+from tiny_dit.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, object_aspect, score
 from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTCondition, TinyDiTPipeline
 from tiny_dit.video import to_uint8
 
@@ -150,8 +150,11 @@ def measure_sizes(pipe: TinyDiTPipeline, sizes=DEFAULT_SIZES, num_prompts: int =
         clips = to_uint8(frames)
         if still:  # the judge reads motion off several frames: a still held for 4 shows none
             clips = np.repeat(clips, 4, axis=1)
+        aspects = [a for a in map(object_aspect, clips) if a is not None]
         results[f"{num_frames}x{height}x{width}"] = {
-            "accuracy": score([judge_frames(c) for c in clips], prompts), "seconds": time.perf_counter() - start}
+            "accuracy": score([judge_frames(c) for c in clips], prompts),
+            "aspect": float(np.median(aspects)) if aspects else None, "aspects": aspects,
+            "seconds": time.perf_counter() - start}
     return results
 
 
@@ -172,11 +175,13 @@ def print_tasks(results: dict) -> None:
 
 def print_sizes(results: dict) -> None:
     print(f"\nlength and size ({results['num_prompts']} prompts each, {results['steps']} steps): frame judge")
-    print(f"{'frames x H x W':16s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all")) + f" {'seconds':>8s}")
+    print(f"{'frames x H x W':16s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all"))
+          + f" {'w/h':>6s} {'seconds':>8s}   (w/h: the object's median width over height, 1 = not stretched)")
     for key, row in results.items():
         if isinstance(row, dict):
+            aspect = "-" if row["aspect"] is None else f"{row['aspect']:.2f}"
             print(f"{key:16s} " + " ".join(f"{row['accuracy'][a]:10.1%}" for a in (*ATTRIBUTES, "all"))
-                  + f" {row['seconds']:8.1f}")
+                  + f" {aspect:>6s} {row['seconds']:8.1f}")
 
 
 def parse_sizes(text: str) -> list[tuple[int, int, int]]:

@@ -420,6 +420,7 @@ def test_mark_known_frames_borders_only_the_given_frames():
     (dict(keep=4), "Frames taken from each clip: 4 from each clip leave no frame of the 8 to generate; take at "
                    "most 3"),
     (dict(height=36), "Height (px) must be a multiple of 8"),
+    (dict(width=56), "Width (px) must be a whole number from 8 to 48"),  # 1.5x the tiny model's 32 px
     (dict(task="image"), "An image is one frame: set the Number of frames to 1"),
     (dict(task="animate"), "The image is missing"),
     (dict(task="dance"), "Task must be one of 'image', 'animate'"),

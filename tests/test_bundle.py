@@ -42,3 +42,25 @@ def test_bundle_follows_background_colour_and_motion_words():
         right = sum(j[attribute] == t[column] for j, t in zip(judged, truth))
         wrong = sum(j[attribute] not in (t[column], "none") for j, t in zip(judged, truth))
         assert right >= 3 and wrong <= 1, (attribute, judged)
+
+
+def test_bundle_draws_a_wider_frame_without_stretching_or_copying_the_object():
+    """128 x 192 with centre_space (as shipped): each object about as wide as tall, as at 128 x 128. With the
+    positions run on (centre_space off) the same weights draw objects twice as wide or a second copy
+    (benchmarks/space_positions.py: median width / height 1.07 against 2.32 on 48 prompts)."""
+    from tiny_dit.evaluate import evaluation_prompts, object_aspect
+    from tiny_dit.model import TinyDiT
+
+    prompts = [p["text"] for p in evaluation_prompts("seen", 8)]  # measured: median 1.00 shipped, 2.48 run on
+
+    def median_aspect(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        frames = pipe(prompts, height=128, width=192, generator=torch.Generator().manual_seed(0)).frames
+        return float(np.median([object_aspect(c) or 0.0 for c in (frames * 255).round().astype(np.uint8)]))
+
+    shipped = TinyDiTPipeline.from_pretrained(BUNDLE)
+    assert shipped.transformer.config.centre_space
+    run_on = TinyDiTPipeline.from_pretrained(
+        BUNDLE, transformer=TinyDiT.from_pretrained(BUNDLE, subfolder="transformer", centre_space=False))
+    assert 0.75 < median_aspect(shipped) < 1.33
+    assert median_aspect(run_on) > 1.8

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from test_pipeline import PROMPT, SIZE, gen, tiny_pipeline
+import tiny_dit.model as model_module
 from tiny_dit.autoencoder import decode_latents, encode_clips
 from tiny_dit.conditions import KnownFrames, hold_known_frames
+from tiny_dit.model import get_3d_sincos_pos_embed
 from tiny_dit.pipeline import TinyDiTCondition
 
 torch.set_num_threads(1)
@@ -256,6 +258,25 @@ def test_sora_tasks_benchmark_runs_on_a_tiny_pipeline(pipe, capsys):
     assert set(sizes) >= {"1x32x32", "3x32x48"}
     printed = capsys.readouterr().out
     assert "extend-backwards" in printed and "3x32x48" in printed
+
+
+def test_space_positions_benchmark_centred_is_the_models_own(pipe):
+    """benchmarks/space_positions.py: its "centred" positions are exactly centre_space's, the others stay in
+    (stretched, fitted) or run past (run-on) the trained range, and a run swaps the model's positions back."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "space_positions.py"
+    spec = importlib.util.spec_from_file_location("space_positions", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    embed = bench.use_positions(bench.VARIANTS["centred"], 8)
+    assert torch.equal(embed(36, (2, 8, 12)), get_3d_sincos_pos_embed(36, (2, 8, 12), None, 8))
+    for name in ("stretched", "fitted"):
+        h, w = bench.VARIANTS[name](8, 12, 8)
+        assert min(h.min(), w.min()) >= 0 and max(h.max(), w.max()) <= 7 + 1e-9, name
+    assert bench.VARIANTS["run-on"](8, 12, 8)[1].max() == 11
+    assert bench.VARIANTS["stretched"](8, 12, 8)[0].tolist() == list(range(8))  # the trained axis is left alone
+    original = model_module.get_3d_sincos_pos_embed
+    rows = bench.measure(pipe, "run-on", [(1, 32, 48)], seeds=1, steps=1)
+    assert model_module.get_3d_sincos_pos_embed is original and set(rows) == {"1x32x48"}
 
 
 def test_seam_changes_compare_boundaries_with_the_rest():

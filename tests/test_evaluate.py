@@ -7,7 +7,7 @@ import torch
 
 from test_pipeline import tiny_clip, tiny_pipeline
 from tiny_dit.data.shapes import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, random_clip_spec, render_clips
-from tiny_dit.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, main, score
+from tiny_dit.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, main, object_aspect, score
 
 torch.set_num_threads(1)
 
@@ -37,6 +37,20 @@ def test_frame_judge_reads_rendered_clips():
     predicted = [judge_frames(clip) for clip in render_for(prompts)]
     accuracy = score(predicted, prompts)
     assert all(accuracy[a] >= 0.95 for a in ATTRIBUTES), accuracy
+
+
+def test_object_aspect_sees_a_stretched_shape_that_the_judge_does_not():
+    """Rendered shapes are about as wide as tall; stretched 1.5x along the width, the judge still reads
+    the same shape (its features do not change) but the aspect says 1.5."""
+    prompts = [p for p in evaluation_prompts("seen", 24) if p["motion"] in ("left", "right", "up", "down")][:8]
+    clips = render_for(prompts)
+    aspects = np.array([object_aspect(clip) for clip in clips])
+    assert np.all((aspects > 0.8) & (aspects < 1.25)), aspects
+    wide = np.stack([np.repeat(clip, 3, axis=2)[:, :, ::2] for clip in clips])  # (N, 16, 128, 192, 3)
+    stretched = np.array([object_aspect(clip) for clip in wide])
+    np.testing.assert_allclose(stretched, 1.5 * aspects, rtol=0.1)
+    assert [judge_frames(c)["shape"] for c in wide] == [judge_frames(c)["shape"] for c in clips]
+    assert object_aspect(np.zeros((4, 32, 32, 3), np.uint8)) is None
 
 
 def test_frame_judge_notices_the_wrong_colour_motion_and_an_empty_clip():

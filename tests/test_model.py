@@ -408,18 +408,39 @@ def test_interpolated_time_positions_stay_in_the_trained_range():
     torch.testing.assert_close(short, trained[[0, 3]])
 
 
-def test_interpolate_time_changes_only_other_lengths():
+def test_centred_space_positions_keep_the_trained_spacing():
+    """space_span: a wider or narrower grid keeps positions one apart, centred on the trained ones, so the
+    middle columns of a 12-wide grid embed exactly like a trained 8-wide grid's, and a 4-wide grid is its
+    middle; the trained size is unchanged."""
+    trained = get_3d_sincos_pos_embed(36, (1, 8, 8)).reshape(8, 8, 36)
+    assert torch.equal(get_3d_sincos_pos_embed(36, (1, 8, 8), None, 8), get_3d_sincos_pos_embed(36, (1, 8, 8)))
+    wide = get_3d_sincos_pos_embed(36, (1, 8, 12), None, 8).reshape(8, 12, 36)
+    torch.testing.assert_close(wide[:, 2:10], trained)
+    narrow = get_3d_sincos_pos_embed(36, (1, 8, 4), None, 8).reshape(8, 4, 36)
+    torch.testing.assert_close(narrow, trained[:, 2:6])
+    tall = get_3d_sincos_pos_embed(36, (1, 12, 8), None, 8).reshape(12, 8, 36)
+    torch.testing.assert_close(tall[2:10], trained)
+    assert not torch.allclose(get_3d_sincos_pos_embed(36, (1, 8, 12)).reshape(8, 12, 36)[:, 2:10], trained)
+
+
+@pytest.mark.parametrize("option, inputs", [
+    ("interpolate_time", {(4, 8, 8): True, (2, 8, 8): True, (8, 8, 8): False, (6, 8, 8): False}),
+    ("centre_space", {(4, 8, 8): True, (4, 8, 12): False, (4, 12, 8): False, (4, 8, 4): False}),
+])
+def test_position_options_change_only_other_lengths_and_sizes(option, inputs):
+    """The same weights with a position option on: the same output at the trained size (4 x 8 x 8 latents)
+    and for an image-like 2-frame clip (one slot), another for other lengths or sizes."""
     torch.manual_seed(0)
-    plain = TinyDiT(in_channels=4, num_frames=4, sample_size=8, patch_size=2, patch_size_t=2, hidden_size=32,
+    plain = TinyDiT(in_channels=4, num_frames=4, sample_size=8, patch_size=2, patch_size_t=2, hidden_size=36,
                     depth=2, num_heads=2, text_embed_dim=16, pooled_embed_dim=16, cross_attention=True).eval()
     for p in plain.parameters():  # off the zero-output initialisation
         p.data.add_(0.05 * torch.randn_like(p))
     config = {k: v for k, v in plain.config.items() if not k.startswith("_")}  # not diffusers' bookkeeping
-    spread = TinyDiT.from_config({**config, "interpolate_time": True}).eval()
-    spread.load_state_dict(plain.state_dict())
+    changed = TinyDiT.from_config({**config, option: True}).eval()
+    changed.load_state_dict(plain.state_dict())
     text = {"encoder_hidden_states": torch.randn(1, 5, 16), "pooled_projections": torch.randn(1, 16)}
     with torch.no_grad():
-        for frames, same in ((4, True), (2, True), (8, False), (6, False)):
-            x, t = torch.randn(1, 4, frames, 8, 8), torch.full((1,), 500.0)
-            a, b = plain(x, timestep=t, **text).sample, spread(x, timestep=t, **text).sample
-            assert torch.equal(a, b) == same, frames
+        for (frames, height, width), same in inputs.items():
+            x, t = torch.randn(1, 4, frames, height, width), torch.full((1,), 500.0)
+            a, b = plain(x, timestep=t, **text).sample, changed(x, timestep=t, **text).sample
+            assert torch.equal(a, b) == same, (frames, height, width)

@@ -265,14 +265,24 @@ def check_word_view(record, word, block, head, step, num_words: int, num_passes:
     return word, block, check_head(head, record.geometry), check_iteration(step, num_passes)
 
 
+# The largest frame side the app offers, as a multiple of the trained side: with centred positions (TinyDiT's
+# centre_space) shapes hold at 1.5x (128 -> 192 px) and are lost at 2x (the README's size table).
+SIDE_MAX_SCALE = 1.5
+
+
+def side_max(trained: int, step: int) -> int:
+    """The largest frame side in pixels for a model trained at `trained` px: a multiple of `step` (one token)."""
+    return int(trained * SIDE_MAX_SCALE) // step * step
+
+
 def check_frame_size(height, width, geometry, frames_max: int, num_frames, keep) -> tuple[int, int, int, int]:
     """(number of frames, frames kept per clip, height, width) of a Sora task: sides from one token's
-    pixels to twice the model's size, in multiples of one token's pixels."""
+    pixels to `side_max`, in multiples of one token's pixels."""
     side = geometry.patch_pixels  # autoencoder x patch size
     num_frames = check_number(num_frames, "Number of frames", 1, frames_max, integer=True)
     keep = check_number(keep, "Frames taken from each clip", 1, frames_max - 1, integer=True)
-    height = check_number(height, "Height (px)", side, 2 * geometry.height, integer=True)
-    width = check_number(width, "Width (px)", side, 2 * geometry.width, integer=True)
+    height = check_number(height, "Height (px)", side, side_max(geometry.height, side), integer=True)
+    width = check_number(width, "Width (px)", side, side_max(geometry.width, side), integer=True)
     for value, what in ((height, "Height (px)"), (width, "Width (px)")):
         if value % side:
             raise user_error(f"{what} must be a multiple of {side} (autoencoder x patch size); got {value}.")

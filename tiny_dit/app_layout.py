@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from tiny_dit import sora_tasks, training_history, views
-from tiny_dit.app_checks import GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, SEED_MAX, STEPS_MAX, STEPS_MIN
+from tiny_dit.app_checks import (GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, SEED_MAX, STEPS_MAX, STEPS_MIN,
+                                 side_max)
 from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, MAX_NUM_FRAMES
 from tiny_dit.teaching import MATRIX_TEXT, SORA_TEXT, VIEW_TEXT
 
@@ -88,8 +89,8 @@ def sora_tab(g) -> SimpleNamespace:
                     keep = gr.Slider(1, 32, value=SORA_KEEP_DEFAULT, step=1, label="Frames taken from each clip")
                 with gr.Row():
                     side = g.patch_pixels
-                    height = gr.Slider(side, 2 * g.height, value=g.height, step=side, label="Height (px)")
-                    width = gr.Slider(side, 2 * g.width, value=g.width, step=side, label="Width (px)")
+                    height = gr.Slider(side, side_max(g.height, side), value=g.height, step=side, label="Height (px)")
+                    width = gr.Slider(side, side_max(g.width, side), value=g.width, step=side, label="Width (px)")
                 with gr.Row():
                     guidance = guidance_slider(label="Class guidance (w)")
                     steps = steps_slider(label="Iterations")

@@ -161,14 +161,33 @@ def _object_mask(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.linalg.norm(frames.astype(float) - background, axis=-1) > OBJECT_THRESHOLD
 
 
-def judge_frames(clip: np.ndarray) -> dict[str, str]:
-    """The attributes a uint8 clip (T, H, W, 3) shows, read off its pixels ("none" if no object)."""
+def _background_and_mask(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 clip's (T, H, W, 3) background colour (the median of a 4-px border) and object mask (T, H, W)."""
     border = np.concatenate([clip[:, :4].reshape(-1, 3), clip[:, -4:].reshape(-1, 3),
                              clip[:, :, :4].reshape(-1, 3), clip[:, :, -4:].reshape(-1, 3)])
     background_rgb = np.median(border, axis=0)
+    return background_rgb, _object_mask(clip, background_rgb)
+
+
+def object_aspect(clip: np.ndarray) -> float | None:
+    """Width over height of the object's bounding box in the frame where it is largest (None: no object).
+
+    The judge's shape features (fill of the bounding box, where the mass sits) do not change when a
+    shape is stretched along one axis, so a circle drawn as a wide ellipse still reads "circle"; this
+    is the check that sees it (every shape of the renderer is about as wide as it is tall)."""
+    mask = _background_and_mask(clip)[1]
+    largest = mask[int(mask.sum(axis=(1, 2)).argmax())]  # (H, W)
+    if largest.sum() < 10:
+        return None
+    ys, xs = np.nonzero(largest)
+    return float((xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1))
+
+
+def judge_frames(clip: np.ndarray) -> dict[str, str]:
+    """The attributes a uint8 clip (T, H, W, 3) shows, read off its pixels ("none" if no object)."""
+    background_rgb, mask = _background_and_mask(clip)  # (3,), (T, H, W)
     result = {"background": _nearest(background_rgb, BACKGROUNDS),
               "color": "none", "shape": "none", "motion": "none"}
-    mask = _object_mask(clip, background_rgb)  # (T, H, W)
     area = mask.sum(axis=(1, 2))
     if (area < 10).any():  # no object in some frame
         return result

@@ -147,37 +147,20 @@ def get_1d_sincos_pos_embed(embed_dim: int, positions: torch.Tensor) -> torch.Te
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).float()  # (M, embed_dim)
 
 
-@lru_cache(maxsize=32)
-def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int], time_span: int | None = None) -> torch.Tensor:
-    """Fixed positional embedding for a (T', H', W') token grid: (N, embed_dim).
+def sincos_embed_positions(embed_dim: int, positions_t: torch.Tensor, positions_h: torch.Tensor,
+                           positions_w: torch.Tensor) -> torch.Tensor:
+    """The embedding of a (T', H', W') grid from each axis' positions (T',), (H',), (W'): (N, embed_dim).
 
     The channels are split between the three axes: h and w each get an even
-    share of about a third, t gets the rest. Each part is a 1-D sin-cos
-    embedding of that axis' integer coordinate, so a token's embedding is the
-    concatenation [emb_t(t), emb_h(h), emb_w(w)].
-
-    Nothing here is learned, and it is computed from the grid at forward time,
-    so one set of weights accepts any clip length and aspect ratio (the first
-    frames of a long clip get the same embeddings as those of a short one).
-
-    time_span: a grid of more than one frame slot and not time_span of them (the
-    trained length) gets its slots' temporal positions spread over 0 .. time_span - 1
-    (position interpolation, as for long contexts in language models): a clip twice
-    the trained length plays as one trained clip in slow motion instead of reaching
-    positions never trained on, and a clip half as long shows the whole motion
-    faster instead of its first half. One slot (an image) stays at position 0.
-    Results are cached per (embed_dim, grid); the returned CPU tensor is shared,
-    so do not modify it in place.
+    share of about a third, t gets the rest. A token's embedding is the
+    concatenation [emb_t(t), emb_h(h), emb_w(w)] of 1-D sin-cos embeddings.
     """
-    Tg, Hg, Wg = grid
+    Tg, Hg, Wg = len(positions_t), len(positions_h), len(positions_w)
     dim_hw = 2 * (embed_dim // 6)  # even, so that sin and cos halves are equal
     dim_t = embed_dim - 2 * dim_hw  # even too, because embed_dim is even
-    positions_t = torch.arange(Tg, dtype=torch.float64)
-    if time_span is not None and Tg > 1 and Tg != time_span:
-        positions_t = positions_t * (time_span - 1) / (Tg - 1)  # from the first trained slot to the last
     emb_t = get_1d_sincos_pos_embed(dim_t, positions_t)  # (T', dim_t)
-    emb_h = get_1d_sincos_pos_embed(dim_hw, torch.arange(Hg))  # (H', dim_hw)
-    emb_w = get_1d_sincos_pos_embed(dim_hw, torch.arange(Wg))  # (W', dim_hw)
+    emb_h = get_1d_sincos_pos_embed(dim_hw, positions_h)  # (H', dim_hw)
+    emb_w = get_1d_sincos_pos_embed(dim_hw, positions_w)  # (W', dim_hw)
     # Broadcast each axis' embedding over the other two axes, then concatenate.
     emb = torch.cat(
         [
@@ -188,6 +171,48 @@ def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int], time_spa
         dim=-1,
     )  # (T', H', W', D)
     return emb.reshape(Tg * Hg * Wg, embed_dim)  # (N, D), time-major like patchify
+
+
+@lru_cache(maxsize=32)
+def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int], time_span: int | None = None,
+                            space_span: int | None = None) -> torch.Tensor:
+    """Fixed positional embedding for a (T', H', W') token grid: (N, embed_dim).
+
+    Each token's position is its integer coordinate (t, h, w) in the grid, embedded
+    by `sincos_embed_positions`. Nothing here is learned, and it is computed from
+    the grid at forward time, so one set of weights accepts any clip length and
+    aspect ratio. Without the spans below, the positions of a larger grid simply
+    run on past the trained ones, which the model never saw (the README's
+    "Other lengths" and "Other sizes" tables).
+
+    time_span: a grid of more than one frame slot and not time_span of them (the
+    trained length) gets its slots' temporal positions spread over 0 .. time_span - 1
+    (position interpolation, as for long contexts in language models): a clip twice
+    the trained length plays as one trained clip in slow motion instead of reaching
+    positions never trained on, and a clip half as long shows the whole motion
+    faster instead of its first half. One slot (an image) stays at position 0.
+
+    space_span: a grid of another height or width than space_span tokens (the
+    trained side) gets that axis' positions centred on the trained ones, one apart
+    as in training: 12 columns for 8 trained sit at -2 .. 9. Spacing is kept because
+    the model draws shapes in position units: spreading 12 columns over 0 .. 7 (as
+    for time) draws every circle 1.5x too wide. Centring halves the distance the
+    positions run past the trained ones; run on from 0, columns 8 .. 11 draw
+    copies of the object and stripes.
+
+    Results are cached per arguments; the returned CPU tensor is shared, so do not
+    modify it in place.
+    """
+    Tg, Hg, Wg = grid
+    positions_t = torch.arange(Tg, dtype=torch.float64)
+    positions_h = torch.arange(Hg, dtype=torch.float64)
+    positions_w = torch.arange(Wg, dtype=torch.float64)
+    if time_span is not None and Tg > 1 and Tg != time_span:
+        positions_t = positions_t * (time_span - 1) / (Tg - 1)  # from the first trained slot to the last
+    if space_span is not None:
+        positions_h += (space_span - Hg) / 2  # + 0 at the trained size; run on both sides when larger
+        positions_w += (space_span - Wg) / 2
+    return sincos_embed_positions(embed_dim, positions_t, positions_h, positions_w)
 
 
 # ---------------------------------------------------------------------------
@@ -488,7 +513,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         out_channels: channels of the prediction; None means `in_channels`.
         num_frames, sample_size: the latent clip length and height/width the
             model is meant for. The network takes any size (positional embeddings
-            are computed from the input); num_frames is read only with interpolate_time.
+            are computed from the input); they are read only by interpolate_time and centre_space.
         patch_size: tubelet height and width p, in latent pixels.
         patch_size_t: tubelet length pt, in latent frames.
         hidden_size: token width D.
@@ -504,6 +529,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
             so that neighbouring patches mix; see `DepthwiseConv`.
         interpolate_time: a clip of another length than num_frames gets temporal
             positions spread over the trained ones (see `get_3d_sincos_pos_embed`'s time_span).
+        centre_space: a frame of another height or width than sample_size gets its spatial
+            positions centred on the trained ones (see `get_3d_sincos_pos_embed`'s space_span).
         prediction_type: what the network outputs before conversion to a velocity:
             "sample" (the clean latents x0) or "velocity" (v itself). See the module docstring.
     """
@@ -534,6 +561,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         prediction_type: str = "sample",
         conv_mlp: bool = False,
         interpolate_time: bool = False,
+        centre_space: bool = False,
     ):
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -671,7 +699,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
         # given, so that the conversion to a velocity in step 5 sees the exact x_s.
         x = self.patch_embed(patchify(hidden_states, pt, p).to(self.patch_embed.weight.dtype))  # (B, N, D)
         time_span = self.config.num_frames // pt if self.config.interpolate_time else None
-        pos = get_3d_sincos_pos_embed(self.config.hidden_size, grid, time_span)  # (N, D), cached on CPU
+        space_span = self.config.sample_size // p if self.config.centre_space else None
+        pos = get_3d_sincos_pos_embed(self.config.hidden_size, grid, time_span, space_span)  # (N, D), cached on CPU
         x = x + pos.to(device=x.device, dtype=x.dtype)
 
         # 2. One conditioning vector per clip: noise level + pooled prompt.
@@ -719,12 +748,13 @@ TINY_DIT_PRESETS = {
     # For tests and quick checks: runs in seconds on one CPU core.
     "tiny": dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
     # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (the bundled model).
-    # conv_mlp: see DepthwiseConv and the README's recipe study; interpolate_time: other lengths (get_3d_sincos_pos_embed).
+    # conv_mlp: see DepthwiseConv and the README's recipe study; interpolate_time, centre_space: other lengths and
+    # sizes (get_3d_sincos_pos_embed).
     "small": dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True,
-                  conv_mlp=True, interpolate_time=True),
+                  conv_mlp=True, interpolate_time=True, centre_space=True),
     # For one GPU: patch 2 x 2 x 4 -> 4 x 16 x 16 = 1024 tokens, 37M parameters.
     "base": dict(hidden_size=384, depth=12, num_heads=6, patch_size=2, patch_size_t=4, cross_attention=True,
-                 conv_mlp=True, interpolate_time=True),
+                 conv_mlp=True, interpolate_time=True, centre_space=True),
 }
 
 
