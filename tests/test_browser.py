@@ -287,7 +287,9 @@ def test_generate_and_look_inside_in_a_real_browser(server, browser, model_dir, 
     text = wait_for(driver, "const e = document.querySelector('#sora-info'); return e && e.innerText.includes("
                             "'were given') && e.innerText", 60, "the Sora task's description")
     assert "Connect two clips" in text
-    shots.take(driver.find_element(By.CSS_SELECTOR, "#tab-sora"), "sora-tasks")
+    result = driver.find_element(By.CSS_SELECTOR, "#sora-result")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", result)
+    shots.take(result, "sora-tasks")
 
     assert len(shots.taken) == 11
     for path in shots.taken:

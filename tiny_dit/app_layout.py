@@ -98,7 +98,7 @@ def sora_tab(g) -> SimpleNamespace:
                 button = gr.Button("Generate", variant="primary", elem_id="sora-generate")
                 gr.Examples(sora_tasks.example_rows(), label="Examples: rendered shapes-world frames and clips",
                             inputs=[task, prompt, image, clip, clip_b, frames])
-            with gr.Column(scale=3, min_width=360):
+            with gr.Column(scale=3, min_width=360, elem_id="sora-result"):
                 video = gr.Video(label="Result (the given frames have a blue border)", autoplay=True, loop=True,
                                  interactive=False, elem_id="sora-video", height=360)
                 strip = image_output("The frames: given (bordered) and new", elem_id="sora-strip")
