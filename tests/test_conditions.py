@@ -14,9 +14,9 @@ import torch
 from test_pipeline import PROMPT, SIZE, gen, tiny_pipeline
 import tiny_dit.model as model_module
 from tiny_dit.autoencoder import decode_latents, encode_clips
-from tiny_dit.conditions import KnownFrames, hold_known_frames
-from tiny_dit.model import get_3d_sincos_pos_embed
-from tiny_dit.pipeline import TinyDiTCondition
+from tiny_dit.conditions import KnownFrames, hold_known_frames, random_known_mask
+from tiny_dit.model import TinyDiT, get_3d_sincos_pos_embed
+from tiny_dit.pipeline import TinyDiTCondition, TinyDiTPipeline
 
 torch.set_num_threads(1)
 STEPS = 2
@@ -232,6 +232,38 @@ def test_given_latents_are_whole_tubelets(pipe):
     assert out.shape == (1, 3, SIZE, SIZE, 3)
     with pytest.raises(ValueError, match=r"latents must have shape \(1, 4, 2, 8, 8\)"):
         pipe(PROMPT, num_frames=1, latents=latents, num_inference_steps=1)
+
+
+def test_random_known_mask_gives_runs_at_the_ends():
+    """Training masks: with probability 1 every clip has its first and/or last frames known, each run 1 to
+    T // 2 long, all three layouts appear; with probability 0 none."""
+    generator = torch.Generator().manual_seed(0)
+    assert not random_known_mask(16, 8, 0.0, generator).any()
+    masks = random_known_mask(400, 8, 1.0, generator)[:, 0, :, 0, 0]  # (B, T)
+    starts, ends = masks[:, 0] == 1, masks[:, -1] == 1
+    assert (starts | ends).all() and starts.any() and ends.any() and (starts & ends).any()
+    for row in masks:
+        first = int(row.argmin()) if row[0] else 0  # known frames from the start
+        last = int(row.flip(0).argmin()) if row[-1] else 0  # known frames at the end
+        assert 0 < first + last and first <= 4 and last <= 4 and row.sum() == first + last, row
+    assert 0.4 < random_known_mask(400, 8, 0.5, generator).amax(dim=(1, 2, 3, 4)).mean() < 0.6
+
+
+def test_pipeline_gives_a_known_frames_model_its_known_frames(pipe):
+    """With known_frames_input the transformer gets the encoded known latents and their mask at every step;
+    the known frames still come back as the autoencoder's round trip."""
+    config = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
+    model = TinyDiT.from_config({**config, "known_frames_input": True}).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("known_mask")),
+                                    with_kwargs=True)
+    known_pipe = TinyDiTPipeline.from_components(model, pipe.text_encoder, pipe.vae)
+    known_pipe.set_progress_bar_config(disable=True)
+    clip = random_clip(2)
+    frames = known_pipe(PROMPT, num_frames=4, conditions=[TinyDiTCondition(video=clip)], num_inference_steps=STEPS,
+                        generator=gen(0)).frames[0]
+    assert len(seen) == STEPS and all(m is not None and m.flatten().tolist() == [1, 1, 0, 0] for m in seen)
+    np.testing.assert_allclose(frames[:2], round_trip(pipe, clip), atol=1e-5)
 
 
 # --- the measurement script runs -------------------------------------------------------

@@ -394,6 +394,30 @@ def test_conv_mlp_output_shapes_and_save_load(tmp_path):
         torch.testing.assert_close(loaded(latents, timestep, **cond).sample, model(latents, timestep, **cond).sample)
 
 
+def test_known_frames_input_starts_ignored_then_is_read():
+    """known_frames_input: the known latents and mask are extra input channels whose patch-embedding columns
+    start at zero (the same output with or without them); once trained (here: perturbed) they change it.
+    A model without the option refuses them."""
+    torch.manual_seed(0)
+    kwargs = dict(in_channels=4, num_frames=4, sample_size=8, patch_size=2, patch_size_t=2, hidden_size=36,
+                  depth=2, num_heads=2, text_embed_dim=16, pooled_embed_dim=16, cross_attention=True)
+    model = TinyDiT(**kwargs, known_frames_input=True).eval()
+    assert model.patch_embed.in_features == (2 * 4 + 1) * 2 * 2 * 2
+    for p in model.parameters():  # off the zero-output initialisation, but the known-frame columns stay 0
+        p.data.add_(0.05 * torch.randn_like(p))
+    model.patch_embed.weight.data[:, 4 * model.tubelet_size:] = 0
+    text = {"encoder_hidden_states": torch.randn(2, 5, 16), "pooled_projections": torch.randn(2, 16)}
+    x, t = torch.randn(2, 4, 4, 8, 8), torch.full((2,), 500.0)
+    known = {"known_latents": torch.randn(1, 4, 4, 8, 8), "known_mask": torch.tensor([1.0, 1, 0, 0]).view(1, 1, 4, 1, 1)}
+    with torch.no_grad():
+        plain = model(x, t, **text).sample
+        torch.testing.assert_close(model(x, t, **text, **known).sample, plain)
+        model.patch_embed.weight.data[:, 4 * model.tubelet_size:].normal_(std=0.05)
+        assert not torch.allclose(model(x, t, **text, **known).sample, model(x, t, **text).sample)
+    with pytest.raises(ValueError, match="takes no known frames"):
+        TinyDiT(**kwargs)(x, t, **text, **known)
+
+
 def test_interpolated_time_positions_stay_in_the_trained_range():
     """time_span: 8 or 2 frame slots for a model trained on 4 are spread over positions 0 .. 3; the
     trained length and a single slot (an image) keep theirs."""

@@ -310,6 +310,25 @@ def test_init_from_adds_a_zero_initialised_conv_mlp(cache_dir, tmp_path):
             "--init-from", str(tmp_path / "first" / "pipeline"))
 
 
+def test_init_from_widens_the_patch_embedding_for_known_frames(cache_dir, tmp_path):
+    """--model known_frames_input=true from a model trained without: the trained patch-embedding columns
+    first, the known frames' columns zero, everything else as trained (lr 0: the weights stay)."""
+    run(cache_dir, tmp_path / "first", "--steps", "2", "--sample-every", "0")
+    trained = TinyDiT.from_pretrained(tmp_path / "first" / "pipeline" / "transformer")
+    run(cache_dir, tmp_path / "second", "--steps", "1", "--sample-every", "0", "--lr", "0", "--model",
+        "known_frames_input=true", "--known-frames", "1", "--init-from", str(tmp_path / "first" / "pipeline"))
+    state = torch.load(tmp_path / "second" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["model_config"]["known_frames_input"]
+    old = trained.state_dict()["patch_embed.weight"]  # (D, C * tubelet)
+    new = state["model"]["patch_embed.weight"]  # (D, (2C + 1) * tubelet)
+    assert new.shape[1] == old.shape[1] * 2 + old.shape[1] // 4
+    assert torch.equal(new[:, :old.shape[1]], old) and not new[:, old.shape[1]:].any()
+    assert all(torch.equal(v, old_v) for (k, v), old_v in zip(state["model"].items(), trained.state_dict().values())
+               if k != "patch_embed.weight")
+    with pytest.raises(ValueError, match="--known-frames is a probability"):
+        run(cache_dir, tmp_path / "third", "--steps", "1", "--known-frames", "2")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random bytes"])
 def test_resume_from_a_damaged_checkpoint(cache_dir, tmp_path, damage):
     """A damaged checkpoint.pt: --resume falls back to the previous one kept beside it, and with no good

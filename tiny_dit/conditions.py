@@ -33,6 +33,13 @@ DDPM sampler is itself stochastic; here fresh noise would make the known frames
 flicker between steps. It also keeps the result a function of the seed alone,
 and at s = 1 the replacement changes nothing (the latents *are* the noise).
 
+A model trained with known frames should do better (Open-Sora trains with random frame
+masks for this): with TinyDiT's known_frames_input it also takes the clean known
+latents and their mask as extra input channels, as inpainting models do, and
+`tiny_dit.train --model known_frames_input=true` gives some clips their first or
+last frames that way (`random_known_mask`). The pipeline then passes them as well
+as holding them.
+
 Frames are placed at latent frame positions: the autoencoder works frame by
 frame, so pixel frame k is latent frame k and a condition at frame_index k holds
 latent frames k .. k + len - 1, whatever the transformer's tubelet length
@@ -92,6 +99,31 @@ def hold_known_frames(latents: torch.Tensor, known: KnownFrames, noise: torch.Te
     other frames are left as they are. noise: (B, C, T, h, w), the starting noise of the run."""
     noised = add_noise(known.latents, noise, sigma)  # (B, C, T, h, w)
     return torch.where(known.mask.bool(), noised, latents)
+
+
+# The known-frame layouts a model with known_frames_input trains on (Open-Sora's mask strategy, at the tasks
+# of this module): k known frames at the start, at the end, or at both ends; k from 1 (an image) to half.
+KNOWN_LAYOUTS = ("start", "end", "both ends")
+
+
+def random_known_mask(batch: int, num_frames: int, probability: float, generator: torch.Generator,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """Training masks (B, 1, T, 1, 1): with `probability` per clip, a random layout of known latent frames
+    (KNOWN_LAYOUTS, each end 1 .. T // 2 frames long), else none (the model still learns plain
+    generation)."""
+    mask = torch.zeros(batch, 1, num_frames, 1, 1)
+    for b in range(batch):
+        if float(torch.rand((), generator=generator)) >= probability:
+            continue
+        layout = KNOWN_LAYOUTS[int(torch.randint(len(KNOWN_LAYOUTS), (), generator=generator))]
+        first, last = (int(torch.randint(1, num_frames // 2 + 1, (), generator=generator)) for _ in range(2))
+        if layout == "both ends":
+            last = min(last, num_frames - first - 1)  # at least one frame left to generate
+        if layout in ("start", "both ends"):
+            mask[b, :, :first] = 1
+        if layout in ("end", "both ends"):
+            mask[b, :, num_frames - last:] = 1
+    return mask.to(device)
 
 
 def condition_frames(condition: TinyDiTCondition, name: str) -> torch.Tensor:

@@ -115,6 +115,7 @@ def flow_matching_loss(
     label_dropout: float = 0.1,
     generator: torch.Generator | None = None,
     noise_shift: float = 1.0,
+    known_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rectified-flow training loss for a batch of clean latents x0 (B, C, T, H, W).
 
@@ -122,6 +123,8 @@ def flow_matching_loss(
     empty prompt (`uncond`), so that the same model also learns the
     unconditional velocity needed for classifier-free guidance.
     All randomness (noise levels, noise, dropout) comes from `generator`.
+    known_mask: (B, 1, T, 1, 1), for a model with known_frames_input: those frames of x0 are
+    given to it clean (they are noised in x_s like the rest, as the sampler holds them).
     """
     B = x0.shape[0]
     s = sample_noise_levels(B, generator, x0.device, shift=noise_shift)  # (B,)
@@ -136,6 +139,8 @@ def flow_matching_loss(
         drop_b = drop.view(B, *[1] * (value.dim() - 1))  # broadcast over all but the batch axis
         kwargs[key] = torch.where(drop_b, _broadcast_to_batch(uncond[key], B), value)
 
+    if known_mask is not None:
+        kwargs.update(known_latents=x0, known_mask=known_mask)
     v_pred = model(x_s, timestep=s * TIMESTEP_SCALE, **kwargs).sample
     return F.mse_loss(v_pred.float(), target.float())
 

@@ -531,6 +531,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
             positions spread over the trained ones (see `get_3d_sincos_pos_embed`'s time_span).
         centre_space: a frame of another height or width than sample_size gets its spatial
             positions centred on the trained ones (see `get_3d_sincos_pos_embed`'s space_span).
+        known_frames_input: the model also takes known frames as input (forward's known_latents
+            and known_mask), as an inpainting model does: C + 1 more input channels, the known
+            latents (zero elsewhere) and a mask, their patch-embedding columns zero-initialised.
         prediction_type: what the network outputs before conversion to a velocity:
             "sample" (the clean latents x0) or "velocity" (v itself). See the module docstring.
     """
@@ -562,6 +565,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         conv_mlp: bool = False,
         interpolate_time: bool = False,
         centre_space: bool = False,
+        known_frames_input: bool = False,
     ):
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -581,7 +585,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
         # Conv3d with kernel = stride = (pt, p, p) (its weight, reshaped), but
         # keeps the tubelet layout in one place, `patchify`, which the output
         # side mirrors with `unpatchify`.
-        self.patch_embed = nn.Linear(in_channels * tubelet, hidden_size)
+        # With known_frames_input, each tubelet also carries the known latents and the mask (see forward).
+        input_channels = 2 * in_channels + 1 if known_frames_input else in_channels
+        self.patch_embed = nn.Linear(input_channels * tubelet, hidden_size)
         self.time_embed = TimestepEmbedder(hidden_size)
         self.pooled_embed = nn.Sequential(
             nn.Linear(pooled_embed_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
@@ -620,6 +626,11 @@ class TinyDiT(ModelMixin, ConfigMixin):
 
         self.apply(basic_init)
 
+        # Known frames start out ignored: patchify puts each tubelet's channels one after the other, so
+        # the columns past the first C * pt * p * p are the known latents' and the mask's. A model
+        # initialised from one trained without them computes what that one did (up to rounding).
+        nn.init.zeros_(self.patch_embed.weight[:, self.config.in_channels * self.tubelet_size:])
+
         # Conditioning MLPs: small normal weights, as DiT does for its timestep and label embedders.
         for mlp in (self.time_embed.mlp, self.pooled_embed):
             nn.init.normal_(mlp[0].weight, std=0.02)
@@ -642,6 +653,11 @@ class TinyDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
+    @property
+    def tubelet_size(self) -> int:
+        """Latent pixels per tubelet and channel: pt * p * p."""
+        return self.config.patch_size_t * self.config.patch_size ** 2
+
     def token_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
         """The token grid (T', H', W') = (T / pt, H / p, W / p) for latents of that size."""
         return token_grid(num_frames, height, width, self.config.patch_size_t, self.config.patch_size)
@@ -662,6 +678,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
         pooled_projections: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         capture_attention_layers: list[int] | None = None,
+        known_latents: torch.Tensor | None = None,
+        known_mask: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> TinyDiTOutput | tuple:
         """Predict the flow-matching velocity v = noise - x0 for noisy latents.
@@ -679,6 +697,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
             capture_attention_layers: indices of blocks whose self-attention
                 probabilities to return (they compute attention explicitly instead of
                 with the fused kernel; the result is the same).
+            known_latents, known_mask: only with known_frames_input: the clean latents of
+                the known frames (B or 1, C, T, H, W), and (B or 1, 1, T, 1, 1) 1 at known
+                latent frames, 0 elsewhere. None: nothing is known.
             return_dict: return a `TinyDiTOutput` (default) or a tuple, `(sample,)`,
                 or `(sample, attentions)` when capturing (diffusers' `to_tuple` convention).
         """
@@ -686,6 +707,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
             raise ValueError("pooled_projections is required (use the empty-prompt embedding for 'unconditional')")
         if self.config.cross_attention and encoder_hidden_states is None:
             raise ValueError("this model has cross-attention: pass encoder_hidden_states")
+        if (known_latents is not None or known_mask is not None) and not self.config.known_frames_input:
+            raise ValueError("this model takes no known frames (known_frames_input is off): hold them instead "
+                             "(tiny_dit.conditions.hold_known_frames)")
         capture = set(capture_attention_layers or ())
         if any(not 0 <= i < len(self.blocks) for i in capture):
             raise ValueError(f"capture_attention_layers {sorted(capture)} out of range for {len(self.blocks)} blocks")
@@ -697,7 +721,13 @@ class TinyDiT(ModelMixin, ConfigMixin):
         # 1. Latents -> tokens, plus where each token is.
         # The network runs in its weights' dtype (float32 or bfloat16); `hidden_states` itself stays as
         # given, so that the conversion to a velocity in step 5 sees the exact x_s.
-        x = self.patch_embed(patchify(hidden_states, pt, p).to(self.patch_embed.weight.dtype))  # (B, N, D)
+        inputs = hidden_states
+        if self.config.known_frames_input:  # the known frames, clean, beside the noisy latents (zero: none)
+            mask = hidden_states.new_zeros(B, 1, T, 1, 1) if known_mask is None else known_mask.to(hidden_states)
+            known = hidden_states.new_zeros(()) if known_latents is None else known_latents.to(hidden_states)
+            inputs = torch.cat([hidden_states, (known * mask).expand_as(hidden_states),
+                                mask.expand(B, 1, T, H, W)], dim=1)  # (B, 2C + 1, T, H, W)
+        x = self.patch_embed(patchify(inputs, pt, p).to(self.patch_embed.weight.dtype))  # (B, N, D)
         time_span = self.config.num_frames // pt if self.config.interpolate_time else None
         space_span = self.config.sample_size // p if self.config.centre_space else None
         pos = get_3d_sincos_pos_embed(self.config.hidden_size, grid, time_span, space_span)  # (N, D), cached on CPU

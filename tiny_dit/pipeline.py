@@ -24,6 +24,7 @@ Generation, step by step (`__call__`):
   2. draw Gaussian noise x at noise level s = 1, in latent space;
   3. for each noise level s_i of the schedule (1, 1 - 1/N, ..., 1/N; flow.sampling_noise_levels):
         v  = transformer(x, 1000 * s_i, text)                 one batched pass on [uncond; cond]
+                                                              (+ the known frames, if it was trained on them)
         v  = v_uncond + guidance_scale * (v_cond - v_uncond)  (CFG if w > 1: flow.guided_velocity)
         x0 = x - s_i * v                                      the current guess (flow.predicted_x0)
         x  = x + (s_{i+1} - s_i) * v                          the scheduler's Euler step
@@ -713,10 +714,14 @@ class TinyDiTPipeline(DiffusionPipeline):
         noise = latents  # the known frames are held on the line from this noise to their clean latents
 
         # 2b. Known frames, encoded once: (1, C, T, h, w) latents and a (1, 1, T, 1, 1) mask (see conditions.py).
+        # A model trained with known frames (TinyDiT known_frames_input) is also given them, clean.
         known: KnownFrames | None = None
+        known_inputs = {}
         if conditions:
             placed = place_conditions(conditions, num_frames, height, width)
             known = encode_known_frames(self.vae, placed, latents.shape[2], device)
+            if self.transformer.config.known_frames_input:
+                known_inputs = {"known_latents": known.latents, "known_mask": known.mask}
 
         # 3. Text conditioning, one row per clip (the unconditional one only for CFG).
         embeddings = dict(zip(PROMPT_EMBEDDING_NAMES + NEGATIVE_EMBEDDING_NAMES, self.encode_prompt(
@@ -763,6 +768,7 @@ class TinyDiTPipeline(DiffusionPipeline):
                     timestep=model_t.expand(model_input.shape[0]),
                     capture_attention_layers=capture,
                     **text,
+                    **known_inputs,
                 )
                 v = output.sample.float()
                 if do_cfg:

@@ -50,6 +50,7 @@ from accelerate.utils import gather_object
 from diffusers.optimization import get_scheduler
 
 from tiny_dit.autoencoder import load_autoencoder
+from tiny_dit.conditions import random_known_mask
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.latent_cache import LatentCache, embed_prompts
 from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT, token_grid
@@ -87,7 +88,7 @@ TRAINING_DEFAULTS = ("steps", "batch_size", "lr", "warmup", "ema_decay", "checkp
 
 # Model options whose parts start at zero (the block computes what it did without them), so that
 # --init-from can add them to a trained model: config key -> the name of the parts in the state dict.
-ZERO_INIT_ADDITIONS = {"conv_mlp": "mlp_conv"}
+ZERO_INIT_ADDITIONS = {"conv_mlp": "mlp_conv", "known_frames_input": "patch_embed"}
 
 
 def build_model(cache: LatentCache, preset: str, **overrides) -> TinyDiT:
@@ -164,8 +165,17 @@ def check_caches(caches: list[LatentCache], args: argparse.Namespace) -> None:
                                            or min(args.cache_weights) < 0 or sum(args.cache_weights) <= 0):
         raise ValueError(f"--cache-weights needs one weight >= 0 per --cache ({len(caches)}), not all 0; "
                          f"got {args.cache_weights}")
-    if not 0 <= args.random_length <= 1:
-        raise ValueError(f"--random-length is a probability, got {args.random_length}")
+    for name in ("random_length", "known_frames"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} is a probability, got {getattr(args, name)}")
+
+
+def widen_patch_embed(trained_weight: torch.Tensor, model: TinyDiT) -> torch.Tensor:
+    """A patch embedding trained without known frames, widened for `model` (known_frames_input): the trained
+    columns first (the noisy latents'), then the model's own zero-initialised known-frame columns."""
+    weight = model.patch_embed.weight.detach().clone()
+    weight[:, :trained_weight.shape[1]] = trained_weight
+    return weight
 
 
 def model_shape(config) -> dict:
@@ -357,7 +367,10 @@ def train(args: argparse.Namespace) -> dict:
                              f"pick the --preset it was trained with and a cache of the same sizes")
         # Parts the trained model lacks (e.g. --conv-mlp) keep their zero initialisation: the
         # network starts out computing exactly what the trained one did.
-        missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+        weights = trained.state_dict()
+        if model.config.known_frames_input and not trained.config.known_frames_input:
+            weights["patch_embed.weight"] = widen_patch_embed(weights["patch_embed.weight"], model)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         if unexpected or any(not any(part in key for part in new_parts.values()) for key in missing):
             raise ValueError(f"--init-from {args.init_from}: weights do not fit (missing {missing}, "
                              f"unexpected {unexpected})")
@@ -436,9 +449,13 @@ def train(args: argparse.Namespace) -> dict:
             cond = {"encoder_hidden_states": text[0][idx].float(),  # (B, L, W)
                     "pooled_projections": text[1][idx].float(),  # (B, E)
                     "encoder_attention_mask": text[2][idx]}  # (B, L)
+            known_mask = None
+            if config.known_frames_input:  # some clips' first or last frames given (stills: none)
+                known_mask = random_known_mask(len(x0), x0.shape[2], 0.0 if is_still else args.known_frames,
+                                               batch_generator, device)
             loss = loss + nominal / (args.batch_size + args.image_batch_size) * flow_matching_loss(
                 model, x0, cond, uncond, label_dropout=args.label_dropout, generator=noise_generator,
-                noise_shift=args.noise_shift)
+                noise_shift=args.noise_shift, known_mask=known_mask)
         return loss, {}
 
     def write_step_samples(step: int) -> None:
@@ -552,6 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--random-length", type=float, default=0.0,
                      help="probability that a step's clips are cut to a random run of fewer whole tubelets "
                           "(shorter clips; more of them per step), default 0")
+    opt.add_argument("--known-frames", type=float, default=0.5,
+                     help="with --model known_frames_input=true: probability that a clip is given some of its "
+                          "first or last latent frames clean (tiny_dit.conditions.random_known_mask), as the "
+                          "Sora tasks give them (default 0.5)")
     opt.add_argument("--word-dropout", type=float, default=0.0,
                      help="probability that a still's caption leaves out its colour, its shape or its background, "
                           "each drawn on its own ('a star on a black background', 'a red shape'): each word then "
