@@ -84,6 +84,7 @@ def test_bf16_encoding_is_close_to_float32(tmp_path, encoders):
     b = build_latent_cache(tmp_path / "b", shapes_source(2, seed=3), clip, vae, bf16=True)
     la, lb = LatentCache.load(tmp_path / "a").latents.float(), LatentCache.load(tmp_path / "b").latents.float()
     assert a["num_clips"] == b["num_clips"] == 2
+    assert (a["precision"], b["precision"]) == ("fp32", "bf16")  # cache.json says which
     assert not torch.equal(la, lb)  # bf16 really ran
     assert (la - lb).abs().max() < 0.1 * la.std() + 0.05
 
@@ -123,3 +124,27 @@ def test_cli_renders_other_lengths_and_sizes(tmp_path, encoders, monkeypatch):
     for bad in (["--width", "196"], ["--height", "64"], ["--num-frames", "1"]):
         with pytest.raises(SystemExit):
             latent_cache.main(["--out", str(tmp_path / "bad"), "--num-clips", "3", *bad])
+
+
+def test_cli_precision_option_and_its_deprecated_bf16_alias(tmp_path, encoders, monkeypatch, capsys):
+    """--precision auto (the default) encodes in the faster by the measurement, a forced one as asked, and the
+    old --bf16 still means --precision bf16; cache.json records which ran."""
+    clip, vae = encoders
+    monkeypatch.setattr(latent_cache.CLIPEncoder, "from_pretrained", lambda *a, **k: clip)
+    monkeypatch.setattr(latent_cache, "load_autoencoder", lambda *a, **k: vae)
+    probes = []
+
+    def measure(device="cpu", probe=None):
+        probes.append(probe)
+        return {"fp32": 13.0, "bf16": 412.0}  # bfloat16 emulated
+
+    monkeypatch.setattr("tiny_dit.training.measure_precision", measure)
+    for name, extra, expected in (("auto", [], "fp32"), ("forced", ["--precision", "bf16"], "bf16"),
+                                  ("alias", ["--bf16"], "bf16"), ("fp32", ["--precision", "fp32"], "fp32")):
+        latent_cache.main(["--out", str(tmp_path / name), "--num-clips", "1", "--num-frames", "2", *extra])
+        assert LatentCache.load(tmp_path / name).info["precision"] == expected, name
+        printed = capsys.readouterr().out
+        assert ("warning: --precision bf16 is 31.7x slower than fp32" in printed) == (expected == "bf16"), name
+    assert probes[0] is not None and probes[0]().shape == (1, 4, 64, 32, 32)  # it times the autoencoder's encoding
+    with pytest.raises(SystemExit):
+        latent_cache.main(["--out", str(tmp_path / "bad"), "--precision", "fp16"])

@@ -227,13 +227,94 @@ def test_any_length_and_size(num_frames, height, width):
             assert spec.velocity <= 4 and (spec.velocity >= 2 or num_frames > 16)
 
 
-def test_the_default_size_draws_the_original_world():
-    """The size arguments change nothing at 16 x 128 x 128: the caches and evaluations stay comparable."""
+def test_the_size_arguments_change_nothing_at_the_default_size():
+    """Passing 16 x 128 x 128 explicitly draws exactly what the defaults draw, and a seed pins the draws."""
     rng_a, rng_b = np.random.default_rng(11), np.random.default_rng(11)
     for combo in all_attribute_combinations("all")[:40]:
         a = shapes.random_clip_spec(rng_a, *combo)
         b = shapes.random_clip_spec(rng_b, *combo, num_frames=16, height=128, width=128)
         assert a == b and a.num_frames == 16 and (a.height, a.width) == (128, 128)
-    specs = [shapes.random_clip_spec(np.random.default_rng(0), "red", "star", "right", "black")]
-    # the values the renderer drew before it took sizes (git show ec81f27:tiny_dit/data/shapes.py)
-    assert (specs[0].center_x, specs[0].velocity) == pytest.approx((23.050746, 2.539573), abs=1e-5)
+    spec = shapes.random_clip_spec(np.random.default_rng(0), "red", "star", "right", "black")
+    # the larger world's draws for seed 0 (docs/shapes-world.md: half-extent 24-32 px)
+    assert (spec.center_x, spec.velocity, spec.size_start) == pytest.approx((32.231275, 2.539573, 29.095693), abs=1e-5)
+
+
+def _half_extents(mask: np.ndarray) -> np.ndarray:
+    """Half the larger side of the object's bounding box in each frame (T,), from the pixels. For a circle,
+    a square and a triangle the box is exactly 2 half-extents on a side."""
+    rows, cols = mask.any(axis=2), mask.any(axis=1)  # (T, H), (T, W)
+    span = lambda m: m.shape[1] - m[:, ::-1].argmax(1) - m.argmax(1)  # noqa: E731 (last - first + 1)
+    return np.maximum(span(rows), span(cols)) / 2
+
+
+@pytest.fixture(scope="module")
+def sized_clips():
+    """Circles, squares and triangles (their bounding box is the half-extent), every motion."""
+    specs = [s for s in sample_clip_specs(400, seed=21, split="all") if s.shape != "star"]
+    return specs, render_clips(specs).numpy()
+
+
+def test_object_sizes_from_the_pixels(sized_clips):
+    """docs/shapes-world.md: moving objects have half-extent 24-32 px; growing ones go from 10-12 px to
+    38-42 px (shrinking: the reverse). Read off the rendered pixels (1 px of anti-aliasing allowed), and
+    both ends of each range are reached."""
+    moving, small, large = [], [], []
+    for spec, clip in zip(*sized_clips):
+        half = _half_extents(object_mask(clip, spec.background))  # (T,)
+        if spec.motion in shapes.DIRECTIONS:
+            assert half.max() - half.min() <= 1, (spec, half)  # keeps its size
+            moving.append(half.mean())
+        else:
+            first, last = (half[0], half[-1]) if spec.motion == "growing" else (half[-1], half[0])
+            small.append(first)
+            large.append(last)
+    for values, (lo, hi) in ((moving, shapes.MOVING_SIZE), (small, shapes.GROWING_SIZES[0]),
+                             (large, shapes.GROWING_SIZES[1])):
+        values = np.array(values)
+        assert (values >= lo - 1).all() and (values <= hi + 1).all(), (lo, hi, values.min(), values.max())
+        assert values.min() < lo + 1 and values.max() > hi - 1, "the whole range is drawn"
+    assert (24 - 1, 32 + 1) == (shapes.MOVING_SIZE[0] - 1, shapes.MOVING_SIZE[1] + 1)  # the contract's figures
+
+
+def test_speeds_from_the_pixels(sized_clips):
+    """Moving objects travel 2-4 px per frame in a straight line (the centroid's path), and the whole path
+    stays in the frame (test_object_wholly_inside_every_frame checks the border)."""
+    speeds = []
+    for spec, clip in zip(*sized_clips):
+        if spec.motion not in shapes.DIRECTIONS:
+            continue
+        mask = object_mask(clip, spec.background)
+        centroids = np.array([[np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()] for m in mask])  # (T, 2)
+        t = np.arange(len(mask))
+        fit = np.polyfit(t, centroids, 1)  # (2, 2): slope and intercept of x and y
+        residual = centroids - (t[:, None] * fit[0] + fit[1])
+        assert np.abs(residual).max() < 1, (spec, residual)  # a straight line at a constant speed
+        speeds.append(np.linalg.norm(fit[0]))  # px per frame
+    speeds = np.array(speeds)
+    assert speeds.min() >= 2 - 0.15 and speeds.max() <= 4 + 0.15, (speeds.min(), speeds.max())
+    assert speeds.min() < 2.3 and speeds.max() > 3.7, "the whole range is drawn"
+
+
+def test_shape_is_a_strong_signal():
+    """Why the objects are this large: a circle and a square differ in about 2.5x more pixels at the middle
+    of the moving range (half-extent 28: 3.7% of a 128 x 128 frame) than at the first world's 18 (1.4%)."""
+    def differing_pixels(half):
+        masks = [object_mask(render_clips([ClipSpec("red", shape, "right", "black", 64, 64, 0, half, half, 0)],
+                                          frame_indices=[0])[0].numpy(), "black")[0] for shape in ("circle", "square")]
+        return (masks[0] != masks[1]).mean()
+
+    assert differing_pixels(shapes.MOVING_SIZE[0]) > 0.025
+    assert differing_pixels(sum(shapes.MOVING_SIZE) / 2) > 2.3 * differing_pixels(18)
+
+
+def test_small_scenes_draw_smaller_objects():
+    """A scene smaller than 128 px draws its objects in proportion to its short side, so that they fit."""
+    for height, width in ((64, 64), (32, 48)):
+        specs = sample_clip_specs(60, seed=4, split="all", height=height, width=width)
+        frames = render_clips(specs).numpy()
+        for spec, clip in zip(specs, frames):
+            mask = object_mask(clip, spec.background)
+            assert mask.any(axis=(1, 2)).all()
+            border = np.concatenate([mask[:, 0, :], mask[:, -1, :], mask[:, :, 0], mask[:, :, -1]], axis=1)
+            assert not border.any(), spec
+            assert max(spec.size_start, spec.size_end) <= 42 * min(height, width) / 128 + 1e-6

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 
 import tiny_dit.train
 from test_pipeline import tiny_clip, tiny_vae
@@ -208,6 +209,38 @@ def test_help_and_presets():
     assert PRESETS["small"]["image_batch_size"] == 32 and small["conv_mlp"]
     args = build_parser().parse_args(["--cache", "c", "--out", "o", "--preset", "small"])
     assert args.noise_shift is None  # filled in from the preset by train()
+    assert args.mixed_precision == "auto"  # resolved by train(): measured
+    for value in ("no", "fp16", "bf16"):
+        assert build_parser().parse_args(["--cache", "c", "--out", "o", "--mixed-precision", value]).mixed_precision \
+            == value
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--cache", "c", "--out", "o", "--mixed-precision", "fp32"])
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one mixed precision per process: a test that trains in another starts and ends afresh."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_the_run_records_the_precision_auto_resolved(cache_dir, tmp_path, monkeypatch, capsys,
+                                                     fresh_accelerate_state):
+    """--mixed-precision auto (the default) becomes bf16 or no by the measurement, and the run's args.json (and
+    the pipeline's training_args.json) say which; a resumed run stays with it through a near tie."""
+    monkeypatch.setattr("tiny_dit.training.measure_precision", lambda device="cpu", probe=None:
+                        {"fp32": 10.0, "bf16": 5.0})
+    run(cache_dir, tmp_path / "run", "--steps", "2", "--sample-every", "0")
+    assert "precision: bf16 (--mixed-precision auto, 2.0x faster than no" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["mixed_precision"] == "bf16"
+    assert json.loads((tmp_path / "run" / "pipeline" / "training_args.json").read_text())["mixed_precision"] == "bf16"
+    monkeypatch.setattr("tiny_dit.training.measure_precision", lambda device="cpu", probe=None:
+                        {"fp32": 9.0, "bf16": 10.0})
+    run(cache_dir, tmp_path / "run", "--steps", "4", "--sample-every", "0", "--resume")
+    assert "precision: bf16 (--mixed-precision auto, as the run it resumes" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["mixed_precision"] == "bf16"
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)["step"] == 4
 
 
 @pytest.fixture(scope="module")

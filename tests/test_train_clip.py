@@ -1,11 +1,14 @@
 """tiny_dit.train_clip: --freeze-text sharpens the image tower and leaves the text tower bit for bit."""
 
+import json
+
 import pytest
 import torch
 
 from test_pipeline import tiny_clip
 from tiny_dit.text_encoder import CLIPEncoder
 from tiny_dit.train_clip import main
+from tiny_dit.training import load_checkpoint
 
 torch.set_num_threads(1)
 
@@ -22,3 +25,53 @@ def test_freeze_text_trains_only_the_image_tower(tmp_path, monkeypatch):
     assert any(name.startswith("visual.") for name in changed)
     with pytest.raises(SystemExit):  # a frozen random text tower: refused
         main(["--freeze-text", "--out", str(tmp_path / "x"), "--run-dir", str(tmp_path / "run2")])
+
+
+def test_batches_hold_shape_swaps_and_no_held_out_pair():
+    """Half a batch is shape swaps: the same clip (position, size, speed, phrasing) drawn with each shape its
+    colour may take, captions differing only in the shape word; every clip's attributes are distinct."""
+    from tiny_dit.data.shapes import HELD_OUT_PAIRS, SHAPES, shapes_attributes
+    from tiny_dit.train_clip import clip_batch
+
+    frames, captions = clip_batch(48, seed=3)
+    assert frames.shape == (48, 4, 128, 128, 3) and len(captions) == 48
+    attributes = [shapes_attributes(c) for c in captions]
+    assert len({tuple(a.values()) for a in attributes}) == 48, "distinct clips: no caption fits two"
+    assert not any((a["color"], a["shape"]) in HELD_OUT_PAIRS for a in attributes)
+    # Shape swaps: captions that become equal once the shape word is blanked, with equal backgrounds
+    # (same colour and geometry) and objects covering the same centre.
+    blanked = {}
+    for i, text in enumerate(captions):
+        key = text
+        for shape in SHAPES:
+            key = key.replace(f" {shape}", " _")
+        blanked.setdefault(key, []).append(i)
+    swaps = [group for group in blanked.values() if len(group) >= 3]
+    assert sum(len(g) for g in swaps) >= 48 // 2 - 4, swaps
+    for group in swaps:
+        assert len({attributes[i]["shape"] for i in group}) == len(group)
+        assert len({attributes[i]["color"] for i in group}) == 1 and len({attributes[i]["motion"] for i in group}) == 1
+        # the same geometry: every object is centred on one pixel, which each shape covers
+        masks = (frames[group, 0].float() - frames[group, 0, :1, :1].float()).abs().sum(-1) > 0  # (k, H, W)
+        ys, xs = zip(*(torch.nonzero(m).float().mean(0).tolist() for m in masks))
+        assert max(xs) - min(xs) < 1 or max(ys) - min(ys) < 8, (xs, ys)  # a triangle's centroid sits lower
+        assert masks.all(0).any(), "the shapes overlap where they are centred"
+    assert clip_batch(48, seed=3)[1] == captions, "a batch is a function of its seed (resumable)"
+
+
+def test_precision_option_trains_the_clip_under_bf16_autocast(tmp_path, monkeypatch):
+    """--precision (from tiny_dit.training.add_run_arguments) reaches the training loop: bf16 trains, the
+    checkpoint records it, and the weights stay float32."""
+    monkeypatch.setattr("tiny_dit.train_clip.clip_retrieval_accuracy", lambda clip, split: {"shape": 0.0})
+    monkeypatch.setattr("tiny_dit.training.measure_precision", lambda device="cpu", probe=None:
+                        {"fp32": 10.0, "bf16": 5.0})
+    tiny_clip().save_pretrained(tmp_path / "start")
+    main(["--init", str(tmp_path / "start"), "--out", str(tmp_path / "out"), "--steps", "2", "--batch-size", "8",
+          "--lr", "1e-2", "--warmup", "1", "--run-dir", str(tmp_path / "run"), "--precision", "bf16"])
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["precision"] == "bf16"
+    loss = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["loss"]
+    assert loss == loss and loss > 0  # finite, not NaN
+    after = CLIPEncoder.from_pretrained(tmp_path / "out").model
+    assert all(p.dtype == torch.float32 for p in after.parameters())
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x"), "--run-dir", str(tmp_path / "run2"), "--precision", "fp16"])

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from tiny_dit.autoencoder import encode_clips, load_autoencoder
 from tiny_dit.data.videofolder import VideoFolder
 from tiny_dit.text_encoder import CLIPEncoder, TextEmbeddings
+from tiny_dit.training import PRECISIONS, resolve_precision
 
 DEFAULT_CLIP = "assets/tiny-clip"
 DEFAULT_AUTOENCODER = "assets/tiny-autoencoder"
@@ -91,7 +92,9 @@ def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncod
     """Encode every (frames, captions, metadata) batch of `source` and write the cache to `out`.
 
     bf16=True runs the autoencoder under bfloat16 autocast: about 1.5-2x faster on a CPU with
-    AVX-512 BF16, latents within ~3% of their spread of the float32 ones (stored as float16 anyway)."""
+    AVX-512 BF16 (30-40x slower on one without: the command's --precision auto measures), latents
+    within ~3% of their spread of the float32 ones (stored as float16 anyway). cache.json records
+    which ("precision")."""
     device_type = next(vae.parameters()).device.type
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +137,7 @@ def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncod
     seconds = time.time() - start
     summary = {"num_clips": num_clips, "shards": shards, "latent_shape": list(latents.shape[1:]),
                "seconds": round(seconds, 1), "clips_per_second": round(num_clips / seconds, 1),
-               **(info or {})}
+               "precision": "bf16" if bf16 else "fp32", **(info or {})}
     (out / "cache.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -189,6 +192,16 @@ class LatentCache:
         return len(self.latents)
 
 
+def encoding_probe(vae, args: argparse.Namespace, num_frames: int = 64):
+    """What --precision auto times: the autoencoder encoding 64 frames of the command's size (~0.15 s a
+    run on one core; emulated bfloat16 gets one run of a few seconds). Its own work, not
+    training.linear_probe, and not fewer frames: on a VM with avx512_bf16, bfloat16 encoded batches of
+    64-256 frames 1.1x faster, while 4-16 frames ran 1.2-1.5x and the linear probe 1.7x slower than float32."""
+    height, width = (args.size, args.size) if args.videofolder else (args.height, args.width)
+    frames = torch.randint(0, 256, (1, num_frames, height, width, 3), dtype=torch.uint8, generator=torch.Generator())
+    return lambda: encode_clips(vae, frames)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tiny_dit.latent_cache", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,8 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--autoencoder", default=DEFAULT_AUTOENCODER,
                         help="diffusers autoencoder: a folder or a Hub repo id")
     parser.add_argument("--shard-size", type=int, default=2048, help="clips per shard")
-    parser.add_argument("--bf16", action="store_true",
-                        help="encode under bfloat16 autocast (1.5-2x faster on CPUs with AVX-512 BF16)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="encode in fp32 or under bf16 autocast; default auto: the faster of the two by a short "
+                             "measurement (a warning when a forced one is the slower)")
+    parser.add_argument("--bf16", action="store_const", dest="precision", const="bf16",
+                        help="deprecated: the same as --precision bf16")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
@@ -235,8 +251,9 @@ def main(argv: list[str] | None = None) -> None:
                                height=args.height, width=args.width)
         total = args.num_clips
         info["source"] = f"shapes-world seed {args.seed}, {args.num_frames} x {args.height} x {args.width}"
-    summary = build_latent_cache(args.out, source, clip, vae, total=total,
-                                 shard_size=args.shard_size, info={**info, "bf16": args.bf16}, bf16=args.bf16)
+    precision = resolve_precision(args.precision, next(vae.parameters()).device, probe=encoding_probe(vae, args))
+    summary = build_latent_cache(args.out, source, clip, vae, total=total, shard_size=args.shard_size, info=info,
+                                 bf16=precision == "bf16")
     if args.videofolder and folder.num_skipped:
         print(f"skipped {folder.num_skipped} unreadable clip(s) of {len(folder)}")
     print(f"wrote {summary['num_clips']} clips to {args.out}/ in {summary['seconds']} s "

@@ -52,12 +52,18 @@ def main(argv: list[str] | None = None) -> None:
         specs = sample_clip_specs(args.batch_size, seed=seed, split="train")
         frame = int(np.random.default_rng(seed).integers(NUM_FRAMES))  # one frame time per step
         images = frames_to_images(render_clips(specs, frame_indices=[frame])[:, 0])  # (B, 3, H, W)
-        recon = vae.decoder(vae.encoder(images))  # (B, 3, H, W) in [-1, 1]
-        loss = F.mse_loss(recon, images)
+        recon = vae.decoder(vae.encoder(images))  # (B, 3, H, W) in [-1, 1]; bfloat16 under --precision bf16
+        loss = F.mse_loss(recon.float(), images)  # in float32: bfloat16 carries ~3 significant digits
         psnr = -10 * torch.log10(loss.detach() / 4)  # MSE on [-1, 1] is 4x the MSE on [0, 1]
         return loss, {"psnr": round(psnr.item(), 2)}
 
-    train_simple(vae, step_loss, args, throughput=("frames_per_s", args.batch_size), desc="tiny autoencoder")
+    probe_images = frames_to_images(render_clips(sample_clip_specs(4, seed=0, split="train"), frame_indices=[0])[:, 0])
+
+    def probe():  # what --precision auto times: a 4-frame step of this autoencoder (convolutions, not linear_probe)
+        return F.mse_loss(vae.decoder(vae.encoder(probe_images)).float(), probe_images)
+
+    train_simple(vae, step_loss, args, throughput=("frames_per_s", args.batch_size), desc="tiny autoencoder",
+                 probe=probe)
 
     mean, std = measure_latent_statistics(vae)
     vae.register_to_config(shift_factor=mean, scaling_factor=1.0 / std)

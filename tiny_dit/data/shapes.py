@@ -189,6 +189,19 @@ class ClipSpec:
 
 MARGIN = 2.0  # px kept free between the object and the frame edge (room for the soft edge)
 
+# Object sizes (half-extents in px) and speeds (px per frame) of docs/shapes-world.md. Why this large: a
+# diffusion model learns a concept at a speed set by how many pixels it changes, and at the first world's
+# sizes (14-22 px) a circle and a square differed in under 2% of the frame: shape was learned last and barely.
+MOVING_SIZE = (24.0, 32.0)  # spans three to four 16-px patches
+SPEED = (2.0, 4.0)
+GROWING_SIZES = ((10.0, 12.0), (38.0, 42.0))  # from a small size to a large one over the clip
+
+
+def object_scale(height: int, width: int) -> float:
+    """How much smaller objects are drawn in a scene smaller than 128 px on a side (Sora's small sizes):
+    in proportion to its short side, so that they fit and still have room to move; 1 at 128 px and above."""
+    return min(1.0, min(height, width) / FRAME_SIZE)
+
 
 def random_clip_spec(rng: np.random.Generator, color: str, shape: str, motion: str,
                      background: str, phrasing: int | None = None, num_frames: int = NUM_FRAMES,
@@ -196,13 +209,14 @@ def random_clip_spec(rng: np.random.Generator, color: str, shape: str, motion: s
     """Draw position, size and speed inside the ranges of the spec.
 
     Speed is in pixels per frame, so a longer clip shows a longer path (a longer duration, as
-    Sora's variable lengths), capped where the whole path would not fit in the frame. At the
-    default 16 x 128 x 128 the cap never binds: the draws are those of the original world."""
+    Sora's variable lengths), capped where the whole path would not fit in the frame. Scenes
+    smaller than 128 px draw smaller objects (`object_scale`)."""
     steps = max(num_frames - 1, 1)
     extent = {"x": width, "y": height}
+    scale = object_scale(height, width)
     if motion in DIRECTIONS:
-        size = rng.uniform(14, 22)
-        speed = rng.uniform(2, 4)
+        size = rng.uniform(*MOVING_SIZE) * scale
+        speed = rng.uniform(*SPEED)
         dx, dy = DIRECTIONS[motion]
         along_extent, across_extent = (extent["x"], extent["y"]) if dx != 0 else (extent["y"], extent["x"])
         speed = min(speed, (along_extent - 2 * (size + MARGIN)) / steps)  # the whole path must fit
@@ -217,7 +231,7 @@ def random_clip_spec(rng: np.random.Generator, color: str, shape: str, motion: s
             cx, cy = across, (along if dy > 0 else along_extent - along)
         size_start = size_end = size
     else:
-        small, large = rng.uniform(7, 9), rng.uniform(28, 31)
+        small, large = (rng.uniform(*r) * scale for r in GROWING_SIZES)
         size_start, size_end = (small, large) if motion == "growing" else (large, small)
         speed = 0.0
         lo = large + MARGIN
