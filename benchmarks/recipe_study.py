@@ -7,9 +7,10 @@ minutes of a 2-core machine. Every run trains from scratch on the same cache wit
 and is judged by the project's own frame judge (`tiny_dit.evaluate`, still prompts, both splits)
 every --eval-every steps; the curves land in each run's log.jsonl.
 
-    python benchmarks/recipe_study.py --cache cache/shapes --out runs/study              # all variants
-    python benchmarks/recipe_study.py --cache cache/shapes --out runs/study --only conv-mlp
-    python benchmarks/recipe_study.py --out runs/study --report                          # table + plot
+    python benchmarks/recipe_study.py --study larger-world --cache cache/world --out runs/world-study \
+        --only baseline "word embeddings" --jobs 2 --threads 1 --steps 3000 --eval-every 1000 --eval-prompts 72
+    python benchmarks/recipe_study.py --study larger-world --out runs/world-study --report    # table + plot
+    python benchmarks/recipe_study.py --study blobs --cache cache/shapes --out runs/study      # the first study
 
 Runs that exist are resumed (each is a `tiny_dit.train --resume` run folder), so the study can be
 stopped and continued. --jobs 2 runs two variants at once, one thread each.
@@ -23,13 +24,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Every run: stills only (the proxy), the small preset's shape and optimiser, evaluation on 24 still
-# prompts per split. The baseline is the recipe of the bundle of session 3 (plain DiT block, AdamW 1e-3,
-# noise shift 3); every other variant changes one or two things against it.
-COMMON = ["--preset", "small", "--batch-size", "0", "--image-batch-size", "32", "--lr", "1e-3",
-          "--noise-shift", "3", "--warmup", "200", "--sample-every", "0", "--eval-prompts", "24",
-          "--mixed-precision", "bf16", "--checkpoint-every", "250"]
-VARIANTS = {
+# Every run: stills only (the proxy), the small preset's shape and optimiser.
+# "blobs": the first study, on the first world's small objects (the README's recipe study). Its baseline is
+# the bundle of session 3 (plain DiT block, AdamW 1e-3, noise shift 3); every other variant changes one or
+# two things against it. bf16 was the faster precision on that machine.
+BLOBS_COMMON = ["--preset", "small", "--batch-size", "0", "--image-batch-size", "32", "--lr", "1e-3",
+                "--noise-shift", "3", "--warmup", "200", "--sample-every", "0",
+                "--mixed-precision", "bf16", "--checkpoint-every", "250"]
+BLOBS_VARIANTS = {
     "baseline": ["--no-conv-mlp"],
     "conv-mlp": ["--conv-mlp"],
     "conv-mlp + word dropout 0.3": ["--conv-mlp", "--word-dropout", "0.3"],
@@ -38,6 +40,18 @@ VARIANTS = {
     "conv-mlp + batch 64": ["--conv-mlp", "--image-batch-size", "64"],
     "conv-mlp + 8 x 160": ["--conv-mlp", "--model", "depth=8", "hidden_size=160", "num_heads=5"],
 }
+# "larger-world": the study of the default model trained from scratch on the larger objects and the CLIP
+# with shape swaps. Its baseline is the small preset as it stands (depthwise-conv MLP, cross-attention to
+# CLIP's final states); precision by measurement (auto).
+WORLD_COMMON = ["--preset", "small", "--batch-size", "0", "--image-batch-size", "32", "--lr", "1e-3",
+                "--noise-shift", "3", "--warmup", "200", "--sample-every", "0",
+                "--mixed-precision", "auto", "--checkpoint-every", "250"]
+WORLD_VARIANTS = {
+    "baseline": [],
+    "word embeddings": ["--model", "word_embeddings=true"],
+}
+STUDIES = {"blobs": (BLOBS_COMMON, BLOBS_VARIANTS), "larger-world": (WORLD_COMMON, WORLD_VARIANTS)}
+ALL_VARIANTS = sorted({v for _, variants in STUDIES.values() for v in variants})
 
 
 def folder_name(variant: str) -> str:
@@ -45,13 +59,15 @@ def folder_name(variant: str) -> str:
 
 
 def run_command(variant: str, args: argparse.Namespace) -> list[str]:
+    common, variants = STUDIES[args.study]
     return [sys.executable, "-m", "tiny_dit.train", "--cache", str(args.cache),
             "--out", str(args.out / folder_name(variant)), "--resume", "--steps", str(args.steps),
-            "--eval-every", str(args.eval_every), "--threads", str(args.threads), *COMMON, *VARIANTS[variant]]
+            "--eval-every", str(args.eval_every), "--eval-prompts", str(args.eval_prompts),
+            "--seed", str(args.seed), "--threads", str(args.threads), *common, *variants[variant]]
 
 
 def run_all(args: argparse.Namespace) -> None:
-    todo = [v for v in VARIANTS if not args.only or v in args.only]
+    todo = [v for v in STUDIES[args.study][1] if not args.only or v in args.only]
     running: list[subprocess.Popen] = []
     for variant in todo:
         if len(running) >= args.jobs:
@@ -65,10 +81,10 @@ def run_all(args: argparse.Namespace) -> None:
         process.wait()
 
 
-def curves(out: Path) -> dict[str, list[dict]]:
+def curves(out: Path, variants=ALL_VARIANTS) -> dict[str, list[dict]]:
     """variant -> its evaluation records (step, minutes of training, scores), in step order."""
     result = {}
-    for variant in VARIANTS:
+    for variant in variants:
         log = out / folder_name(variant) / "log.jsonl"
         if not log.is_file():
             continue
@@ -90,7 +106,7 @@ def curves(out: Path) -> dict[str, list[dict]]:
 
 
 def report(args: argparse.Namespace) -> None:
-    data = curves(args.out)
+    data = curves(args.out, STUDIES[args.study][1])
     lines = ["| variant | step | minutes | loss | shape seen / held-out | colour seen / held-out | all seen |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for variant, records in data.items():
@@ -146,7 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path("cache/shapes"), help="latent cache of shapes-world clips")
     parser.add_argument("--out", type=Path, default=Path("runs/study"), help="one run folder per variant here")
-    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), default=None, help="run only these variants")
+    parser.add_argument("--study", choices=list(STUDIES), default="larger-world",
+                        help="which study's variants and common settings (default larger-world)")
+    parser.add_argument("--only", nargs="+", choices=ALL_VARIANTS, default=None, help="run only these variants")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    parser.add_argument("--eval-prompts", type=int, default=24, help="prompts per split at each evaluation (default 24)")
     parser.add_argument("--steps", type=int, default=1500, help="steps per run (default 1500)")
     parser.add_argument("--eval-every", type=int, default=250, help="steps between evaluations (default 250)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
@@ -154,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", action="store_true", help="do not train: print the table of the runs in --out")
     parser.add_argument("--plot", type=Path, default=None, help="with --report: also draw the curves to this PNG")
     args = parser.parse_args(argv)
+    unknown = set(args.only or ()) - set(STUDIES[args.study][1])
+    if unknown:
+        parser.error(f"--only {sorted(unknown)}: not variants of --study {args.study} ({list(STUDIES[args.study][1])})")
     report(args) if args.report else run_all(args)
 
 

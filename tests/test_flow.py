@@ -162,3 +162,25 @@ def test_euler_with_oracle_lands_on_the_guided_target():
     guided = euler_sample(oracle, noise, cond, uncond, num_inference_steps=3, guidance_scale=3.0)
     target = 0.1 + 3.0 * (torch.tensor([0.5, -1.0]) - 0.1)
     torch.testing.assert_close(guided, target.view(2, 1, 1, 1, 1).expand(SHAPE), atol=1e-5, rtol=1e-5)
+
+
+def test_loss_weight_is_a_weighted_mean_of_the_squared_error():
+    """loss_weight counts some latent pixels more (the object): a constant weight changes nothing, and a weight
+    on part of the clip gives the weighted mean of (noise - x0)^2 for a model that outputs zero."""
+    model = make_model()  # outputs exactly zero at init
+    x0 = torch.randn(SHAPE)
+    cond, uncond = make_conditioning()
+    plain = flow_matching_loss(model, x0, cond, uncond, generator=torch.Generator().manual_seed(0))
+    constant = flow_matching_loss(model, x0, cond, uncond, generator=torch.Generator().manual_seed(0),
+                                  loss_weight=torch.full((2, 1, 4, 8, 8), 3.0))
+    torch.testing.assert_close(plain, constant)
+    weight = torch.ones(2, 1, 4, 8, 8)
+    weight[:, :, :, :4] = 5.0  # the top half counts 5x
+    weighted = flow_matching_loss(model, x0, cond, uncond, generator=torch.Generator().manual_seed(0),
+                                  loss_weight=weight)
+    g = torch.Generator().manual_seed(0)
+    sample_noise_levels(2, generator=g)
+    error = (torch.randn(SHAPE, generator=g) - x0).square()
+    w = weight.expand_as(error)
+    torch.testing.assert_close(weighted, (error * w).sum() / w.sum())
+    assert not torch.isclose(weighted, plain)

@@ -148,3 +148,23 @@ def test_cli_precision_option_and_its_deprecated_bf16_alias(tmp_path, encoders, 
     assert probes[0] is not None and probes[0]().shape == (1, 4, 64, 32, 32)  # it times the autoencoder's encoding
     with pytest.raises(SystemExit):
         latent_cache.main(["--out", str(tmp_path / "bad"), "--precision", "fp16"])
+
+
+def test_shapes_caches_hold_word_embeddings_and_the_object_mask(tmp_path):
+    """A shapes-world cache keeps each caption's word embeddings (for a DiT with word_embeddings) and how much
+    of each latent pixel the object covers (for a loss weighted by it), both lined up with the clips."""
+    from test_pipeline import tiny_clip, tiny_vae
+    from tiny_dit.latent_cache import LatentCache, build_latent_cache, shapes_source
+
+    clip, vae = tiny_clip(), tiny_vae()
+    source = shapes_source(3, seed=2, batch_size=2, num_frames=4, mask_factor=4)
+    build_latent_cache(tmp_path / "c", source, clip, vae, total=3)
+    cache = LatentCache.load(tmp_path / "c")
+    assert cache.word_embeddings.shape == cache.hidden_states.shape
+    assert torch.allclose(cache.word_embeddings[0].float(),
+                          clip.encode_text([cache.captions[0]]).word_embeddings[0], atol=1e-2)
+    assert cache.object_mask.shape == (3, 4, 32, 32) and cache.object_mask.dtype == torch.uint8
+    for mask, meta in zip(cache.object_mask, cache.metadata):  # an object, not the whole frame, in every frame
+        share = mask.float().mean(dim=(1, 2)) / 255  # (T,)
+        assert ((share > 0.01) & (share < 0.5)).all(), (meta, share)
+        assert mask.max() == 255 and mask.min() == 0

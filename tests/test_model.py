@@ -468,3 +468,30 @@ def test_position_options_change_only_other_lengths_and_sizes(option, inputs):
             x, t = torch.randn(1, 4, frames, height, width), torch.full((1,), 500.0)
             a, b = plain(x, timestep=t, **text).sample, changed(x, timestep=t, **text).sample
             assert torch.equal(a, b) == same, (frames, height, width)
+
+
+def test_word_embeddings_are_read_as_a_second_kind_of_text_token():
+    """word_embeddings: the context is L states then L words; the words reach the output (through their own
+    projection), each half is marked by a type embedding, and a context of odd length is refused."""
+    from tiny_dit.text_encoder import text_context
+
+    with pytest.raises(ValueError, match="cross_attention"):
+        make_model(word_embeddings=True)
+    model = perturb(make_model(cross_attention=True, word_embeddings=True))
+    x, t, cond = make_inputs()
+    states, pooled, mask = (cond[k] for k in ("encoder_hidden_states", "pooled_projections", "encoder_attention_mask"))
+    words = torch.randn_like(states)
+    context, context_mask = text_context(states, mask, words, with_words=True)
+    assert context.shape == (2, 2 * TEXT_LEN, TEXT_DIM) and torch.equal(context_mask, torch.cat([mask, mask], 1))
+    with torch.no_grad():
+        out = model(x, t, context, pooled, context_mask).sample
+        other_words = model(x, t, torch.cat([states, words + 1], 1), pooled, context_mask).sample
+        swapped = model(x, t, torch.cat([words, states], 1), pooled, context_mask).sample
+    assert not torch.allclose(out, other_words), "the words are read"
+    assert not torch.allclose(out, swapped), "states and words are told apart"
+    with pytest.raises(ValueError, match="2L tokens"):
+        model(x, t, context[:, :-1], pooled, context_mask[:, :-1])
+    with pytest.raises(ValueError, match="rebuild the latent cache"):
+        text_context(states, mask, None, with_words=True)
+    assert text_context(states, mask, None, with_words=False) == (states, mask)
+    assert set(dict(model.named_parameters())) >= {"text_type_embed.weight", "word_proj.weight"}

@@ -45,12 +45,12 @@ def tiny_vae(seed: int = 0) -> AutoencoderTiny:
     return AutoencoderTiny(**TINY_VAE_CFG).eval()
 
 
-def tiny_transformer(seed: int = 0, perturb: float = 0.1) -> TinyDiT:
+def tiny_transformer(seed: int = 0, perturb: float = 0.1, **overrides) -> TinyDiT:
     """A 2-block TinyDiT whose weights are moved off the (zero-output) initialisation."""
     torch.manual_seed(seed)
-    model = TinyDiT(in_channels=4, num_frames=FRAMES, sample_size=SIZE // 4, patch_size=2, patch_size_t=2,
-                    hidden_size=32, depth=2, num_heads=2, text_embed_dim=32, pooled_embed_dim=32,
-                    cross_attention=True).eval()
+    model = TinyDiT(**{**dict(in_channels=4, num_frames=FRAMES, sample_size=SIZE // 4, patch_size=2, patch_size_t=2,
+                              hidden_size=32, depth=2, num_heads=2, text_embed_dim=32, pooled_embed_dim=32,
+                              cross_attention=True), **overrides}).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * perturb)
@@ -701,3 +701,24 @@ def test_variants_are_saved_side_by_side_and_loaded_by_name(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(other.text_encoder.state_dict().values(), clip.state_dict().values()))
     with pytest.raises(FileNotFoundError, match="open_clip_model.bf16.safetensors"):
         CLIPEncoder.from_pretrained(tmp_path / "text_encoder", variant="bf16")
+
+
+def test_a_transformer_with_word_embeddings_gets_states_then_words(tmp_path):
+    """For TinyDiT(word_embeddings=True) the pipeline's prompt_embeds are CLIP's states then the words' own
+    embeddings (2L tokens); it samples, saves and loads like any other."""
+    clip = tiny_clip()
+    pipe = TinyDiTPipeline(vae=tiny_vae(), text_encoder=clip, tokenizer=clip.tokenizer,
+                           transformer=tiny_transformer(word_embeddings=True), scheduler=FlowMatchEulerDiscreteScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    embeds, mask, pooled, *_ = pipe.encode_prompt("a red star", do_classifier_free_guidance=False)
+    emb = clip.encode_text(["a red star"])
+    L = clip.context_length
+    assert embeds.shape == (1, 2 * L, 32) and mask.shape == (1, 2 * L)
+    assert torch.equal(embeds[:, :L], emb.hidden_states) and torch.equal(embeds[:, L:], emb.word_embeddings)
+    frames = pipe("a red star", num_inference_steps=2, generator=gen(0), output_type="pt").frames
+    pipe.save_pretrained(tmp_path / "p")
+    again = TinyDiTPipeline.from_pretrained(tmp_path / "p")
+    again.set_progress_bar_config(disable=True)
+    assert again.transformer.config.word_embeddings
+    assert torch.allclose(frames, again("a red star", num_inference_steps=2, generator=gen(0), output_type="pt").frames,
+                          atol=1e-5)

@@ -394,3 +394,42 @@ def test_cache_loss_benchmark_compares_models_on_caches(cache_dir, tmp_path):
     first = cache_loss.main(["--model", pipeline, "--cache", str(cache_dir), "--num-clips", "4", "--draws", "2"])
     again = cache_loss.main(["--model", pipeline, "--cache", str(cache_dir), "--num-clips", "4", "--draws", "2"])
     assert first == again and np.isfinite(first[str(cache_dir)][pipeline])
+
+
+def test_word_embeddings_train_from_the_cache_and_reach_the_pipeline(cache_dir, tmp_path):
+    """--model word_embeddings=true: the cache's word embeddings go after the states (stills too), the loss
+    falls, and the exported pipeline reads the same 2L context."""
+    cache = LatentCache.load(cache_dir)
+    assert cache.word_embeddings is not None and cache.word_embeddings.shape == cache.hidden_states.shape
+    assert cache.uncond.word_embeddings is not None
+    summary = run(cache_dir, tmp_path / "run", "--steps", "30", "--checkpoint-every", "30", "--sample-every", "0",
+                  "--image-batch-size", "4", "--model", "word_embeddings=true")
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["model_config"]["word_embeddings"]
+    model = load_model(state, "model")
+    assert model.text_type_embed.weight.abs().sum() > 0
+    run(cache_dir, tmp_path / "run", "--export", str(tmp_path / "exported"))
+    pipe = TinyDiTPipeline.from_pretrained(tmp_path / "exported")
+    assert pipe.transformer.config.word_embeddings
+    assert pipe.encode_prompt("a red star", do_classifier_free_guidance=False)[0].shape[1] == 2 * cache.hidden_states.shape[1]
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert summary["loss"] < first, (first, summary["loss"])
+
+
+def test_object_weight_trains_from_the_caches_masks(cache_dir, tmp_path):
+    """--object-weight reads the object masks a shapes-world cache keeps (clips and stills), and a cache
+    without them is refused with the fix."""
+    from tiny_dit.latent_cache import shapes_source
+
+    clip, vae = tiny_clip(), tiny_vae()
+    clip.save_pretrained(tmp_path / "clip")
+    vae.save_pretrained(tmp_path / "vae")
+    source = shapes_source(NUM_CLIPS, seed=0, batch_size=NUM_CLIPS, num_frames=4, mask_factor=4)
+    build_latent_cache(tmp_path / "cache", source, clip, vae, total=NUM_CLIPS,
+                       info={"clip": str(tmp_path / "clip"), "autoencoder": str(tmp_path / "vae")})
+    summary = run(tmp_path / "cache", tmp_path / "run", "--steps", "20", "--checkpoint-every", "20",
+                  "--sample-every", "0", "--image-batch-size", "4", "--object-weight", "4")
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert summary["loss"] < first
+    with pytest.raises(ValueError, match="object masks"):  # cache_dir was built from a source without them
+        run(cache_dir, tmp_path / "run2", "--steps", "2", "--object-weight", "4")

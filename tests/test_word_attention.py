@@ -237,3 +237,16 @@ def test_the_word_view_works_on_the_bundled_model(tmp_path):
     choice, _, heat, md, rows = bundled.word_inside(record)
     assert choice.value == 2 and '"star"' in md and heat.width > 400 and rows.height > 9 * 60
     assert bundled.attention(record, 5, "mean", 4, None)[4] == wa.default_query(record.frames[0], record.geometry)
+
+
+def test_a_word_has_two_keys_for_a_dit_with_word_embeddings():
+    """With word_embeddings the text keys are L states then L words: a word's attention is read at p and p + L
+    ("both" adds them), and with L keys only at p, whatever the source asked for."""
+    from tiny_dit.word_attention import source_positions
+
+    assert source_positions([2, 3], num_keys=64, context_length=32, source="both") == [2, 3, 34, 35]
+    assert source_positions([2, 3], num_keys=64, context_length=32, source="words") == [34, 35]
+    assert source_positions([2, 3], num_keys=64, context_length=32, source="states") == [2, 3]
+    assert source_positions([2, 3], num_keys=32, context_length=32, source="words") == [2, 3]
+    with pytest.raises(ValueError, match="source"):
+        source_positions([2], num_keys=64, context_length=32, source="pooled")

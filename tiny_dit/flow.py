@@ -116,6 +116,7 @@ def flow_matching_loss(
     generator: torch.Generator | None = None,
     noise_shift: float = 1.0,
     known_mask: torch.Tensor | None = None,
+    loss_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rectified-flow training loss for a batch of clean latents x0 (B, C, T, H, W).
 
@@ -125,6 +126,8 @@ def flow_matching_loss(
     All randomness (noise levels, noise, dropout) comes from `generator`.
     known_mask: (B, 1, T, 1, 1), for a model with known_frames_input: those frames of x0 are
     given to it clean (they are noised in x_s like the rest, as the sampler holds them).
+    loss_weight: (B, 1, T, H, W), how much each latent pixel's error counts (e.g. more on the object, whose
+    outline is a small share of the pixels): a weighted mean, so the loss keeps its scale.
     """
     B = x0.shape[0]
     s = sample_noise_levels(B, generator, x0.device, shift=noise_shift)  # (B,)
@@ -142,7 +145,10 @@ def flow_matching_loss(
     if known_mask is not None:
         kwargs.update(known_latents=x0, known_mask=known_mask)
     v_pred = model(x_s, timestep=s * TIMESTEP_SCALE, **kwargs).sample
-    return F.mse_loss(v_pred.float(), target.float())
+    if loss_weight is None:
+        return F.mse_loss(v_pred.float(), target.float())
+    weight = loss_weight.float().expand_as(v_pred)  # (B, C, T, H, W)
+    return ((v_pred.float() - target.float()).square() * weight).sum() / weight.sum()
 
 
 @torch.no_grad()

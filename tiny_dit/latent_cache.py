@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from tiny_dit.autoencoder import encode_clips, load_autoencoder
+from tiny_dit.autoencoder import encode_clips, load_autoencoder, spatial_downsample
 from tiny_dit.data.videofolder import VideoFolder
 from tiny_dit.text_encoder import CLIPEncoder, TextEmbeddings
 from tiny_dit.training import PRECISIONS, resolve_precision
@@ -41,15 +41,20 @@ DEFAULT_AUTOENCODER = "assets/tiny-autoencoder"
 
 
 def shapes_source(num_clips: int, seed: int, batch_size: int = 128, num_frames: int = 16,
-                  height: int = 128, width: int = 128) -> Iterator[tuple]:
-    """Freshly rendered shapes-world training clips: (frames, captions, attributes)."""
-    from tiny_dit.data.shapes import render_dataset
+                  height: int = 128, width: int = 128, mask_factor: int = 4) -> Iterator[tuple]:
+    """Freshly rendered shapes-world training clips: (frames, captions, attributes, extras), where extras
+    holds "object_mask": how much of each latent pixel the object covers (N, T, H / mask_factor,
+    W / mask_factor) uint8 0-255, mask_factor the autoencoder's downsampling (for a loss weighted by it)."""
+    from tiny_dit.data.shapes import BACKGROUNDS, render_dataset
 
     for frames, specs in render_dataset(num_clips, seed=seed, split="train", batch_size=batch_size,
                                         num_frames=num_frames, height=height, width=width):
+        background = torch.tensor([BACKGROUNDS[s.background] for s in specs], dtype=torch.int16)  # (B, 3)
+        on_object = (frames.to(torch.int16) != background[:, None, None, None]).any(-1).float()  # (B, T, H, W)
+        coverage = torch.nn.functional.avg_pool2d(on_object, mask_factor)  # (B, T, h, w)
         yield frames, [s.text for s in specs], [
             {"color": s.color, "shape": s.shape, "motion": s.motion, "background": s.background}
-            for s in specs]
+            for s in specs], {"object_mask": (coverage * 255).round().to(torch.uint8)}
 
 
 def videofolder_source(folder: VideoFolder, batch_size: int = 64) -> Iterator[tuple]:
@@ -76,14 +81,14 @@ def embed_prompts(clip: CLIPEncoder, prompts: list[str], memo: dict) -> TextEmbe
     if new:
         emb = clip.encode_text(new)
         for i, prompt in enumerate(new):
-            memo[prompt] = (emb.pooled[i], emb.hidden_states[i], emb.mask[i])
-    pooled, hidden, mask = (torch.stack(parts) for parts in zip(*(memo[p] for p in prompts)))
-    return TextEmbeddings(pooled=pooled, hidden_states=hidden, mask=mask)
+            memo[prompt] = (emb.pooled[i], emb.hidden_states[i], emb.mask[i], emb.word_embeddings[i])
+    pooled, hidden, mask, words = (torch.stack(parts) for parts in zip(*(memo[p] for p in prompts)))
+    return TextEmbeddings(pooled=pooled, hidden_states=hidden, mask=mask, word_embeddings=words)
 
 
 def _embedding_tensors(emb: TextEmbeddings) -> dict[str, torch.Tensor]:
     return {"pooled": emb.pooled.half().contiguous(), "hidden_states": emb.hidden_states.half().contiguous(),
-            "mask": emb.mask.to(torch.uint8).contiguous()}
+            "mask": emb.mask.to(torch.uint8).contiguous(), "word_embeddings": emb.word_embeddings.half().contiguous()}
 
 
 def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncoder, vae,
@@ -103,7 +108,7 @@ def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncod
     memo: dict = {}
     save_file(_embedding_tensors(embed_prompts(clip, [""], memo)), out / "uncond.safetensors")
     (out / "uncond.safetensors").chmod(0o644)
-    pending: dict[str, list] = {"latents": [], "pooled": [], "hidden_states": [], "mask": []}
+    pending: dict[str, list] = {"latents": [], "pooled": [], "hidden_states": [], "mask": [], "word_embeddings": []}
     shards, num_clips, start = [], 0, time.time()
 
     def flush() -> None:
@@ -118,13 +123,13 @@ def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncod
 
     with open(out / "captions.jsonl", "w") as captions_file, \
             tqdm(total=total, unit="clip", desc="latent cache") as bar:
-        for frames, captions, metadata in source:
+        for frames, captions, metadata, *extras in source:  # extras: a dict of per-clip tensors, or nothing
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
                 latents = encode_clips(vae, frames).half()  # (B, C, T, h, w)
             text = _embedding_tensors(embed_prompts(clip, captions, memo))
             pending["latents"].append(latents)
-            for key, value in text.items():
-                pending[key].append(value)
+            for key, value in {**text, **(extras[0] if extras else {})}.items():
+                pending.setdefault(key, []).append(value)
             for caption, meta in zip(captions, metadata):
                 captions_file.write(json.dumps({**meta, "text": caption}) + "\n")
             num_clips += len(frames)
@@ -153,6 +158,8 @@ class LatentCache:
     captions: list[str]
     info: dict
     metadata: list[dict]  # captions.jsonl: the caption and, for shapes-world clips, the attributes
+    word_embeddings: torch.Tensor | None = None  # (N, L, W) float16: each token's own embedding (None: an older cache)
+    object_mask: torch.Tensor | None = None  # (N, T, h, w) uint8: the object's cover of each latent pixel (shapes world)
 
     def still_captions(self, word_dropout: float = 0.0, seed: int = 0) -> list[str]:
         """A caption for a still frame of each clip: its shapes-world caption without the motion
@@ -183,10 +190,12 @@ class LatentCache:
         shards = [load_file(path / name) for name in info["shards"]]
         data = {key: torch.cat([s[key] for s in shards]) for key in shards[0]}
         u = load_file(path / "uncond.safetensors")
-        uncond = TextEmbeddings(pooled=u["pooled"], hidden_states=u["hidden_states"], mask=u["mask"].bool())
+        uncond = TextEmbeddings(pooled=u["pooled"], hidden_states=u["hidden_states"], mask=u["mask"].bool(),
+                                word_embeddings=u.get("word_embeddings"))
         metadata = [json.loads(line) for line in (path / "captions.jsonl").read_text().splitlines()]
         return cls(data["latents"], data["pooled"], data["hidden_states"], data["mask"].bool(),
-                   uncond, [m["text"] for m in metadata], info, metadata)
+                   uncond, [m["text"] for m in metadata], info, metadata, data.get("word_embeddings"),
+                   data.get("object_mask"))
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -243,12 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.num_frames < 2:
             parser.error(f"--num-frames must be at least 2 (a clip shows a motion), got {args.num_frames}")
-        for name in ("height", "width"):  # the objects are drawn in pixels, up to 62 across
+        for name in ("height", "width"):  # the objects are drawn in pixels, up to 84 across
             if getattr(args, name) < 128 or getattr(args, name) % 8:
                 parser.error(f"--{name} must be a multiple of 8 from 128 pixels (the shapes world's objects "
                              f"are drawn at fixed sizes), got {getattr(args, name)}")
         source = shapes_source(args.num_clips, args.seed, num_frames=args.num_frames,
-                               height=args.height, width=args.width)
+                               height=args.height, width=args.width, mask_factor=spatial_downsample(vae))
         total = args.num_clips
         info["source"] = f"shapes-world seed {args.seed}, {args.num_frames} x {args.height} x {args.width}"
     precision = resolve_precision(args.precision, next(vae.parameters()).device, probe=encoding_probe(vae, args))

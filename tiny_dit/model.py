@@ -20,7 +20,13 @@ block starts as the identity and the untrained network outputs exactly zero.
 
 Optionally a cross-attention layer in every block lets each video token look
 at the individual CLIP token states, which carries more detail about the
-prompt than the single pooled vector.
+prompt than the single pooled vector. With `word_embeddings` it also sees each
+word's own embedding, from before CLIP's text transformer mixed the words: in
+a causal text tower the final state of "star" in "a green star" is mostly
+"green" (measured: closer to other shapes after the same colour than to the
+same shape after other colours), and a colour-shape pair never seen in
+training is a context the tower never saw. A word's embedding is the same in
+every caption, so the DiT can bind "star" to a shape whatever colour precedes it.
 
 Attention over all T*H*W tokens ("full") costs O(N^2). The "factorized"
 variant alternates, block by block, between spatial attention (tokens of the
@@ -49,7 +55,8 @@ Shape legend used in the comments:
     B  batch             C  latent channels      T, H, W  latent frames/height/width
     pt, p  tubelet size  T', H', W' = T/pt, H/p, W/p  the token grid
     N = T' * H' * W'  tokens   S = H' * W'  tokens per frame slot
-    D  hidden size       L  CLIP tokens          heads, hd = D / heads
+    D  hidden size       L  CLIP tokens (2L with word_embeddings: states, then words)
+    heads, hd = D / heads
 """
 
 import math
@@ -523,6 +530,10 @@ class TinyDiT(ModelMixin, ConfigMixin):
         text_embed_dim: width of the CLIP token states (`encoder_hidden_states`).
         pooled_embed_dim: width of the pooled/projected CLIP embedding (`pooled_projections`).
         cross_attention: add a cross-attention layer to CLIP token states in every block.
+        word_embeddings: with cross_attention, the context is 2L tokens, CLIP's final token states
+            followed by each token's context-free embedding (`CLIPEncoder.encode_text`'s
+            word_embeddings; the pipeline and training put them together, `text_context`): each half
+            gets a learned type embedding, and the words their own projection.
         attention_type: "full" (all tokens attend to all tokens) or "factorized"
             (even blocks attend spatially, odd blocks temporally).
         conv_mlp: a zero-initialised 3 x 3 depthwise convolution inside every MLP (TLD),
@@ -566,6 +577,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         interpolate_time: bool = False,
         centre_space: bool = False,
         known_frames_input: bool = False,
+        word_embeddings: bool = False,
     ):
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -574,6 +586,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
             raise ValueError("hidden_size must be even for the sine-cosine embeddings")
         if attention_type not in ("full", "factorized"):
             raise ValueError(f"attention_type must be 'full' or 'factorized', got {attention_type!r}")
+        if word_embeddings and not cross_attention:
+            raise ValueError("word_embeddings are read by cross-attention: set cross_attention=True too")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         self.out_channels = in_channels if out_channels is None else out_channels
@@ -592,6 +606,12 @@ class TinyDiT(ModelMixin, ConfigMixin):
         self.pooled_embed = nn.Sequential(
             nn.Linear(pooled_embed_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
         )
+
+        # The two kinds of text tokens with word_embeddings: which half a token is in (0: CLIP's final
+        # states, 1: the words' own embeddings), and a projection of the words into the states' space.
+        if word_embeddings:
+            self.text_type_embed = nn.Embedding(2, text_embed_dim)
+            self.word_proj = nn.Linear(text_embed_dim, text_embed_dim)
 
         def layout(i: int) -> str:
             if attention_type == "full":
@@ -630,6 +650,10 @@ class TinyDiT(ModelMixin, ConfigMixin):
         # the columns past the first C * pt * p * p are the known latents' and the mask's. A model
         # initialised from one trained without them computes what that one did (up to rounding).
         nn.init.zeros_(self.patch_embed.weight[:, self.config.in_channels * self.tubelet_size:])
+
+        # Text token types: small normal weights, like the conditioning embedders below.
+        if self.config.word_embeddings:
+            nn.init.normal_(self.text_type_embed.weight, std=0.02)
 
         # Conditioning MLPs: small normal weights, as DiT does for its timestep and label embedders.
         for mlp in (self.time_embed.mlp, self.pooled_embed):
@@ -688,7 +712,8 @@ class TinyDiT(ModelMixin, ConfigMixin):
             hidden_states: noisy latents, (B, C, T, H, W).
             timestep: noise level times 1000, a float in [0, 1000]; shape (B,) or a scalar.
             encoder_hidden_states: CLIP token states, (B, L, text_embed_dim). Required
-                if the model has cross-attention, ignored otherwise.
+                if the model has cross-attention, ignored otherwise. With word_embeddings,
+                (B, 2L, text_embed_dim): the states, then the words' embeddings (`text_context`).
             pooled_projections: pooled CLIP embedding, (B, pooled_embed_dim). Required:
                 for the unconditional branch of classifier-free guidance pass the
                 embedding of the empty prompt.
@@ -707,6 +732,10 @@ class TinyDiT(ModelMixin, ConfigMixin):
             raise ValueError("pooled_projections is required (use the empty-prompt embedding for 'unconditional')")
         if self.config.cross_attention and encoder_hidden_states is None:
             raise ValueError("this model has cross-attention: pass encoder_hidden_states")
+        if self.config.word_embeddings and encoder_hidden_states.shape[1] % 2:
+            raise ValueError(f"this model reads word_embeddings: encoder_hidden_states must be CLIP's states followed "
+                             f"by the words' embeddings (2L tokens, tiny_dit.text_encoder.text_context), got "
+                             f"{encoder_hidden_states.shape[1]} tokens")
         if (known_latents is not None or known_mask is not None) and not self.config.known_frames_input:
             raise ValueError("this model takes no known frames (known_frames_input is off): hold them instead "
                              "(tiny_dit.conditions.hold_known_frames)")
@@ -741,6 +770,10 @@ class TinyDiT(ModelMixin, ConfigMixin):
         if self.config.cross_attention:
             context = encoder_hidden_states.to(x.dtype)  # (B, L, text_embed_dim)
             context_mask = encoder_attention_mask  # (B, L) or None
+            if self.config.word_embeddings:  # (B, 2L, text_embed_dim): states, then words; each marked
+                states, words = context.chunk(2, dim=1)  # each (B, L, text_embed_dim)
+                context = torch.cat([states + self.text_type_embed.weight[0], self.word_proj(words)
+                                     + self.text_type_embed.weight[1]], dim=1)
 
         # 3. The transformer.
         attentions = {}

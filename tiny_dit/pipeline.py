@@ -104,7 +104,7 @@ from tiny_dit.conditions import (KnownFrames, TinyDiTCondition, encode_known_fra
 from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, guided_velocity, is_guided, predicted_x0
 from tiny_dit.model import TinyDiT
 from tiny_dit.schedulers import FlowScheduler, check_flow_scheduler, make_scheduler, set_flow_timesteps
-from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
+from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer, text_context
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -297,10 +297,12 @@ class TinyDiTPipeline(DiffusionPipeline):
     @torch.no_grad()
     def _encode_text(self, prompts: list[str], device: torch.device,
                      dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """CLIP's token states (B, L, W), their mask (B, L) and pooled embedding (B, E), one row per prompt.
+        """CLIP's token states (B, L, W), their mask (B, L) and pooled embedding (B, E), one row per prompt;
+        for a transformer with word_embeddings the states and then the words' embeddings (B, 2L, W).
 
         Reads only the text encoder and tokenizer (not the transformer's dtype), so that a pipeline
-        holding just those two can encode prompts for another one to sample from."""
+        holding just those two can encode prompts for another one to sample from (one without a
+        transformer gives the states alone: encode for a word_embeddings model in a pipeline that has it)."""
         if self.text_encoder is None or self.tokenizer is None:
             raise ValueError("this pipeline has no text_encoder or tokenizer to encode prompts with: pass "
                              "prompt_embeds, prompt_attention_mask and pooled_prompt_embeds (from encode_prompt "
@@ -308,7 +310,10 @@ class TinyDiTPipeline(DiffusionPipeline):
                              "negative_prompt_attention_mask and negative_pooled_prompt_embeds for guidance")
         emb = self.text_encoder.encode_text(self.tokenizer(prompts))
         dtype = dtype or emb.hidden_states.dtype  # the text encoder's; the transformer casts to its own
-        return emb.hidden_states.to(device, dtype), emb.mask.to(device), emb.pooled.to(device, dtype)
+        # A transformer that reads the words' own embeddings gets them after the states (TinyDiT word_embeddings).
+        with_words = self.transformer is not None and self.transformer.config.get("word_embeddings", False)
+        context, mask = text_context(emb.hidden_states, emb.mask, emb.word_embeddings, with_words)
+        return context.to(device, dtype), mask.to(device), emb.pooled.to(device, dtype)
 
     def _negative_embeddings(self, negative_prompt: str | list[str] | None, num_prompts: int,
                              num_videos_per_prompt: int, device: torch.device, dtype: torch.dtype | None

@@ -1,10 +1,12 @@
 """The CLIP that conditions the DiT: open_clip models, the tiny one trained here or a pretrained one.
 
-The DiT reads text through CLIP's text tower in two forms:
+The DiT reads text through CLIP's text tower in two (or three) forms:
   * the pooled embedding (one vector per prompt, CLIP's projected end-of-text
     feature), added to the timestep embedding that drives adaLN-Zero;
   * the per-token hidden states (after the final layer norm) with a mask of the
-    real tokens, for optional cross-attention.
+    real tokens, for optional cross-attention;
+  * for a DiT with word_embeddings, also each token's own embedding from before
+    the text transformer (`text_context` puts the two side by side).
 The empty prompt "" is the unconditional input for classifier-free guidance.
 CLIP reads at most `context_length` tokens (32 for the tiny CLIP, 77 for
 pretrained ones): a longer prompt is truncated, with a warning.
@@ -68,6 +70,21 @@ class TextEmbeddings:
     pooled: torch.Tensor  # (B, embed_dim): projected end-of-text feature (not normalised)
     hidden_states: torch.Tensor  # (B, L, width): per-token states after the final layer norm
     mask: torch.Tensor  # (B, L) bool: True for real tokens (start, words, end)
+    # (B, L, width): each token's own embedding (+ position, through the final layer norm), before the
+    # text transformer mixes the words: the same for "star" after any colour. None where not computed.
+    word_embeddings: torch.Tensor | None = None
+
+
+def text_context(hidden_states: torch.Tensor, mask: torch.Tensor, word_embeddings: torch.Tensor | None,
+                 with_words: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a DiT's cross-attention reads, (B, L', width) and its mask (B, L'): CLIP's token states (L' = L),
+    or with_words (TinyDiT's word_embeddings) the states followed by the words' embeddings (L' = 2L)."""
+    if not with_words:
+        return hidden_states, mask
+    if word_embeddings is None:
+        raise ValueError("this DiT reads the words' embeddings (word_embeddings) and none were given: "
+                         "encode the prompts again (CLIPEncoder.encode_text), or rebuild the latent cache")
+    return torch.cat([hidden_states, word_embeddings.to(hidden_states)], dim=1), torch.cat([mask, mask], dim=1)
 
 
 def _four_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -256,6 +273,7 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
         tokens = prompts if torch.is_tensor(prompts) else self.tokenizer(prompts)
         tokens = tokens.to(self.image_mean.device)  # (B, L)
         x = model.token_embedding(tokens) + model.positional_embedding  # (B, L, width)
+        words = model.ln_final(x)  # (B, L, width): each word on its own, the same in every caption
         x = model.transformer(x, attn_mask=model.attn_mask)
         hidden = model.ln_final(x)  # (B, L, width)
         eot = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
@@ -263,7 +281,7 @@ class CLIPEncoder(ModelMixin, ConfigMixin):
         proj = model.text_projection
         pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj  # (B, embed_dim)
         mask = torch.arange(tokens.shape[1], device=tokens.device)[None] <= eot[:, None]  # (B, L)
-        return TextEmbeddings(pooled=pooled, hidden_states=hidden, mask=mask)
+        return TextEmbeddings(pooled=pooled, hidden_states=hidden, mask=mask, word_embeddings=words)
 
     def text_features(self, prompts: str | list[str]) -> torch.Tensor:
         """Unit-norm CLIP text features (B, embed_dim), for retrieval and CLIP scores."""

@@ -54,6 +54,7 @@ from tiny_dit.conditions import random_known_mask
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.latent_cache import LatentCache, embed_prompts
 from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT, token_grid
+from tiny_dit.text_encoder import TextEmbeddings, text_context
 from tiny_dit.training import (JsonlLog, has_checkpoint, load_checkpoint, refuse_to_overwrite, resolve_precision,
                                restore_training_state, save_training_state, train_loop)
 
@@ -105,8 +106,10 @@ def build_model(cache: LatentCache, preset: str, **overrides) -> TinyDiT:
     )
 
 
-def still_images(latents: torch.Tensor, patch_size_t: int, generator: torch.Generator) -> torch.Tensor:
+def still_images(latents: torch.Tensor, patch_size_t: int, generator: torch.Generator,
+                 frame_masks: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One random latent frame of each clip, held for one tubelet: (B, C, T, h, w) -> (B, C, pt, h, w).
+    With frame_masks (B, T, h, w), also that frame's mask, held likewise: (B, pt, h, w).
 
     This is how the model learns images (Sora, Latte and VDM train on images beside clips): a
     still is a clip one tubelet long that does not move. A frame is 4x fewer tokens than a clip
@@ -114,8 +117,12 @@ def still_images(latents: torch.Tensor, patch_size_t: int, generator: torch.Gene
     the cost, and the same weights then sample images (num_frames = patch_size_t)."""
     B, _, T = latents.shape[:3]
     t = torch.randint(T, (B,), generator=generator).to(latents.device)  # (B,) which frame of each clip
-    frame = latents[torch.arange(B, device=latents.device), :, t]  # (B, C, h, w)
-    return frame[:, :, None].expand(-1, -1, patch_size_t, -1, -1)  # (B, C, pt, h, w)
+    rows = torch.arange(B, device=latents.device)
+    frame = latents[rows, :, t]  # (B, C, h, w)
+    still = frame[:, :, None].expand(-1, -1, patch_size_t, -1, -1)  # (B, C, pt, h, w)
+    if frame_masks is None:
+        return still
+    return still, frame_masks[rows, t][:, None].expand(-1, patch_size_t, -1, -1)  # (B, pt, h, w)
 
 
 @dataclass
@@ -125,8 +132,10 @@ class Bucket:
     a bucket of longer or larger clips gets fewer of them, so every step costs about the same."""
     name: str
     latents: torch.Tensor  # (N, C, T, h, w)
-    text: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # hidden states (N, L, W), pooled (N, E), mask (N, L)
+    text: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # the model's text context (N, L', W) (text_context),
+    # pooled (N, E), its mask (N, L')
     still_text: tuple | None  # the same for the stills' captions (no motion), or None without stills
+    object_mask: torch.Tensor | None = None  # (N, T, h, w) uint8: the object's cover (with --object-weight)
 
     def tokens(self, config, num_frames: int | None = None) -> int:
         """Tokens of one clip of this bucket for a model of `config` (of num_frames latent frames, default all)."""
@@ -361,25 +370,35 @@ def train(args: argparse.Namespace) -> dict:
     caches = [LatentCache.load(path) for path in args.cache]
     cache = caches[0]
     check_caches(caches, args)
-    uncond = {"encoder_hidden_states": cache.uncond.hidden_states.float().to(device),
-              "pooled_projections": cache.uncond.pooled.float().to(device),
-              "encoder_attention_mask": cache.uncond.mask.to(device)}
     clip = vae = None
     if main or args.image_batch_size:  # fail now, not after hours of training, if they cannot be loaded
         clip, vae = load_frozen_components(cache.info, args)
         clip, vae = clip.to(device), vae.to(device)
+    # Model, EMA copy, optimiser, LR schedule.
+    model = build_model(cache, args.preset, **model_overrides(args))
+
+    # What the model's cross-attention reads of each caption: CLIP's token states, and with word_embeddings
+    # the words' own embeddings after them (text_context, as the pipeline does).
+    def text_inputs(emb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        context, mask = text_context(emb.hidden_states, emb.mask, emb.word_embeddings, model.config.word_embeddings)
+        return context.half().to(device), emb.pooled.half().to(device), mask.to(device)
+
+    context, pooled, mask = text_inputs(cache.uncond)
+    uncond = {"encoder_hidden_states": context.float(), "pooled_projections": pooled.float(),
+              "encoder_attention_mask": mask}
     buckets = []
     for path, c in zip(args.cache, caches):
         still_text = None
         if args.image_batch_size:  # stills are captioned without a motion: embed those captions once
-            still = embed_prompts(clip, c.still_captions(args.word_dropout, args.seed), memo={})
-            still_text = (still.hidden_states.half().to(device), still.pooled.half().to(device), still.mask.to(device))
-        buckets.append(Bucket(str(path), c.latents.to(device),
-                              (c.hidden_states.to(device), c.pooled.to(device), c.mask.to(device)), still_text))
+            still_text = text_inputs(embed_prompts(clip, c.still_captions(args.word_dropout, args.seed), memo={}))
+        clip_text = TextEmbeddings(pooled=c.pooled, hidden_states=c.hidden_states, mask=c.mask,
+                                   word_embeddings=c.word_embeddings)
+        if args.object_weight and c.object_mask is None:
+            raise ValueError(f"--object-weight needs the object masks of a shapes-world cache; {path} has none: "
+                             "rebuild it with python -m tiny_dit.latent_cache")
+        buckets.append(Bucket(str(path), c.latents.to(device), text_inputs(clip_text), still_text,
+                              c.object_mask.to(device) if args.object_weight else None))
     bucket_weights = torch.tensor(args.cache_weights or [1.0] * len(buckets), dtype=torch.float64)
-
-    # Model, EMA copy, optimiser, LR schedule.
-    model = build_model(cache, args.preset, **model_overrides(args))
     if args.init_from and not (args.resume and has_checkpoint(ckpt_path)):
         # Start from trained weights (e.g. the bundled model) instead of DiT's initialisation.
         folder = Path(args.init_from)
@@ -465,12 +484,20 @@ def train(args: argparse.Namespace) -> dict:
             reference = buckets[0].tokens(config, config.patch_size_t if is_still else None)
             count = scaled_count(nominal, bucket.tokens(config, frames), reference)
             idx = torch.randint(len(bucket.latents), (count,), generator=batch_generator).to(device)  # (B,)
+            masks = None if bucket.object_mask is None else bucket.object_mask[idx]  # (B, T, h, w) uint8
             if is_still:
-                x0 = still_images(bucket.latents[idx], config.patch_size_t, batch_generator).float()
+                if masks is None:
+                    x0 = still_images(bucket.latents[idx], config.patch_size_t, batch_generator).float()
+                else:
+                    x0, masks = still_images(bucket.latents[idx], config.patch_size_t, batch_generator, masks)
+                    x0 = x0.float()
                 text = bucket.still_text
             else:
                 x0 = bucket.latents[idx, :, window].float()  # (B, C, T, h, w)
+                masks = None if masks is None else masks[:, window]
                 text = bucket.text
+            # --object-weight: the object's latent pixels count 1 + w times as much as the background's
+            loss_weight = None if masks is None else 1 + args.object_weight * masks[:, None].float() / 255
             cond = {"encoder_hidden_states": text[0][idx].float(),  # (B, L, W)
                     "pooled_projections": text[1][idx].float(),  # (B, E)
                     "encoder_attention_mask": text[2][idx]}  # (B, L)
@@ -480,7 +507,7 @@ def train(args: argparse.Namespace) -> dict:
                                                batch_generator, device)
             loss = loss + nominal / (args.batch_size + args.image_batch_size) * flow_matching_loss(
                 model, x0, cond, uncond, label_dropout=args.label_dropout, generator=noise_generator,
-                noise_shift=args.noise_shift, known_mask=known_mask)
+                noise_shift=args.noise_shift, known_mask=known_mask, loss_weight=loss_weight)
         return loss, {}
 
     def write_step_samples(step: int) -> None:
@@ -603,6 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "each drawn on its own ('a star on a black background', 'a red shape'): each word then "
                           "has to carry its own attribute, which is what held-out colour-shape pairs need "
                           "(default 0)")
+    opt.add_argument("--object-weight", type=float, default=0.0,
+                     help="weight the loss on the object's latent pixels by 1 + this (the shapes world's caches keep "
+                          "the object's cover of each latent pixel): the outline that tells shapes apart is a small "
+                          "share of the frame (default 0: every pixel alike)")
     opt.add_argument("--conv-mlp", action=argparse.BooleanOptionalAction, default=None,
                      help="a depthwise 3x3 convolution in every MLP (TinyDiT conv_mlp; default: the preset's)")
     opt.add_argument("--model", nargs="+", metavar="KEY=VALUE", default=None,

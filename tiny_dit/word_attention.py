@@ -166,10 +166,32 @@ def token_attention(record, step: int, block: int | None = None, head: int | Non
     return stacked.mean(axis=0)
 
 
-def word_heat(record, word: Word, step: int, block: int | None = None, head: int | None = None) -> np.ndarray:
-    """How much each patch attends to `word` (summed over its pieces): (T', H', W') in [0, 1]."""
+WORD_SOURCES = ("both", "states", "words")  # for a DiT with word_embeddings: which of a word's two keys
+
+
+def source_positions(positions: list[int], num_keys: int, context_length: int, source: str = "both") -> list[int]:
+    """Columns of an attention map over `num_keys` text keys for these token positions. A DiT with
+    word_embeddings reads 2L keys, CLIP's final states and then each word's own embedding, so a word has
+    two: "states" (p), "words" (p + L) or "both" (their sum: all the attention the word gets)."""
+    if source not in WORD_SOURCES:
+        raise ValueError(f"source must be one of {WORD_SOURCES}, got {source!r}")
+    if num_keys != 2 * context_length:  # one source: CLIP's states
+        return list(positions)
+    words = [p + context_length for p in positions]
+    return {"states": list(positions), "words": words, "both": list(positions) + words}[source]
+
+
+def word_heat(record, word: Word, step: int, block: int | None = None, head: int | None = None,
+              source: str = "both") -> np.ndarray:
+    """How much each patch attends to `word` (summed over its pieces, and over its two keys for a DiT with
+    word_embeddings unless `source` picks one): (T', H', W') in [0, 1]."""
     attention = token_attention(record, step, block, head)
-    return attention[:, word.positions].sum(axis=1).reshape(record.geometry.grid)
+    return attention[:, columns(record, attention, word.positions, source)].sum(axis=1).reshape(record.geometry.grid)
+
+
+def columns(record, attention: np.ndarray, positions: list[int], source: str = "both") -> list[int]:
+    """source_positions for a record's (N, keys) attention map."""
+    return source_positions(positions, attention.shape[1], record.tokens.context_length, source)
 
 
 # ----------------------------------------------------------------------------
@@ -254,8 +276,8 @@ def describe(record, words: list[Word], index: int, block: int | None, head: int
     """Markdown about one word's attention: its share, on the object and off it, and the special tokens'."""
     word = words[index]
     tokens = record.tokens
-    attention = token_attention(record, step, block, head)  # (N, L)
-    heat = attention[:, word.positions].sum(axis=1)  # (N,)
+    attention = token_attention(record, step, block, head)  # (N, L), or (N, 2L) with word_embeddings
+    heat = attention[:, columns(record, attention, word.positions)].sum(axis=1)  # (N,)
     share = float(heat.mean())
     real = tokens.num_real
     pieces = ""
@@ -275,7 +297,7 @@ def describe(record, words: list[Word], index: int, block: int | None, head: int
                      + (f"**{ratio:.1f}x more on the object**." if ratio >= 1.2 else
                         f"**{1 / max(ratio, 1e-9):.1f}x more on the background**." if ratio <= 1 / 1.2 else
                         "about the same everywhere."))
-    special = float(attention[:, special_positions(tokens)].sum(axis=1).mean())
+    special = float(attention[:, columns(record, attention, special_positions(tokens))].sum(axis=1).mean())
     lines.append(f"The start and end tokens take {100 * special:.0f}% of the attention on average: attention "
                  "often parks on them when no word is needed (as in language models).")
     return "\n\n".join(lines)
@@ -289,8 +311,8 @@ def summary_image(record, words: list[Word], step: int, block: int | None = None
     grid = record.geometry.grid
     rows = []
     for label, word in zip(word_labels(words), words):
-        heat = attention[:, word.positions].sum(axis=1)
+        heat = attention[:, columns(record, attention, word.positions)].sum(axis=1)
         rows.append((f"{label}  {100 * heat.mean():.0f}%", heat.reshape(grid)))
-    special = attention[:, special_positions(record.tokens)].sum(axis=1)
+    special = attention[:, columns(record, attention, special_positions(record.tokens))].sum(axis=1)
     rows.append((f"<start>+<end>  {100 * special.mean():.0f}%", special.reshape(grid)))
     return views.word_summary_image(record.frames[0], record.geometry, rows)
