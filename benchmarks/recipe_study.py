@@ -49,6 +49,8 @@ WORLD_COMMON = ["--preset", "small", "--batch-size", "0", "--image-batch-size", 
 WORLD_VARIANTS = {
     "baseline": [],
     "word embeddings": ["--model", "word_embeddings=true"],
+    "object weight 4": ["--object-weight", "4"],
+    "word embeddings + word dropout 0.3": ["--model", "word_embeddings=true", "--word-dropout", "0.3"],
 }
 STUDIES = {"blobs": (BLOBS_COMMON, BLOBS_VARIANTS), "larger-world": (WORLD_COMMON, WORLD_VARIANTS)}
 ALL_VARIANTS = sorted({v for _, variants in STUDIES.values() for v in variants})

@@ -304,6 +304,16 @@ def unit_sdf(shape: str) -> torch.Tensor:
     return torch.from_numpy(sdf.reshape(1, 1, _SDF_RESOLUTION, _SDF_RESOLUTION)).float()
 
 
+def object_rgb(color: str) -> tuple[int, int, int]:
+    """The RGB of a colour name of the vocabulary, or of "#rrggbb" (colours outside it: the tiny CLIP's
+    colour-free clips, which teach its image tower shapes apart from the six colours)."""
+    if color in COLORS:
+        return COLORS[color]
+    if re.fullmatch(r"#[0-9a-fA-F]{6}", color):
+        return tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+    raise ValueError(f"unknown colour {color!r}: one of {list(COLORS)} or '#rrggbb'")
+
+
 def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
                  size: int = FRAME_SIZE) -> torch.Tensor:
     """Draw clips (all of one length and scene size). Returns uint8 frames (N, T, H, W, 3):
@@ -334,7 +344,7 @@ def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
                              padding_mode="border", align_corners=True)  # (1, 1, n*T*H, W)
         dist = dist.reshape(-1, H, W) * half[:, :, None] / scale  # (n*T, H, W), in output pixels
         coverage = (0.5 - dist).clamp(0, 1).reshape(len(idx), num_frames, H, W, 1)
-        fg = torch.tensor([COLORS[specs[i].color] for i in idx], dtype=torch.float32)
+        fg = torch.tensor([object_rgb(specs[i].color) for i in idx], dtype=torch.float32)
         bg = torch.tensor([BACKGROUNDS[specs[i].background] for i in idx], dtype=torch.float32)
         fg, bg = fg[:, None, None, None, :], bg[:, None, None, None, :]  # (n, 1, 1, 1, 3)
         pixels = torch.addcmul(bg, coverage, fg - bg).round_()  # (n, T, H, W, 3)
