@@ -98,7 +98,7 @@ def measured(model: TinyDiT, latent, context: int) -> tuple[float, int]:
     return counter.get_total_flops(), saved[0]
 
 
-# The presets' training defaults, as tiny_dit.train.PRESETS sets them (tests/test_train.py checks that they
+# The presets' training defaults, as tiny_dit.training.train.PRESETS sets them (tests/test_train.py checks that they
 # agree): written out here so that a FLOP count does not import the training script and accelerate.
 PRESET_TRAINING = {
     "tiny": {"batch_size": 8, "image_batch_size": 0, "steps": 200},

@@ -4,14 +4,14 @@ Why a proxy: the bundled model's failure is shape, and shape is what one frame s
 (one random frame of a cached clip, held for one tubelet: 64 tokens instead of 256, attention 16x
 cheaper) trains about 4x faster per step than a clip, so a recipe change can be ranked in a few
 minutes of a 2-core machine. Every run trains from scratch on the same cache with the same seed
-and is judged by the project's own frame judge (`tiny_dit.evaluate`, still prompts, both splits)
+and is judged by the project's own frame judge (`tiny_dit.training.evaluate`, still prompts, both splits)
 every --eval-every steps; the curves land in each run's log.jsonl.
 
     python benchmarks/recipe_study.py --cache cache/shapes --out runs/study              # all variants
     python benchmarks/recipe_study.py --cache cache/shapes --out runs/study --only conv-mlp
     python benchmarks/recipe_study.py --out runs/study --report                          # table + plot
 
-Runs that exist are resumed (each is a `tiny_dit.train --resume` run folder), so the study can be
+Runs that exist are resumed (each is a `tiny_dit.training.train --resume` run folder), so the study can be
 stopped and continued. --jobs 2 runs two variants at once, one thread each.
 """
 
@@ -45,7 +45,7 @@ def folder_name(variant: str) -> str:
 
 
 def run_command(variant: str, args: argparse.Namespace) -> list[str]:
-    return [sys.executable, "-m", "tiny_dit.train", "--cache", str(args.cache),
+    return [sys.executable, "-m", "tiny_dit.training.train", "--cache", str(args.cache),
             "--out", str(args.out / folder_name(variant)), "--resume", "--steps", str(args.steps),
             "--eval-every", str(args.eval_every), "--threads", str(args.threads), *COMMON, *VARIANTS[variant]]
 

@@ -22,14 +22,15 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives at the top of the checkout
 import app  # noqa: E402
 from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
-from tiny_dit.app_sessions import RunHandle, RunStore
-from tiny_dit.attention_maps import ATTENTION_CACHE_STEPS, SELF_ATTENTION_CACHE
+from tiny_dit.app.sessions import RunHandle, RunStore
+from tiny_dit.inside.attention_maps import ATTENTION_CACHE_STEPS, SELF_ATTENTION_CACHE
 from tiny_dit.model import TinyDiT
 from tiny_dit.schedulers import SCHEDULERS, noise_levels, transformer_passes
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.recorder import RunRecord, record_run
+from tiny_dit.inside.recorder import RunRecord, record_run
 from tiny_dit.video import make_grid, probe_mp4, read_mp4
-from tiny_dit import sora_tasks, views
+from tiny_dit.app import sora_tasks
+from tiny_dit.inside import views
 
 torch.set_num_threads(1)
 
@@ -681,30 +682,30 @@ def test_job_cancel_returns_within_seconds_and_the_next_generate_starts_at_once(
 
 
 def test_the_compute_dtype_comes_from_the_hardware_not_a_timing(monkeypatch):
-    from tiny_dit import app_startup
+    from tiny_dit.app import startup
 
-    monkeypatch.delenv(app_startup.DTYPE_ENV, raising=False)
+    monkeypatch.delenv(startup.DTYPE_ENV, raising=False)
     pipe = tiny_pipeline()
     monkeypatch.setattr(pipe, "set_dtype", lambda d: (_ for _ in ()).throw(AssertionError("timed")) if d == "auto"
                         else type(pipe).set_dtype(pipe, d))
-    monkeypatch.setattr(app_startup, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    assert app_startup.set_dtype(pipe) == "bfloat16 (from the hardware: CPU flags)"
+    monkeypatch.setattr(startup, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert startup.set_dtype(pipe) == "bfloat16 (from the hardware: CPU flags)"
     assert pipe.transformer.dtype == torch.bfloat16
-    monkeypatch.setattr(app_startup, "cpu_flags", lambda: {"avx2"})
-    assert app_startup.set_dtype(pipe).startswith("float32") and pipe.transformer.dtype == torch.float32
-    monkeypatch.setenv(app_startup.DTYPE_ENV, "bfloat16")
-    assert app_startup.set_dtype(pipe) == "bfloat16 (from $TINY_DIT_DTYPE)"
-    monkeypatch.setenv(app_startup.DTYPE_ENV, "float8")
+    monkeypatch.setattr(startup, "cpu_flags", lambda: {"avx2"})
+    assert startup.set_dtype(pipe).startswith("float32") and pipe.transformer.dtype == torch.float32
+    monkeypatch.setenv(startup.DTYPE_ENV, "bfloat16")
+    assert startup.set_dtype(pipe) == "bfloat16 (from $TINY_DIT_DTYPE)"
+    monkeypatch.setenv(startup.DTYPE_ENV, "float8")
     with pytest.raises(ValueError):
-        app_startup.set_dtype(pipe)
+        startup.set_dtype(pipe)
 
 
 def test_loading_prints_no_config_warning(caplog):
     import logging
 
-    from tiny_dit import app_startup
+    from tiny_dit.app import startup
 
-    app_startup.quiet_loading()
+    startup.quiet_loading()
     logger = logging.getLogger("diffusers.configuration_utils")
     with caplog.at_level("WARNING", logger="diffusers.configuration_utils"):
         logger.warning("The config attributes {'block_out_channels': [16, 16, 16]} were passed to AutoencoderTiny, "

@@ -209,9 +209,9 @@ def click_patch(driver, selector: str, natural_xy: tuple[int, int]):
 def test_generate_and_look_inside_in_a_real_browser(server, browser, model_dir, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from tiny_dit.geometry import ModelGeometry
+    from tiny_dit.inside.geometry import ModelGeometry
     from tiny_dit.pipeline import TinyDiTPipeline
-    from tiny_dit.views import slot_layout
+    from tiny_dit.inside.views import slot_layout
 
     shots = Screenshots(tmp_path)
     driver = browser

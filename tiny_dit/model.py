@@ -99,7 +99,7 @@ def patchify(x: torch.Tensor, patch_size_t: int, patch_size: int) -> torch.Tenso
 def token_grid(num_frames: int, height: int, width: int, patch_size_t: int, patch_size: int
                ) -> tuple[int, int, int]:
     """The token grid (T', H', W') = (T / pt, H / p, W / p) of latents (T, H, W): one token per tubelet.
-    The one home of this arithmetic (TinyDiT.token_grid, tiny_dit.geometry.ModelGeometry, training's buckets)."""
+    The one home of this arithmetic (TinyDiT.token_grid, tiny_dit.inside.geometry.ModelGeometry, training's buckets)."""
     pt, p = patch_size_t, patch_size
     if num_frames % pt or height % p or width % p:
         raise ValueError(
@@ -771,7 +771,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
 # ----------------------------------------------------------------------------
 # Presets (as DiT's DiT_models): the model's shape by name. The input sizes (latent channels,
 # frames, sample size, CLIP widths) come from the data; training defaults per preset live in
-# tiny_dit/train.py. Token counts are for 16 x 32 x 32 latents.
+# tiny_dit/training/train.py. Token counts are for 16 x 32 x 32 latents.
 # ----------------------------------------------------------------------------
 
 TINY_DIT_PRESETS = {

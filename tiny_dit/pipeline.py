@@ -190,13 +190,13 @@ class TinyDiTPipeline(DiffusionPipeline):
             if not os.path.isfile(os.path.join(name, "model_index.json")):
                 raise OSError(
                     f"{name} is not a pipeline folder (no model_index.json). Train one with "
-                    "`python -m tiny_dit.train` (it writes <out>/pipeline/) or save one with "
+                    "`python -m tiny_dit.training.train` (it writes <out>/pipeline/) or save one with "
                     "TinyDiTPipeline.save_pretrained.")
             return super().from_pretrained(name, **kwargs)
         if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
             raise OSError(
                 f"no pipeline folder at {name!r}. Pass a folder written by TinyDiTPipeline.save_pretrained "
-                "(python -m tiny_dit.train writes <out>/pipeline/) or a Hub repo id such as 'org/name'.")
+                "(python -m tiny_dit.training.train writes <out>/pipeline/) or a Hub repo id such as 'org/name'.")
         offline = _is_offline()
         if offline:
             kwargs.setdefault("local_files_only", True)
@@ -212,7 +212,7 @@ class TinyDiTPipeline(DiffusionPipeline):
             raise OSError(
                 f"could not load the pipeline {name!r}: {reason} ({type(error).__name__}: {error}). {fix}, "
                 "or pass a local folder written by TinyDiTPipeline.save_pretrained (e.g. the <out>/pipeline/ "
-                "folder of python -m tiny_dit.train)."
+                "folder of python -m tiny_dit.training.train)."
             ) from error
 
     def with_scheduler(self, scheduler: str | FlowScheduler, shift: float | None = None) -> "TinyDiTPipeline":

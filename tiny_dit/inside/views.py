@@ -1,4 +1,4 @@
-"""Pictures of a recorded run (tiny_dit.recorder.RunRecord): what the app's "Inside the model" shows.
+"""Pictures of a recorded run (tiny_dit.inside.recorder.RunRecord): what the app's "Inside the model" shows.
 
 Everything here is numpy + PIL (no plotting library needed) and returns PIL images,
 uint8 frame arrays or Markdown strings, so it can be tested without a browser:
@@ -10,7 +10,7 @@ uint8 frame arrays or Markdown strings, so it can be tested without a browser:
     labelled_grid                                                  clips side by side with a caption
     tokens_image, tokens_markdown, clip_score_chart                the text path
     adaln_plot                                                     adaLN-Zero modulation over the steps
-    word_heatmap_image, word_summary_image                         cross-attention per word (tiny_dit.word_attention)
+    word_heatmap_image, word_summary_image                         cross-attention per word (tiny_dit.inside.word_attention)
     forward_process_images                                         x_s = (1 - s) x0 + s noise, decoded
     preview_image                                                  the live preview while sampling
 
@@ -407,7 +407,7 @@ def full_attention(probs: np.ndarray, layout: str, grid: tuple[int, int, int]) -
 
 def attention_matrix_of(record, block: int, head: int | None, step_index: int) -> np.ndarray:
     """(N, N) attention of one head (or the mean of all heads, head=None) at step `step_index`
-    (0-based; recomputed by the record, see tiny_dit.attention_maps)."""
+    (0-based; recomputed by the record, see tiny_dit.inside.attention_maps)."""
     probs = record.attention_at(step_index)[block]
     full = full_attention(probs, record.geometry.layouts[block], record.geometry.grid)
     return full.mean(axis=0) if head is None else full[head]
@@ -751,7 +751,7 @@ def line_panel(series: list[np.ndarray], title: str, size: tuple[int, int] = (30
 def adaln_plot(record) -> Image.Image:
     """Mean |shift|, |scale| and |gate| of every block over the denoising steps: one panel per
     (branch, kind), one line per block."""
-    from tiny_dit.recorder import MODULATION_NAMES
+    from tiny_dit.inside.recorder import MODULATION_NAMES
 
     adaln = record.adaln  # (steps, depth, 6)
     depth = adaln.shape[1]
@@ -778,7 +778,7 @@ def adaln_plot(record) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------
-# Word attention (cross-attention to the prompt, per word): tiny_dit.word_attention
+# Word attention (cross-attention to the prompt, per word): tiny_dit.inside.word_attention
 # ----------------------------------------------------------------------------
 
 

@@ -1,13 +1,13 @@
 """How a model learned: the samples and the loss curve a training run leaves in its pipeline folder.
 
-    from tiny_dit.training_history import load_history, loss_curve_image, snapshot_image
+    from tiny_dit.inside.training_history import load_history, loss_curve_image, snapshot_image
 
     history = load_history("assets/tiny-dit-shapes")
     history.snapshots          # [Snapshot(step=500, grid=.../grid.mp4, prompts=[...]), ...], by step
     loss_curve_image(history, mark_step=2000)
     snapshot_image(history.snapshots[0])
 
-The layout (written by `python -m tiny_dit.train` for every run, so a notebook user sees the
+The layout (written by `python -m tiny_dit.training.train` for every run, so a notebook user sees the
 same for their own model):
 
     <pipeline folder>/training_log.jsonl          one JSON object per line: {"step", "loss", "lr", ...},
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tiny_dit import views
+from tiny_dit.inside import views
 from tiny_dit.video import split_grid
 
 LOG_NAME = "training_log.jsonl"
@@ -269,7 +269,8 @@ def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
             where = f"`{history.folder}`"
     if not history.has_log and not history.snapshots:
         return (f"**No training history for {where}**: neither `{LOG_NAME}` nor `{SAMPLES_DIR}/` is there. "
-                "A model trained with `python -m tiny_dit.train` (or the notebook) has both in its pipeline folder.")
+                "A model trained with `python -m tiny_dit.training.train` (or the notebook) has both in its "
+                "pipeline folder.")
     lines = []
     last = int(history.steps[-1]) if history.has_log else None
     if chosen is not None:
@@ -291,7 +292,7 @@ def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
     else:
         lines.append(f"**No sample snapshots in {where}** (`{SAMPLES_DIR}/step-*/grid.mp4`): this model was trained "
                      "before the training command wrote them. The loss curve is all there is; a model trained now "
-                     "with `python -m tiny_dit.train` (or the notebook) gets both.")
+                     "with `python -m tiny_dit.training.train` (or the notebook) gets both.")
         if history.has_log:
             lines.append(f"{len(history.steps):,} logged steps up to step {last:,}; loss from "
                          f"{float(history.losses[0]):.3f} to {float(history.losses[-1]):.4f}.")

@@ -206,8 +206,8 @@ def check_scales(scales) -> list[float]:
 
 
 def check_record(record):
-    """A recorded run (tiny_dit.recorder.RunRecord), else the error that asks for one."""
-    from tiny_dit.recorder import RunRecord
+    """A recorded run (tiny_dit.inside.recorder.RunRecord), else the error that asks for one."""
+    from tiny_dit.inside.recorder import RunRecord
 
     if not isinstance(record, RunRecord):
         raise user_error("Generate a clip first: these views show the run you just made.")

@@ -1,7 +1,7 @@
 """What each view of the app shows, as pictures (PIL) and Markdown, from checked values: the
-"Inside the model" views of one recorded run (tiny_dit.recorder.RunRecord, clip 1), the two
+"Inside the model" views of one recorded run (tiny_dit.inside.recorder.RunRecord, clip 1), the two
 comparisons (guidance scales, the forward process) and a Sora task's run. app.py checks the inputs
-(tiny_dit.app_checks) and calls these; the drawing is tiny_dit.views, the words tiny_dit.teaching.
+(tiny_dit.app.checks) and calls these; the drawing is tiny_dit.inside.views, the words tiny_dit.inside.teaching.
 
     frames, channels, md = patch_grid(record)
     picker, heat, matrix, md, query = attention(record, block, head, iteration, query=None)
@@ -14,9 +14,10 @@ import time
 import numpy as np
 import torch
 
-from tiny_dit import sora_tasks, teaching, views
-from tiny_dit import word_attention as word_maps
+from tiny_dit.app import sora_tasks
 from tiny_dit.data.shapes import attributes_clip, shapes_attributes
+from tiny_dit.inside import teaching, views
+from tiny_dit.inside import word_attention as word_maps
 from tiny_dit.text_encoder import tokenize
 from tiny_dit.video import to_uint8
 
