@@ -41,9 +41,11 @@ from tiny_dit.app.checks import (SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED
 from tiny_dit.app.layout import SORA_FRAMES_MAX, iteration_slider
 from tiny_dit.app.outputs import OUTPUT_MAX_AGE_S
 from tiny_dit.app.sessions import ActiveRuns, RunStore, release_free_memory, session_of
-from tiny_dit.inside import teaching, training_history, views
+from tiny_dit.inside import teaching, training_history
 from tiny_dit.inside.geometry import ModelGeometry
 from tiny_dit.inside.recorder import RunRecord, sample_clips
+from tiny_dit.inside.views.attention import slot_layout
+from tiny_dit.inside.views.trajectory import preview_image, trajectory_images
 from tiny_dit.inside.word_attention import group_words
 from tiny_dit.pipeline import TinyDiTPipeline
 from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
@@ -135,7 +137,7 @@ class TinyDiTApp:
         yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
         with closing(self.active.sample(session, run_pipe, prompt, seed=seed, guidance_scale=guidance,
                                         num_inference_steps=steps, num_videos=samples, lock=self.sampling_lock,
-                                        make_preview=lambda pred: views.preview_image(self.pipe, pred))) as run:
+                                        make_preview=lambda pred: preview_image(self.pipe, pred))) as run:
             for event in run:
                 if isinstance(event, RunRecord):
                     record = event
@@ -175,12 +177,12 @@ class TinyDiTApp:
     def pick_patch(self, record, layer, head, step, evt: gr.SelectData):
         """A click on the picker or the heatmap: make the clicked patch the query."""
         record = self.record_of(record)
-        return self.attention(record, layer, head, step, check_click(evt, views.slot_layout(record.geometry)))
+        return self.attention(record, layer, head, step, check_click(evt, slot_layout(record.geometry)))
 
     def trajectory(self, record, step):
         record = self.record_of(record)
         step = check_iteration(step, record.num_passes, "Iterations done (denoising steps)", lo=0)
-        return views.trajectory_images(record, self.pipe, step)
+        return trajectory_images(record, self.pipe, step)
 
     def text_path(self, record):
         return view_contents.text_path(self.record_of(record), self.pipe)

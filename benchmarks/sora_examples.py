@@ -21,7 +21,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout
 from sora_tasks import TASKS, conditions_for, input_clips, known_mask  # noqa: E402
 
 from tiny_dit.app.sora_tasks import known_frames_strip  # noqa: E402
-from tiny_dit.inside.views import stack  # noqa: E402
+from tiny_dit.inside.views.drawing import stack  # noqa: E402
 from tiny_dit.pipeline import TinyDiTPipeline  # noqa: E402
 from tiny_dit.video import to_uint8  # noqa: E402
 

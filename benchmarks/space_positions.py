@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from sora_tasks import measure_sizes  # noqa: E402
 
 import tiny_dit.model as model_module  # noqa: E402
-from tiny_dit.inside.views import stack  # noqa: E402
+from tiny_dit.inside.views.drawing import stack  # noqa: E402
 from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline  # noqa: E402
 from tiny_dit.training.evaluate import ATTRIBUTES  # noqa: E402
 from tiny_dit.video import to_uint8  # noqa: E402

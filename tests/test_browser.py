@@ -211,7 +211,7 @@ def test_generate_and_look_inside_in_a_real_browser(server, browser, model_dir, 
 
     from tiny_dit.inside.geometry import ModelGeometry
     from tiny_dit.pipeline import TinyDiTPipeline
-    from tiny_dit.inside.views import slot_layout
+    from tiny_dit.inside.views.attention import slot_layout
 
     shots = Screenshots(tmp_path)
     driver = browser

@@ -248,7 +248,7 @@ def check_query(query, grid: tuple[int, int, int]) -> tuple[int, int, int] | Non
 
 
 def check_click(evt, layout) -> tuple[int, int, int]:
-    """The patch a click (gr.SelectData) on a picture of the time slots (views.SlotLayout) hit."""
+    """The patch a click (gr.SelectData) on a picture of the time slots (tiny_dit.inside.views.attention.SlotLayout) hit."""
     index = getattr(evt, "index", None)
     if not isinstance(index, (list, tuple)) or len(index) != 2:
         raise user_error("Click on a patch inside one of the frames.")

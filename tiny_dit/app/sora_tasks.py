@@ -52,7 +52,7 @@ TASKS: dict[str, SoraTask] = {
                         "the frames between."),
 }
 FIELDS = {"image": "The image", "clip": "Clip A", "clip_b": "Clip B"}
-KNOWN_COLOR = (0, 220, 255)  # the border of a given (known) frame: views.HIGHLIGHT
+KNOWN_COLOR = (0, 220, 255)  # the border of a given (known) frame: drawing.HIGHLIGHT
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 
@@ -234,7 +234,7 @@ def known_frames_strip(frames: np.ndarray, known: np.ndarray, max_frames: int = 
     """A filmstrip (PIL image) of the result, frames numbered and labelled "given" (bordered) or "new"."""
     from PIL import Image, ImageDraw
 
-    from tiny_dit.inside.views import BACKGROUND, INK, MUTED, filmstrip, font, spread, stack
+    from tiny_dit.inside.views.drawing import BACKGROUND, INK, MUTED, filmstrip, font, spread, stack
 
     idx = spread(min(max_frames, len(frames)), len(frames))
     marked = mark_known_frames(frames, known)[idx]

@@ -282,8 +282,8 @@ def describe(record, words: list[Word], index: int, block: int | None, head: int
 
 
 def summary_image(record, words: list[Word], step: int, block: int | None = None, head: int | None = None):
-    """Every word in a row (tiny_dit.inside.views.word_summary_image), labelled with its mean share."""
-    from tiny_dit.inside import views
+    """Every word in a row (tiny_dit.inside.views.words.word_summary_image), labelled with its mean share."""
+    from tiny_dit.inside.views.words import word_summary_image
 
     attention = token_attention(record, step, block, head)
     grid = record.geometry.grid
@@ -293,4 +293,4 @@ def summary_image(record, words: list[Word], step: int, block: int | None = None
         rows.append((f"{label}  {100 * heat.mean():.0f}%", heat.reshape(grid)))
     special = attention[:, special_positions(record.tokens)].sum(axis=1)
     rows.append((f"<start>+<end>  {100 * special.mean():.0f}%", special.reshape(grid)))
-    return views.word_summary_image(record.frames[0], record.geometry, rows)
+    return word_summary_image(record.frames[0], record.geometry, rows)
