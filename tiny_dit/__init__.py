@@ -5,15 +5,17 @@
 
 The DiT itself is this folder's modules, the ones to open first:
 
-    model.py          TinyDiT: spacetime patches, adaLN-Zero, attention, the presets
-    flow.py           rectified flow: forward process, velocity, guidance, the loss, an Euler sampler
-    pipeline.py       TinyDiTPipeline (diffusers): loading, and the generation loop, step by step
-    conditions.py     known frames: animate an image, extend or connect clips
-    schedulers.py     diffusers' flow-matching solvers by name
-    text_encoder.py   the CLIP (open_clip) that conditions the DiT
-    autoencoder.py    frames <-> latents
-    video.py          mp4 files, frames as uint8, grids
-    sample.py         the sampling command: python -m tiny_dit.sample
+    model.py              TinyDiT: spacetime patches, adaLN-Zero, attention, the presets
+    flow.py               rectified flow: forward process, velocity, guidance, the loss, an Euler sampler
+    pipeline.py           TinyDiTPipeline (diffusers): loading, and the generation loop, step by step
+    pipeline_prompts.py   its prompts -> embeddings (encode_prompt)
+    pipeline_checks.py    its checks of a call's arguments (check_inputs)
+    conditions.py         known frames: animate an image, extend or connect clips
+    schedulers.py         diffusers' flow-matching solvers by name
+    text_encoder.py       the CLIP (open_clip) that conditions the DiT
+    autoencoder.py        frames <-> latents
+    video.py              mp4 files, frames as uint8, grids
+    sample.py             the sampling command: python -m tiny_dit.sample
 
 Around it, one subpackage per role, each allowed to import only the layers below it
 (tests/test_layers.py checks this on every module's imports):

@@ -25,7 +25,7 @@ import traceback
 import gradio as gr
 import numpy as np
 
-from tiny_dit.pipeline import MAX_VIDEOS
+from tiny_dit.pipeline_checks import MAX_VIDEOS
 
 log = logging.getLogger("tiny-dit-app")
 

@@ -18,7 +18,8 @@ from tiny_dit.app.checks import (GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, SEED
 from tiny_dit.inside import training_history
 from tiny_dit.inside.teaching import MATRIX_TEXT, SORA_TEXT, VIEW_TEXT
 from tiny_dit.inside.views.patch_grid import token_arithmetic
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, MAX_NUM_FRAMES
+from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+from tiny_dit.pipeline_checks import MAX_NUM_FRAMES
 
 GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
 GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
