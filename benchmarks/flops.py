@@ -1,6 +1,6 @@
 """How much compute a training run of a TinyDiT preset takes, and how long that is on a GPU.
 
-    python benchmarks/flops.py                       # the base preset on a T4 (the README's figure)
+    python benchmarks/flops.py                       # the base preset on a T4 (docs/training.md's figure)
     python benchmarks/flops.py --preset small --peak 65 --achieved 10 25
     python benchmarks/flops.py --latent 4 16 16 16 --text-width 512 --pooled-width 512 --context 77   # TAESD/SD VAE + ViT-B-32
 

@@ -1,4 +1,4 @@
-"""One example of each Sora task on the bundled model: the README's image (assets/sora-tasks.png).
+"""One example of each Sora task on the bundled model: docs/sora-tasks.md's image (assets/sora-tasks.png).
 
     python benchmarks/sora_examples.py
 

@@ -3,7 +3,7 @@
 Types a prompt, clicks Generate, waits until the grid video can play, opens the attention
 view and clicks a patch, visits every other view, and runs a Sora task (connect two clips), taking a
 screenshot of each (into
-tmp_path; with TINY_DIT_SCREENSHOTS=1 also into assets/screenshots/, the README's pictures):
+tmp_path; with TINY_DIT_SCREENSHOTS=1 also into assets/screenshots/, the pictures of docs/app.md):
 
     TINY_DIT_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/test_browser.py
 

@@ -1,4 +1,4 @@
-"""tiny_dit.training.train as two cooperating processes on the CPU (torchrun, gloo), as the README's
+"""tiny_dit.training.train as two cooperating processes on the CPU (torchrun, gloo), as docs/training.md's
 "Training on several processes or GPUs" runs it: both processes take part, one of them writes
 the run folder, a stopped run resumes exactly, and launches that would quietly run one process
 (or several that do not cooperate) say so."""

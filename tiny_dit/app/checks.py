@@ -248,7 +248,8 @@ def check_query(query, grid: tuple[int, int, int]) -> tuple[int, int, int] | Non
 
 
 def check_click(evt, layout) -> tuple[int, int, int]:
-    """The patch a click (gr.SelectData) on a picture of the time slots (tiny_dit.inside.views.attention.SlotLayout) hit."""
+    """The patch a click (gr.SelectData) on a picture of the time slots
+    (tiny_dit.inside.views.attention.SlotLayout) hit."""
     index = getattr(evt, "index", None)
     if not isinstance(index, (list, tuple)) or len(index) != 2:
         raise user_error("Click on a patch inside one of the frames.")
@@ -266,7 +267,7 @@ def check_word_view(record, word, block, head, step, num_words: int, num_passes:
 
 
 # The largest frame side the app offers, as a multiple of the trained side: with centred positions (TinyDiT's
-# centre_space) shapes hold at 1.5x (128 -> 192 px) and are lost at 2x (the README's size table).
+# centre_space) shapes hold at 1.5x (128 -> 192 px) and are lost at 2x (the size table of docs/sora-tasks.md).
 SIDE_MAX_SCALE = 1.5
 
 

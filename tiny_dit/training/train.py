@@ -67,7 +67,7 @@ PRESETS = {
         noise_shift=1.0, image_batch_size=0,
     ),
     # For 2 CPU cores or a Colab T4: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters. The recipe of
-    # the README's study: 16 clips and 32 stills a step (a still is 64 tokens: shape is learned on stills at a
+    # docs/recipe-study.md: 16 clips and 32 stills a step (a still is 64 tokens: shape is learned on stills at a
     # quarter of a clip's cost), noise shift 3 in training and in the sampler.
     "small": dict(
         model=TINY_DIT_PRESETS["small"],
@@ -207,7 +207,7 @@ def set_rng_state(state: dict, batch_generator: torch.Generator, noise_generator
 
 
 def check_process_count(num_processes: int, env=os.environ) -> str | None:
-    """Catch a launch that asked for several processes but runs this one alone (README, "Training on
+    """Catch a launch that asked for several processes but runs this one alone (docs/training.md, "Training on
     several processes or GPUs"). Raises when a launcher started several processes that accelerate
     does not join (each would train alone and overwrite the same run folder); returns a warning when
     `accelerate launch` was asked for several processes and started one (--cpu, or no GPUs); else None."""
