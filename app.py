@@ -10,13 +10,13 @@ trajectory, text path, adaLN-Zero) plus two comparisons (guidance scales, the fo
 process). "Sora tasks" runs the pipeline's known frames (an image, animate an image, extend
 or connect clips). The sampler dropdown picks the solver per request (`pipe.with_scheduler`).
 
-This file is layout and wiring: each event function checks its inputs (tiny_dit.app_checks: raw
+This file is layout and wiring: each event function checks its inputs (tiny_dit.app.checks: raw
 values, as API callers send them, become a gr.Error that names the field), calls the library and
-returns. The views are tiny_dit.app_views (pictures: tiny_dit.views, words: tiny_dit.teaching), the
-mp4 files tiny_dit.app_outputs, the runs kept per session and Stop tiny_dit.app_sessions. The page's
-shared controls and the tabs that only show (Sora tasks, each view) are built by tiny_dit.app_layout;
-their labels and teaching text are in tiny_dit.teaching. `build_demo(pipe)` builds the app without
-launching it (the tests do that).
+returns. The views are tiny_dit.app.view_contents (pictures: tiny_dit.inside.views, words:
+tiny_dit.inside.teaching), the mp4 files tiny_dit.app.outputs, the runs kept per session and Stop
+tiny_dit.app.sessions. The page's shared controls and the tabs that only show (Sora tasks, each view)
+are built by tiny_dit.app.layout; their labels and teaching text are in tiny_dit.inside.teaching.
+`build_demo(pipe)` builds the app without launching it (the tests do that).
 """
 
 import logging
@@ -34,19 +34,21 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls
 import gradio as gr
 import torch
 
-from tiny_dit import app_layout as layout
-from tiny_dit import app_outputs, app_startup, app_views, sora_tasks, teaching, training_history, views
-from tiny_dit.app_checks import (SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED_MAX, check_attention_view, check_choice, check_click, check_frame_size,
+from tiny_dit.app import layout, outputs, sora_tasks, startup, view_contents
+from tiny_dit.app.checks import (SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED_MAX, check_attention_view, check_choice, check_click, check_frame_size,
                                  check_guidance, check_iteration, check_number, check_prompt, check_query,
                                  check_scales, check_seed, check_steps, check_word_view, user_errors)
-from tiny_dit.app_layout import SORA_FRAMES_MAX, iteration_slider
-from tiny_dit.app_outputs import OUTPUT_MAX_AGE_S
-from tiny_dit.app_sessions import ActiveRuns, RunStore, release_free_memory, session_of
-from tiny_dit.geometry import ModelGeometry
+from tiny_dit.app.layout import SORA_FRAMES_MAX, iteration_slider
+from tiny_dit.app.outputs import OUTPUT_MAX_AGE_S
+from tiny_dit.app.sessions import ActiveRuns, RunStore, release_free_memory, session_of
+from tiny_dit.inside import teaching, training_history
+from tiny_dit.inside.geometry import ModelGeometry
+from tiny_dit.inside.recorder import RunRecord, sample_clips
+from tiny_dit.inside.views.attention import slot_layout
+from tiny_dit.inside.views.trajectory import preview_image, trajectory_images
+from tiny_dit.inside.word_attention import group_words
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.recorder import RunRecord, sample_clips
 from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
-from tiny_dit.word_attention import group_words
 
 log = logging.getLogger("tiny-dit-app")
 
@@ -54,7 +56,7 @@ HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = "assets/tiny-dit-shapes"
 MODEL_ENV = "TINY_DIT_MODEL"
 
-# Limits of the controls (more in tiny_dit.app_checks), checked again on the server.
+# Limits of the controls (more in tiny_dit.app.checks), checked again on the server.
 RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views then ask for a new one)
 MAX_RUNS_MB = 300  # all sessions' finished runs together (~6 MB each at the defaults, 17 MB at most)
 MAX_RUNS_MB_ENV = "TINY_DIT_MAX_RUNS_MB"
@@ -63,8 +65,8 @@ STOP_WAIT_S = 10  # Stop waits at most this long for the sampler to let go (one 
 
 def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[str]]:
     """The model named by `name` (default: $TINY_DIT_MODEL), else the bundled one, else an untrained
-    stand-in (tiny_dit.app_startup). Returns (pipeline, what was loaded, notices for the page)."""
-    return app_startup.load_pipeline(name, MODEL_ENV, BUNDLED_MODEL, HERE / BUNDLED_MODEL)
+    stand-in (tiny_dit.app.startup). Returns (pipeline, what was loaded, notices for the page)."""
+    return startup.load_pipeline(name, MODEL_ENV, BUNDLED_MODEL, HERE / BUNDLED_MODEL)
 
 
 # ----------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class TinyDiTApp:
 
     def warn_about(self, prompt: str) -> list[str]:
         """The prompt's notices (truncated by CLIP), shown as gr.Warning, and returned."""
-        notices = app_views.prompt_notices(self.pipe, prompt)
+        notices = view_contents.prompt_notices(self.pipe, prompt)
         for notice in notices:
             gr.Warning(notice)
         return notices
@@ -135,7 +137,7 @@ class TinyDiTApp:
         yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
         with closing(self.active.sample(session, run_pipe, prompt, seed=seed, guidance_scale=guidance,
                                         num_inference_steps=steps, num_videos=samples, lock=self.sampling_lock,
-                                        make_preview=lambda pred: views.preview_image(self.pipe, pred))) as run:
+                                        make_preview=lambda pred: preview_image(self.pipe, pred))) as run:
             for event in run:
                 if isinstance(event, RunRecord):
                     record = event
@@ -145,7 +147,7 @@ class TinyDiTApp:
                 preview = preview if event.preview is None else event.preview
                 yield shown, gr.skip(), gr.skip(), teaching.iteration_status(event), gr.skip()
         progress(None)
-        grid, clips = app_outputs.write_run_videos(app_outputs.run_dir(self.output_root), record)
+        grid, clips = outputs.write_run_videos(outputs.run_dir(self.output_root), record)
         record.notices = notices
         handle = self.runs.put(session, record.slim())  # the views need clip 1 only
         info = teaching.run_summary(record, time.perf_counter() - start)
@@ -164,29 +166,29 @@ class TinyDiTApp:
     # -- Inside the model -----------------------------------------------------
 
     def patch_grid(self, record):
-        return app_views.patch_grid(self.record_of(record))
+        return view_contents.patch_grid(self.record_of(record))
 
     def attention(self, record, layer, head, step, query=None):
         """(picker image, heatmap, matrix, description, query) for a block, head and step."""
         record = self.record_of(record)
         layer, head, step = check_attention_view(record, layer, head, step)
-        return app_views.attention(record, layer, head, step, check_query(query, record.geometry.grid))
+        return view_contents.attention(record, layer, head, step, check_query(query, record.geometry.grid))
 
     def pick_patch(self, record, layer, head, step, evt: gr.SelectData):
         """A click on the picker or the heatmap: make the clicked patch the query."""
         record = self.record_of(record)
-        return self.attention(record, layer, head, step, check_click(evt, views.slot_layout(record.geometry)))
+        return self.attention(record, layer, head, step, check_click(evt, slot_layout(record.geometry)))
 
     def trajectory(self, record, step):
         record = self.record_of(record)
         step = check_iteration(step, record.num_passes, "Iterations done (denoising steps)", lo=0)
-        return views.trajectory_images(record, self.pipe, step)
+        return trajectory_images(record, self.pipe, step)
 
     def text_path(self, record):
-        return app_views.text_path(self.record_of(record), self.pipe)
+        return view_contents.text_path(self.record_of(record), self.pipe)
 
     def adaln(self, record):
-        return app_views.adaln(self.record_of(record))
+        return view_contents.adaln(self.record_of(record))
 
     def inside(self, record):
         """Every view of a fresh run at its default settings (after Generate)."""
@@ -207,15 +209,15 @@ class TinyDiTApp:
             with self.sampling_lock:
                 clips.append(sample_clips(run_pipe, prompt, seed=seed, guidance_scale=w, num_inference_steps=steps)[0])
             yield gr.skip(), f"Sampled w = {w:g} ({i + 1} of {len(scales)}), {time.perf_counter() - start:.1f} s..."
-        grid, scores = app_views.guidance_grid(self.pipe, clips, prompt, scales)
-        video = app_outputs.write_video(app_outputs.run_dir(self.output_root), "guidance.mp4", grid)
+        grid, scores = view_contents.guidance_grid(self.pipe, clips, prompt, scales)
+        video = outputs.write_video(outputs.run_dir(self.output_root), "guidance.mp4", grid)
         yield video, teaching.guidance_table(prompt, seed, steps, scheduler_name(run_pipe.scheduler),
                                              time.perf_counter() - start, scales, scores)
 
     def forward_process(self, prompt, level, seed):
         """A training-style clip of the prompt noised to level s, decoded: (clip image, ladder, text)."""
         prompt, level = check_prompt(prompt), check_number(level, "Noise level s", 0.0, 1.0)
-        return app_views.forward_process(self.pipe, self.geometry, prompt, level, check_seed(seed))
+        return view_contents.forward_process(self.pipe, self.geometry, prompt, level, check_seed(seed))
 
     # -- Sora tasks ---------------------------------------------------------------
 
@@ -227,7 +229,7 @@ class TinyDiTApp:
 
     def sora_task(self, task, prompt, image, clip, clip_b, num_frames, keep, height, width, guidance, steps, seed,
                   sampler=None, progress=gr.Progress()):
-        """One of Sora's other tasks (tiny_dit.sora_tasks): the pipeline's `conditions=` built from the
+        """One of Sora's other tasks (tiny_dit.app.sora_tasks): the pipeline's `conditions=` built from the
         uploads, checked, sampled. Returns (result video, filmstrip with the given frames marked, text)."""
         task, prompt = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS}), check_prompt(prompt)
         num_frames, keep, height, width = check_frame_size(height, width, self.geometry, SORA_FRAMES_MAX, num_frames,
@@ -239,12 +241,12 @@ class TinyDiTApp:
         run_pipe.check_inputs(prompt, None, steps, guidance, 1, num_frames, height, width, None, "np", ["latents"],
                               None, conditions=conditions or None)
         notices, passes = self.warn_about(prompt), transformer_passes(run_pipe.scheduler, steps)
-        frames, seconds = app_views.run_sora_task(
+        frames, seconds = view_contents.run_sora_task(
             run_pipe, prompt, conditions, num_frames=num_frames, height=height, width=width, steps=steps,
             guidance=guidance, seed=seed, lock=self.sampling_lock,
             on_pass=lambda i: progress((i + 1, passes), desc=f"pass {i + 1}/{passes}"))
-        marked, strip = app_views.sora_result_views(frames, known)
-        video = app_outputs.write_video(app_outputs.run_dir(self.output_root), f"sora-{task}.mp4", marked)
+        marked, strip = view_contents.sora_result_views(frames, known)
+        video = outputs.write_video(outputs.run_dir(self.output_root), f"sora-{task}.mp4", marked)
         return video, strip, teaching.sora_summary(sora_tasks.describe_result(task, known), num_frames, width, height,
                                                    steps, scheduler_name(run_pipe.scheduler), guidance, seed,
                                                    seconds, notices)
@@ -258,20 +260,20 @@ class TinyDiTApp:
         record = self.record_of(record)
         words = group_words(record.tokens)
         index, block, head, step = check_word_view(record, word, block, head, step, len(words), record.num_passes)
-        return app_views.word_attention(record, words, index, block, head, step)
+        return view_contents.word_attention(record, words, index, block, head, step)
 
     def word_summary(self, record, block, step, head="mean"):
         """One row per word of the prompt (the middle frame of each time slot, heat over it)."""
         record = self.record_of(record)
         words = group_words(record.tokens)
         _, block, head, step = check_word_view(record, 0, block, head, step, len(words), record.num_passes)
-        return app_views.word_summary(record, words, block, head, step)
+        return view_contents.word_summary(record, words, block, head, step)
 
     def word_inside(self, record):
         """The word-attention view of a fresh run (after Generate): the prompt's words to choose from
         (the shape's name first chosen), the last iteration, every block and head averaged."""
         record = self.record_of(record)
-        words, choices, index, passes = app_views.word_choices(record)
+        words, choices, index, passes = view_contents.word_choices(record)
         return (gr.Dropdown(choices=choices, value=index), iteration_slider(passes, passes),
                 *self.word_attention(record, index, "mean", passes), self.word_summary(record, "mean", passes))
 
@@ -301,7 +303,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
     with gr.Blocks(title="tiny-dit: Sora in miniature", delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(teaching.INTRO)
         gr.Markdown(teaching.model_summary(model_name, g, app.notices), elem_id="model-info")
-        # The state holds a RunHandle; the run itself lives in app.runs (bounded: see tiny_dit.app_sessions).
+        # The state holds a RunHandle; the run itself lives in app.runs (bounded: see tiny_dit.app.sessions).
         run_state = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=app.runs.drop)
         query_state = gr.State(None)
 
@@ -336,7 +338,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
             sora = layout.sora_tab(g)
 
         gr.Markdown(teaching.INSIDE_TEXT)
-        with gr.Tabs(elem_id="views"):  # one function per view (tiny_dit.app_layout), its teaching text first
+        with gr.Tabs(elem_id="views"):  # one function per view (tiny_dit.app.layout), its teaching text first
             patch = layout.patch_tab(g)
             att = layout.attention_tab(g, app.layer_choices, app.head_choices)
             traj = layout.trajectory_tab()
@@ -350,7 +352,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         # -- wiring ------------------------------------------------------------------
         wrap = user_errors  # input errors become a gr.Error that names the field
         sampler = dict(concurrency_limit=1, concurrency_id="sampler")  # one sampling run at a time (2 vCPU)
-        raw = dict(preprocess=False)  # raw JSON values: tiny_dit.app_checks checks them, nothing is coerced
+        raw = dict(preprocess=False)  # raw JSON values: tiny_dit.app.checks checks them, nothing is coerced
         minimal, private = dict(show_progress="minimal"), dict(api_visibility="private")
         randomise.click(app.random_seed, None, seed, api_name="random_seed", queue=False, **private)
         gen_event = gr.on([generate.click, prompt.submit], wrap(app.generate),
@@ -388,7 +390,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
               [prompt, forward.level, seed], [forward.clip, forward.ladder, forward.md], api_name="forward_process",
               **minimal, **raw)
 
-        # Word attention: recomputed for the chosen iteration from the run's latents (tiny_dit.word_attention).
+        # Word attention: recomputed for the chosen iteration from the run's latents (tiny_dit.inside.word_attention).
         gen_event.success(wrap(app.word_inside), [run_state],
                           [words.word, words.step, words.heat, words.md, words.rows], api_name="word_inside",
                           **private, **raw)

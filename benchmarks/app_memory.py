@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere in the checkout
-from tiny_dit.app_checks import SAMPLES_DEFAULT  # noqa: E402  (the page's defaults)
+from tiny_dit.app.checks import SAMPLES_DEFAULT  # noqa: E402  (the page's defaults)
 from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS  # noqa: E402
 
 

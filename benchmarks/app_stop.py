@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from app_memory import free_port, start_server  # noqa: E402
-from tiny_dit.app_checks import SAMPLES_MAX as MAX_VIDEOS, STEPS_MAX  # noqa: E402  (the page's most)
+from tiny_dit.app.checks import SAMPLES_MAX as MAX_VIDEOS, STEPS_MAX  # noqa: E402  (the page's most)
 from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE  # noqa: E402
 
 

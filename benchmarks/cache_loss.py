@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
 from tiny_dit.flow import flow_matching_loss  # noqa: E402
-from tiny_dit.latent_cache import LatentCache  # noqa: E402
 from tiny_dit.model import TinyDiT  # noqa: E402
 from tiny_dit.schedulers import config_shift  # noqa: E402
+from tiny_dit.training.latent_cache import LatentCache  # noqa: E402
 
 
 @torch.no_grad()

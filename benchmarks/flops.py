@@ -1,6 +1,6 @@
 """How much compute a training run of a TinyDiT preset takes, and how long that is on a GPU.
 
-    python benchmarks/flops.py                       # the base preset on a T4 (the README's figure)
+    python benchmarks/flops.py                       # the base preset on a T4 (docs/training.md's figure)
     python benchmarks/flops.py --preset small --peak 65 --achieved 10 25
     python benchmarks/flops.py --latent 4 16 16 16 --text-width 512 --pooled-width 512 --context 77   # TAESD/SD VAE + ViT-B-32
 
@@ -98,7 +98,7 @@ def measured(model: TinyDiT, latent, context: int) -> tuple[float, int]:
     return counter.get_total_flops(), saved[0]
 
 
-# The presets' training defaults, as tiny_dit.train.PRESETS sets them (tests/test_train.py checks that they
+# The presets' training defaults, as tiny_dit.training.train.PRESETS sets them (tests/test_train.py checks that they
 # agree): written out here so that a FLOP count does not import the training script and accelerate.
 PRESET_TRAINING = {
     "tiny": {"batch_size": 8, "image_batch_size": 0, "steps": 200},

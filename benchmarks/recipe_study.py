@@ -4,7 +4,7 @@ Why a proxy: the bundled model's failure is shape, and shape is what one frame s
 (one random frame of a cached clip, held for one tubelet: 64 tokens instead of 256, attention 16x
 cheaper) trains about 4x faster per step than a clip, so a recipe change can be ranked in a few
 minutes of a 2-core machine. Every run trains from scratch on the same cache with the same seed
-and is judged by the project's own frame judge (`tiny_dit.evaluate`, still prompts, both splits)
+and is judged by the project's own frame judge (`tiny_dit.training.evaluate`, still prompts, both splits)
 every --eval-every steps; the curves land in each run's log.jsonl.
 
     python benchmarks/recipe_study.py --study larger-world --cache cache/world --out runs/world-study \
@@ -12,7 +12,7 @@ every --eval-every steps; the curves land in each run's log.jsonl.
     python benchmarks/recipe_study.py --study larger-world --out runs/world-study --report    # table + plot
     python benchmarks/recipe_study.py --study blobs --cache cache/shapes --out runs/study      # the first study
 
-Runs that exist are resumed (each is a `tiny_dit.train --resume` run folder), so the study can be
+Runs that exist are resumed (each is a `tiny_dit.training.train --resume` run folder), so the study can be
 stopped and continued. --jobs 2 runs two variants at once, one thread each.
 """
 
@@ -62,7 +62,7 @@ def folder_name(variant: str) -> str:
 
 def run_command(variant: str, args: argparse.Namespace) -> list[str]:
     common, variants = STUDIES[args.study]
-    return [sys.executable, "-m", "tiny_dit.train", "--cache", str(args.cache),
+    return [sys.executable, "-m", "tiny_dit.training.train", "--cache", str(args.cache),
             "--out", str(args.out / folder_name(variant)), "--resume", "--steps", str(args.steps),
             "--eval-every", str(args.eval_every), "--eval-prompts", str(args.eval_prompts),
             "--seed", str(args.seed), "--threads", str(args.threads), *common, *variants[variant]]

@@ -4,7 +4,7 @@
     python benchmarks/solvers.py --solvers euler,dpm++ --steps 4,8,20 --shifts 1,3 --num-prompts 72
 
 For every solver (tiny_dit.schedulers.SCHEDULERS), shift and step count, on one pipeline in one process:
-  * the project's evaluation (tiny_dit.evaluate.evaluate_pipeline: one seeded clip per prompt of the
+  * the project's evaluation (tiny_dit.training.evaluate.evaluate_pipeline: one seeded clip per prompt of the
     fixed prompt set, --num-prompts per split, seen and held-out colour-shape pairs), scored by the
     frame judge and the CLIP judge. Every setting starts from the same noise, so the settings are
     compared clip for clip;
@@ -68,8 +68,8 @@ def measure(pipe, clip, solvers: list[str], shifts: list[float], steps_list: lis
             save=None) -> dict[str, dict]:
     """One row per setting (see the module docstring); `done` rows are kept, not measured again.
     save(rows) is called after every setting."""
-    from tiny_dit.evaluate import evaluate_pipeline
     from tiny_dit.schedulers import make_scheduler, noise_levels, transformer_passes
+    from tiny_dit.training.evaluate import evaluate_pipeline
 
     rows = dict(done or {})
     time_clips(pipe, 2, guidance_scale, 1)  # warm-up: kernels, allocations

@@ -1,4 +1,4 @@
-"""One example of each Sora task on the bundled model: the README's image (assets/sora-tasks.png).
+"""One example of each Sora task on the bundled model: docs/sora-tasks.md's image (assets/sora-tasks.png).
 
     python benchmarks/sora_examples.py
 
@@ -20,10 +20,10 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the checkout
 
 from sora_tasks import TASKS, conditions_for, input_clips, known_mask  # noqa: E402
 
+from tiny_dit.app.sora_tasks import known_frames_strip  # noqa: E402
+from tiny_dit.inside.views.drawing import stack  # noqa: E402
 from tiny_dit.pipeline import TinyDiTPipeline  # noqa: E402
-from tiny_dit.sora_tasks import known_frames_strip  # noqa: E402
 from tiny_dit.video import to_uint8  # noqa: E402
-from tiny_dit.views import stack  # noqa: E402
 
 
 def main(model: str = "assets/tiny-dit-shapes", out: str = "assets/sora-tasks.png") -> None:

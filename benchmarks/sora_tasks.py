@@ -14,7 +14,7 @@ colour, shape, motion and background, seeded); some of their frames are given to
     connect           frames 0-3 and 12-15 known      frames 4-11 generated
 
 Two figures per task:
-  * agreement: the frame judge (tiny_dit.evaluate.judge_frames) on the generated frames alone,
+  * agreement: the frame judge (tiny_dit.training.evaluate.judge_frames) on the generated frames alone,
     against the input clip's attributes: the object keeps its colour and shape, the background
     stays, and it moves on in the same direction (or keeps growing/shrinking);
   * seam ratio: the mean absolute pixel change between the two frames at each boundary of known and
@@ -23,7 +23,7 @@ Two figures per task:
 The "rendered" row scores the true clips (after the autoencoder's round trip) the same way: the
 best a model can do, and how far to trust the judge on 8- and 4-frame pieces.
 
-Mode "sizes": one sample per evaluation prompt (tiny_dit.evaluate.evaluation_prompts, seen pairs) at
+Mode "sizes": one sample per evaluation prompt (tiny_dit.training.evaluate.evaluation_prompts, seen pairs) at
 each clip size (frames x height x width), judged by the frame judge against its prompt; a one-frame
 clip is prompted without a motion ("a red star on a black background") and judged as a still.
 """
@@ -43,8 +43,8 @@ import torch
 
 from tiny_dit.autoencoder import decode_latents, encode_clips
 from tiny_dit.data.shapes import NUM_FRAMES, random_clip_spec, render_clips
-from tiny_dit.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, object_aspect, score
 from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTCondition, TinyDiTPipeline
+from tiny_dit.training.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, object_aspect, score
 from tiny_dit.video import to_uint8
 
 # task -> the known pieces of the 16-frame clip, as (first, last + 1) frame ranges.

@@ -2,7 +2,7 @@
 
     python benchmarks/space_positions.py                      # the bundle, 48 prompts per row (~12 min here)
     python benchmarks/space_positions.py --seeds 1 --json space_positions.json
-    python benchmarks/space_positions.py --figure assets/space-positions.png --figure-only   # the README's picture
+    python benchmarks/space_positions.py --figure assets/space-positions.png --figure-only   # in docs/sora-tasks.md
 
 The bundle learned 8 x 8 token grids (128 x 128 pixels). A 128 x 192 frame is 8 x 12 tokens, and
 its positional embedding (`tiny_dit.model.get_3d_sincos_pos_embed`) must say where each token is.
@@ -36,10 +36,10 @@ from PIL import Image, ImageDraw  # noqa: E402
 from sora_tasks import measure_sizes  # noqa: E402
 
 import tiny_dit.model as model_module  # noqa: E402
-from tiny_dit.evaluate import ATTRIBUTES  # noqa: E402
+from tiny_dit.inside.views.drawing import stack  # noqa: E402
 from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline  # noqa: E402
+from tiny_dit.training.evaluate import ATTRIBUTES  # noqa: E402
 from tiny_dit.video import to_uint8  # noqa: E402
-from tiny_dit.views import stack  # noqa: E402
 
 
 def run_on(h: int, w: int, span: int):

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-batch-size", type=int, default=16,
                         help="clips in the timed training step (default 16, the small preset's: "
-                             "python -m tiny_dit.train --help)")
+                             "python -m tiny_dit.training.train --help)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

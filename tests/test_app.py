@@ -22,14 +22,17 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives at the top of the checkout
 import app  # noqa: E402
 from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
-from tiny_dit.app_sessions import RunHandle, RunStore
-from tiny_dit.attention_maps import ATTENTION_CACHE_STEPS, SELF_ATTENTION_CACHE
+from tiny_dit.app import sora_tasks
+from tiny_dit.app.sessions import RunHandle, RunStore
+from tiny_dit.inside.attention_maps import ATTENTION_CACHE_STEPS, SELF_ATTENTION_CACHE
+from tiny_dit.inside.recorder import RunRecord, record_run
+from tiny_dit.inside.views.attention import attention_matrix_of, picker_image, slot_layout
+from tiny_dit.inside.views.patch_grid import token_arithmetic
+from tiny_dit.inside.views.text_path import tokens_markdown
 from tiny_dit.model import TinyDiT
-from tiny_dit.schedulers import SCHEDULERS, noise_levels, transformer_passes
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.recorder import RunRecord, record_run
+from tiny_dit.schedulers import SCHEDULERS, noise_levels, transformer_passes
 from tiny_dit.video import make_grid, probe_mp4, read_mp4
-from tiny_dit import sora_tasks, views
 
 torch.set_num_threads(1)
 
@@ -232,7 +235,7 @@ def test_every_view_renders_from_the_state(tiny_app, record):
 
     tokens, chart, summary = tiny_app.text_path(record)
     assert isinstance(tokens, Image.Image) and isinstance(chart, Image.Image) and "CLIP score" in summary
-    table = views.tokens_markdown(record.tokens)
+    table = tokens_markdown(record.tokens)
     assert "`red`" in table and "`circle`" in table and "padding x 5" in table
     plot, text = tiny_app.adaln(record)
     assert isinstance(plot, Image.Image) and "block 2" in text
@@ -251,12 +254,12 @@ def test_a_run_of_one_iteration_has_every_view(tiny_app):
 
 
 def test_clicking_a_patch_selects_it_as_the_query(tiny_app, record):
-    layout = views.slot_layout(record.geometry)
+    layout = slot_layout(record.geometry)
     for token in [(0, 0, 0), (1, 2, 3), (1, 3, 3)]:
         x, y = layout.centre(token)
         event = gr.SelectData(None, {"index": [x, y], "value": None})
         assert tiny_app.pick_patch(record, 1, "mean", STEPS, event)[4] == token
-    picker = views.picker_image(record.frames[0], record.geometry)
+    picker = picker_image(record.frames[0], record.geometry)
     assert picker.size == layout.size
     with pytest.raises(gr.Error, match="between the frames"):
         tiny_app.pick_patch(record, 1, "mean", STEPS, gr.SelectData(None, {"index": [layout.frame_size[0] + 3, 40],
@@ -279,13 +282,13 @@ def test_factorized_attention_degrades_gracefully(tmp_path):
     maps = record.attention_at(1)
     assert maps[0].shape == (2, 2, 16, 16) and maps[1].shape == (2, 16, 2, 2)
     for block in (0, 1):
-        full = views.attention_matrix_of(record, block, None, 0)
+        full = attention_matrix_of(record, block, None, 0)
         np.testing.assert_allclose(full.sum(axis=1), 1, atol=1e-2)  # rows still sum to 1
-    assert views.attention_matrix_of(record, 0, None, 0)[0, 16:].max() == 0  # spatial: own slot only
+    assert attention_matrix_of(record, 0, None, 0)[0, 16:].max() == 0  # spatial: own slot only
     factorized_app = app.TinyDiTApp(pipe, "factorized", output_dir=tmp_path)
     _, _, _, text, _ = factorized_app.attention(record, 1, "mean", 2, (0, 1, 1))
     assert "temporal" in text
-    assert "spatial blocks" in views.token_arithmetic(record.geometry)
+    assert "spatial blocks" in token_arithmetic(record.geometry)
 
 
 def test_guidance_comparison_and_forward_process(tiny_app, record):
@@ -681,30 +684,30 @@ def test_job_cancel_returns_within_seconds_and_the_next_generate_starts_at_once(
 
 
 def test_the_compute_dtype_comes_from_the_hardware_not_a_timing(monkeypatch):
-    from tiny_dit import app_startup
+    from tiny_dit.app import startup
 
-    monkeypatch.delenv(app_startup.DTYPE_ENV, raising=False)
+    monkeypatch.delenv(startup.DTYPE_ENV, raising=False)
     pipe = tiny_pipeline()
     monkeypatch.setattr(pipe, "set_dtype", lambda d: (_ for _ in ()).throw(AssertionError("timed")) if d == "auto"
                         else type(pipe).set_dtype(pipe, d))
-    monkeypatch.setattr(app_startup, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    assert app_startup.set_dtype(pipe) == "bfloat16 (from the hardware: CPU flags)"
+    monkeypatch.setattr(startup, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert startup.set_dtype(pipe) == "bfloat16 (from the hardware: CPU flags)"
     assert pipe.transformer.dtype == torch.bfloat16
-    monkeypatch.setattr(app_startup, "cpu_flags", lambda: {"avx2"})
-    assert app_startup.set_dtype(pipe).startswith("float32") and pipe.transformer.dtype == torch.float32
-    monkeypatch.setenv(app_startup.DTYPE_ENV, "bfloat16")
-    assert app_startup.set_dtype(pipe) == "bfloat16 (from $TINY_DIT_DTYPE)"
-    monkeypatch.setenv(app_startup.DTYPE_ENV, "float8")
+    monkeypatch.setattr(startup, "cpu_flags", lambda: {"avx2"})
+    assert startup.set_dtype(pipe).startswith("float32") and pipe.transformer.dtype == torch.float32
+    monkeypatch.setenv(startup.DTYPE_ENV, "bfloat16")
+    assert startup.set_dtype(pipe) == "bfloat16 (from $TINY_DIT_DTYPE)"
+    monkeypatch.setenv(startup.DTYPE_ENV, "float8")
     with pytest.raises(ValueError):
-        app_startup.set_dtype(pipe)
+        startup.set_dtype(pipe)
 
 
 def test_loading_prints_no_config_warning(caplog):
     import logging
 
-    from tiny_dit import app_startup
+    from tiny_dit.app import startup
 
-    app_startup.quiet_loading()
+    startup.quiet_loading()
     logger = logging.getLogger("diffusers.configuration_utils")
     with caplog.at_level("WARNING", logger="diffusers.configuration_utils"):
         logger.warning("The config attributes {'block_out_channels': [16, 16, 16]} were passed to AutoencoderTiny, "

@@ -1,11 +1,11 @@
-"""The cache behind recomputed attention maps (tiny_dit.attention_maps.BoundedCache): it computes
+"""The cache behind recomputed attention maps (tiny_dit.inside.attention_maps.BoundedCache): it computes
 a missing value once, keeps the most recently used ones and never more than its bound. That the
 recomputed maps are the pipeline's, and that the app's caches stay bounded, is checked in
 test_app.py (self-attention) and test_word_attention.py (cross-attention)."""
 
 import threading
 
-from tiny_dit.attention_maps import BoundedCache
+from tiny_dit.inside.attention_maps import BoundedCache
 
 
 def test_the_cache_computes_once_and_drops_the_least_recently_used():

@@ -3,7 +3,7 @@
 Types a prompt, clicks Generate, waits until the grid video can play, opens the attention
 view and clicks a patch, visits every other view, and runs a Sora task (connect two clips), taking a
 screenshot of each (into
-tmp_path; with TINY_DIT_SCREENSHOTS=1 also into assets/screenshots/, the README's pictures):
+tmp_path; with TINY_DIT_SCREENSHOTS=1 also into assets/screenshots/, the pictures of docs/app.md):
 
     TINY_DIT_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/test_browser.py
 
@@ -209,9 +209,9 @@ def click_patch(driver, selector: str, natural_xy: tuple[int, int]):
 def test_generate_and_look_inside_in_a_real_browser(server, browser, model_dir, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from tiny_dit.geometry import ModelGeometry
+    from tiny_dit.inside.geometry import ModelGeometry
     from tiny_dit.pipeline import TinyDiTPipeline
-    from tiny_dit.views import slot_layout
+    from tiny_dit.inside.views.attention import slot_layout
 
     shots = Screenshots(tmp_path)
     driver = browser

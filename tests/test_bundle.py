@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from tiny_dit import TinyDiTPipeline
-from tiny_dit.evaluate import judge_frames
+from tiny_dit.training.evaluate import judge_frames
 
 BUNDLE = "assets/tiny-dit-shapes"
 
@@ -48,7 +48,7 @@ def test_bundle_draws_a_wider_frame_without_stretching_or_copying_the_object():
     """128 x 192 with centre_space (as shipped): each object about as wide as tall, as at 128 x 128. With the
     positions run on (centre_space off) the same weights draw objects twice as wide or a second copy
     (benchmarks/space_positions.py: median width / height 1.07 against 2.32 on 48 prompts)."""
-    from tiny_dit.evaluate import evaluation_prompts, object_aspect
+    from tiny_dit.training.evaluate import evaluation_prompts, object_aspect
     from tiny_dit.model import TinyDiT
 
     prompts = [p["text"] for p in evaluation_prompts("seen", 8)]  # measured: median 1.00 shipped, 2.48 run on

@@ -1,4 +1,4 @@
-"""tiny_dit.train as two cooperating processes on the CPU (torchrun, gloo), as the README's
+"""tiny_dit.training.train as two cooperating processes on the CPU (torchrun, gloo), as docs/training.md's
 "Training on several processes or GPUs" runs it: both processes take part, one of them writes
 the run folder, a stopped run resumes exactly, and launches that would quietly run one process
 (or several that do not cooperate) say so."""
@@ -15,7 +15,7 @@ import torch.distributed
 
 from test_train import cache_dir  # noqa: F401  (the tiny latent cache fixture)
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.train import check_process_count, main
+from tiny_dit.training.train import check_process_count, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,14 +29,14 @@ ARGS = ("--preset", "tiny", "--threads", "1", "--lr", "3e-3", "--warmup", "2", "
 
 
 def launch(launcher: list[str], cache: Path, out: Path, *extra: str, use_cpu: bool = True) -> str:
-    """Run `launcher -m tiny_dit.train` in a subprocess; its stdout and stderr together."""
+    """Run `launcher -m tiny_dit.training.train` in a subprocess; its stdout and stderr together."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     for name in ("ACCELERATE_USE_CPU", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     if use_cpu:
         env["ACCELERATE_USE_CPU"] = "1"
-    result = subprocess.run([sys.executable, *launcher, "-m", "tiny_dit.train", "--cache", str(cache),
+    result = subprocess.run([sys.executable, *launcher, "-m", "tiny_dit.training.train", "--cache", str(cache),
                              "--out", str(out), *ARGS, *extra],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr

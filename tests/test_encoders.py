@@ -8,7 +8,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 
 from tiny_dit.autoencoder import decode_latents, encode_clips, load_autoencoder, spatial_downsample
 from tiny_dit.data.shapes import render_dataset
-from tiny_dit.evaluate import autoencoder_psnr, clip_retrieval_accuracy
+from tiny_dit.training.evaluate import autoencoder_psnr, clip_retrieval_accuracy
 from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
 
 CLIP_PATH, AUTOENCODER_PATH = "assets/tiny-clip", "assets/tiny-autoencoder"

@@ -7,7 +7,7 @@ import torch
 
 from test_pipeline import tiny_clip, tiny_pipeline
 from tiny_dit.data.shapes import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, random_clip_spec, render_clips
-from tiny_dit.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, main, object_aspect, score
+from tiny_dit.training.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, main, object_aspect, score
 
 torch.set_num_threads(1)
 
@@ -32,7 +32,7 @@ def test_evaluation_prompts_cover_every_value_and_respect_the_split():
 
 
 def test_frame_judge_reads_rendered_clips():
-    """Measured 100% on every attribute (python -m tiny_dit.evaluate --rendered); allow a little."""
+    """Measured 100% on every attribute (python -m tiny_dit.training.evaluate --rendered); allow a little."""
     prompts = evaluation_prompts("seen", 36) + evaluation_prompts("held-out", 12)
     predicted = [judge_frames(clip) for clip in render_for(prompts)]
     accuracy = score(predicted, prompts)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers import AutoencoderTiny
 
-from tiny_dit import latent_cache
+from tiny_dit.training import latent_cache
 from tiny_dit.autoencoder import encode_clips
 from tiny_dit.data.shapes import render_clips, sample_clip_specs
-from tiny_dit.latent_cache import LatentCache, build_latent_cache, shapes_source, videofolder_source
+from tiny_dit.training.latent_cache import LatentCache, build_latent_cache, shapes_source, videofolder_source
 from tiny_dit.text_encoder import CLIPEncoder
 from tiny_dit.data.videofolder import VideoFolder
 from tiny_dit.video import write_mp4
@@ -138,7 +138,7 @@ def test_cli_precision_option_and_its_deprecated_bf16_alias(tmp_path, encoders, 
         probes.append(probe)
         return {"fp32": 13.0, "bf16": 412.0}  # bfloat16 emulated
 
-    monkeypatch.setattr("tiny_dit.training.measure_precision", measure)
+    monkeypatch.setattr("tiny_dit.training.loop.measure_precision", measure)
     for name, extra, expected in (("auto", [], "fp32"), ("forced", ["--precision", "bf16"], "bf16"),
                                   ("alias", ["--bf16"], "bf16"), ("fp32", ["--precision", "fp32"], "fp32")):
         latent_cache.main(["--out", str(tmp_path / name), "--num-clips", "1", "--num-frames", "2", *extra])
@@ -154,7 +154,7 @@ def test_shapes_caches_hold_word_embeddings_and_the_object_mask(tmp_path):
     """A shapes-world cache keeps each caption's word embeddings (for a DiT with word_embeddings) and how much
     of each latent pixel the object covers (for a loss weighted by it), both lined up with the clips."""
     from test_pipeline import tiny_clip, tiny_vae
-    from tiny_dit.latent_cache import LatentCache, build_latent_cache, shapes_source
+    from tiny_dit.training.latent_cache import LatentCache, build_latent_cache, shapes_source
 
     clip, vae = tiny_clip(), tiny_vae()
     source = shapes_source(3, seed=2, batch_size=2, num_frames=4, mask_factor=4)

@@ -47,7 +47,7 @@ def test_notebook_is_valid_and_stored_without_outputs():
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
     source = "\n".join(cell.source for cell in code)
-    for needed in ("REPO_URL", "requirements-core.txt", "TINY_DIT_SMOKE", "tiny_dit.train.main",
+    for needed in ("REPO_URL", "requirements-core.txt", "TINY_DIT_SMOKE", "tiny_dit.training.train.main",
                    "build_latent_cache", "push_to_hub", "TinyDiTPipeline.from_pretrained", "TINY_DIT_MODEL"):
         assert needed in source, needed
 

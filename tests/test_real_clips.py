@@ -1,7 +1,7 @@
 """Training on real clips: a videofolder of mp4 files of any size and length, with free-form captions.
 
 Clips of other sizes and lengths are frame-sampled and resized/centre-cropped by the latent cache; a
-corrupt file is skipped and counted; `tiny_dit.train` then trains on the cache and leaves a pipeline that
+corrupt file is skipped and counted; `tiny_dit.training.train` then trains on the cache and leaves a pipeline that
 samples clips of the cache's size (and of other sizes on request). Tiny random CLIP and autoencoder
 (from test_pipeline) keep this to seconds.
 """
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from test_pipeline import tiny_clip, tiny_vae
-from tiny_dit import latent_cache
-from tiny_dit.latent_cache import LatentCache
+from tiny_dit.training import latent_cache
+from tiny_dit.training.latent_cache import LatentCache
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.train import main as train_main
+from tiny_dit.training.train import main as train_main
 from tiny_dit.video import probe_mp4, write_mp4
 
 torch.set_num_threads(1)

@@ -65,7 +65,7 @@ def test_several_prompts_a_row_each_and_a_gif(model_dir, tmp_path):
 
 def test_cli_errors_are_clear(model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no assets/tiny-dit-shapes here
-    with pytest.raises(SystemExit, match="no model at assets/tiny-dit-shapes.*python -m tiny_dit.train"):
+    with pytest.raises(SystemExit, match="no model at assets/tiny-dit-shapes.*python -m tiny_dit.training.train"):
         main(["--prompt", PROMPT])
     with pytest.raises(SystemExit, match="num_videos_per_prompt must be an integer from 1 to 36"):
         main(["--model", str(model_dir), "--prompt", PROMPT, "--num-videos", "0"])

@@ -242,7 +242,7 @@ def test_sample_cli_takes_scheduler_and_shift(model_dir, tmp_path, capsys):
 
 
 def test_evaluate_cli_takes_scheduler_and_shift(model_dir, tmp_path):
-    from tiny_dit.evaluate import main
+    from tiny_dit.training.evaluate import main
 
     tiny_clip().save_pretrained(tmp_path / "clip")
     results = main(["--model", str(model_dir), "--clip", str(tmp_path / "clip"), "--num-prompts", "1",

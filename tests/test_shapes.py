@@ -211,7 +211,7 @@ def test_shapes_attributes_reads_every_phrasing():
 def test_any_length_and_size(num_frames, height, width):
     """Sora's variable lengths and sizes: same objects and speeds (px per frame), the path capped to
     fit, the object whole in every frame, and the frame judge reads the attributes back."""
-    from tiny_dit.evaluate import judge_frames
+    from tiny_dit.training.evaluate import judge_frames
 
     specs = sample_clip_specs(24, seed=5, split="all", num_frames=num_frames, height=height, width=width)
     frames = render_clips(specs).numpy()

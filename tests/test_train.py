@@ -1,4 +1,4 @@
-"""tiny_dit.train on a tiny latent cache: the loss goes down, resuming is exact, the pipeline loads."""
+"""tiny_dit.training.train on a tiny latent cache: the loss goes down, resuming is exact, the pipeline loads."""
 
 import json
 from pathlib import Path
@@ -8,16 +8,16 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
-import tiny_dit.train
+import tiny_dit.training.train
 from test_pipeline import tiny_clip, tiny_vae
 from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.data.shapes import render_clips, sample_clip_specs
 from tiny_dit.flow import flow_matching_loss
-from tiny_dit.latent_cache import LatentCache, build_latent_cache
+from tiny_dit.training.latent_cache import LatentCache, build_latent_cache
 from tiny_dit.model import TinyDiT
 from tiny_dit.pipeline import TinyDiTPipeline
 from tiny_dit.text_encoder import CLIPEncoder
-from tiny_dit.train import PRESETS, build_parser, main
+from tiny_dit.training.train import PRESETS, build_parser, main
 
 torch.set_num_threads(1)
 
@@ -124,7 +124,7 @@ def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatc
             raise KeyboardInterrupt("killed")
         return flow_matching_loss(*a, **kw)
 
-    monkeypatch.setattr(tiny_dit.train, "flow_matching_loss", dies_at_step_10)
+    monkeypatch.setattr(tiny_dit.training.train, "flow_matching_loss", dies_at_step_10)
     with pytest.raises(KeyboardInterrupt):
         run(cache_dir, tmp_path / "resumed", *args)
     monkeypatch.undo()
@@ -229,13 +229,13 @@ def test_the_run_records_the_precision_auto_resolved(cache_dir, tmp_path, monkey
                                                      fresh_accelerate_state):
     """--mixed-precision auto (the default) becomes bf16 or no by the measurement, and the run's args.json (and
     the pipeline's training_args.json) say which; a resumed run stays with it through a near tie."""
-    monkeypatch.setattr("tiny_dit.training.measure_precision", lambda device="cpu", probe=None:
+    monkeypatch.setattr("tiny_dit.training.loop.measure_precision", lambda device="cpu", probe=None:
                         {"fp32": 10.0, "bf16": 5.0})
     run(cache_dir, tmp_path / "run", "--steps", "2", "--sample-every", "0")
     assert "precision: bf16 (--mixed-precision auto, 2.0x faster than no" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "args.json").read_text())["mixed_precision"] == "bf16"
     assert json.loads((tmp_path / "run" / "pipeline" / "training_args.json").read_text())["mixed_precision"] == "bf16"
-    monkeypatch.setattr("tiny_dit.training.measure_precision", lambda device="cpu", probe=None:
+    monkeypatch.setattr("tiny_dit.training.loop.measure_precision", lambda device="cpu", probe=None:
                         {"fp32": 9.0, "bf16": 10.0})
     run(cache_dir, tmp_path / "run", "--steps", "4", "--sample-every", "0", "--resume")
     assert "precision: bf16 (--mixed-precision auto, as the run it resumes" in capsys.readouterr().out
@@ -260,13 +260,13 @@ def test_caches_of_other_lengths_and_sizes_train_one_model(cache_dir, wide_cache
     """Open-Sora's buckets: each step's clips come from one cache (or a run of their tubelets), and a
     bucket of larger clips gets fewer of them, so a step holds about as many tokens as a plain one."""
     batches = []
-    loss = tiny_dit.train.flow_matching_loss
+    loss = tiny_dit.training.train.flow_matching_loss
 
     def recording_loss(model, x0, *args, **kwargs):
         batches.append(tuple(x0.shape))
         return loss(model, x0, *args, **kwargs)
 
-    monkeypatch.setattr(tiny_dit.train, "flow_matching_loss", recording_loss)
+    monkeypatch.setattr(tiny_dit.training.train, "flow_matching_loss", recording_loss)
     run(cache_dir, tmp_path / "run", "--steps", "30", "--sample-every", "0", "--cache", str(cache_dir),
         str(wide_cache_dir), "--cache-weights", "1", "1", "--random-length", "0.5")
     model = TinyDiT.from_pretrained(tmp_path / "run" / "pipeline" / "transformer")
@@ -300,13 +300,13 @@ def test_the_benchmarks_know_the_presets_training_defaults():
         (root / "benchmarks" / "speed.py").read_text()
     for path in [*(root / "tiny_dit").rglob("*.py"), *(root / "benchmarks").glob("*.py"), root / "app.py"]:
         if not path.name.startswith("train"):
-            assert "tiny_dit.train import" not in path.read_text() and \
-                "import tiny_dit.train\n" not in path.read_text(), path
+            assert "tiny_dit.training.train import" not in path.read_text() and \
+                "import tiny_dit.training.train\n" not in path.read_text(), path
 
 
 def test_still_images_are_one_frame_held_for_a_tubelet():
     latents = torch.randn(3, 4, 8, 5, 5)
-    stills = tiny_dit.train.still_images(latents, 2, torch.Generator().manual_seed(0))
+    stills = tiny_dit.training.train.still_images(latents, 2, torch.Generator().manual_seed(0))
     assert stills.shape == (3, 4, 2, 5, 5)
     for clip, still in zip(latents, stills):
         assert torch.equal(still[:, 0], still[:, 1])  # it does not move
@@ -419,7 +419,7 @@ def test_word_embeddings_train_from_the_cache_and_reach_the_pipeline(cache_dir, 
 def test_object_weight_trains_from_the_caches_masks(cache_dir, tmp_path):
     """--object-weight reads the object masks a shapes-world cache keeps (clips and stills), and a cache
     without them is refused with the fix."""
-    from tiny_dit.latent_cache import shapes_source
+    from tiny_dit.training.latent_cache import shapes_source
 
     clip, vae = tiny_clip(), tiny_vae()
     clip.save_pretrained(tmp_path / "clip")

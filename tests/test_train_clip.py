@@ -1,4 +1,4 @@
-"""tiny_dit.train_clip: --freeze-text sharpens the image tower and leaves the text tower bit for bit."""
+"""tiny_dit.training.train_clip: --freeze-text sharpens the image tower and leaves the text tower bit for bit."""
 
 import json
 
@@ -7,14 +7,14 @@ import torch
 
 from test_pipeline import tiny_clip
 from tiny_dit.text_encoder import CLIPEncoder
-from tiny_dit.train_clip import main
-from tiny_dit.training import load_checkpoint
+from tiny_dit.training.train_clip import main
+from tiny_dit.training.loop import load_checkpoint
 
 torch.set_num_threads(1)
 
 
 def test_freeze_text_trains_only_the_image_tower(tmp_path, monkeypatch):
-    monkeypatch.setattr("tiny_dit.train_clip.clip_retrieval_accuracy", lambda clip, split: {"shape": 0.0})
+    monkeypatch.setattr("tiny_dit.training.train_clip.clip_retrieval_accuracy", lambda clip, split: {"shape": 0.0})
     tiny_clip().save_pretrained(tmp_path / "start")
     main(["--init", str(tmp_path / "start"), "--freeze-text", "--out", str(tmp_path / "out"), "--steps", "2",
           "--batch-size", "8", "--lr", "1e-2", "--warmup", "1", "--run-dir", str(tmp_path / "run")])
@@ -31,7 +31,7 @@ def test_batches_hold_shape_swaps_and_no_held_out_pair():
     """Half a batch is shape swaps: the same clip (position, size, speed, phrasing) drawn with each shape its
     colour may take, captions differing only in the shape word; every clip's attributes are distinct."""
     from tiny_dit.data.shapes import HELD_OUT_PAIRS, SHAPES, shapes_attributes
-    from tiny_dit.train_clip import clip_batch
+    from tiny_dit.training.train_clip import clip_batch
 
     frames, captions, named = clip_batch(48, seed=3)
     assert frames.shape == (48, 4, 128, 128, 3) and len(captions) == 48
@@ -70,7 +70,7 @@ def test_colour_free_clips_and_the_loss_with_several_right_answers():
     import open_clip
 
     from tiny_dit.data.shapes import BACKGROUNDS, COLORS, object_rgb
-    from tiny_dit.train_clip import caption_matches, clip_batch, contrastive_loss
+    from tiny_dit.training.train_clip import caption_matches, clip_batch, contrastive_loss
 
     frames, captions, named = clip_batch(120, seed=5)
     free = [i for i, a in enumerate(named) if a["color"] is None]
@@ -99,10 +99,10 @@ def test_colour_free_clips_and_the_loss_with_several_right_answers():
 
 
 def test_precision_option_trains_the_clip_under_bf16_autocast(tmp_path, monkeypatch):
-    """--precision (from tiny_dit.training.add_run_arguments) reaches the training loop: bf16 trains, the
+    """--precision (from tiny_dit.training.loop.add_run_arguments) reaches the training loop: bf16 trains, the
     checkpoint records it, and the weights stay float32."""
-    monkeypatch.setattr("tiny_dit.train_clip.clip_retrieval_accuracy", lambda clip, split: {"shape": 0.0})
-    monkeypatch.setattr("tiny_dit.training.measure_precision", lambda device="cpu", probe=None:
+    monkeypatch.setattr("tiny_dit.training.train_clip.clip_retrieval_accuracy", lambda clip, split: {"shape": 0.0})
+    monkeypatch.setattr("tiny_dit.training.loop.measure_precision", lambda device="cpu", probe=None:
                         {"fp32": 10.0, "bf16": 5.0})
     tiny_clip().save_pretrained(tmp_path / "start")
     main(["--init", str(tmp_path / "start"), "--out", str(tmp_path / "out"), "--steps", "2", "--batch-size", "8",

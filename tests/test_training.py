@@ -1,4 +1,4 @@
-"""tiny_dit.training: the one training loop. A run stopped and resumed ends where an unbroken one does."""
+"""tiny_dit.training.loop: the one training loop. A run stopped and resumed ends where an unbroken one does."""
 
 import argparse
 import json
@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-import tiny_dit.training
-from tiny_dit.training import (JsonlLog, add_run_arguments, load_checkpoint, measure_precision, resolve_precision,
-                               step_seed, train_simple)
+import tiny_dit.training.loop
+from tiny_dit.training.loop import (JsonlLog, add_run_arguments, load_checkpoint, measure_precision, resolve_precision,
+                                    step_seed, train_simple)
 
 
 def toy_run(run_dir, steps: int, resume: bool = False, stop_after: int | None = None) -> torch.nn.Module:
@@ -58,7 +58,7 @@ def test_jsonl_log_drops_the_steps_a_resumed_run_redoes(tmp_path):
 
 def measured(monkeypatch, fp32_ms: float, bf16_ms: float) -> None:
     """resolve_precision sees these figures instead of timing the probe."""
-    monkeypatch.setattr(tiny_dit.training, "measure_precision",
+    monkeypatch.setattr(tiny_dit.training.loop, "measure_precision",
                         lambda device="cpu", probe=None: {"fp32": fp32_ms, "bf16": bf16_ms})
 
 
@@ -106,7 +106,7 @@ def test_an_unknown_precision_names_the_option(monkeypatch):
 
 
 def test_the_measurement_times_both_once_per_device_and_leaves_the_random_state(monkeypatch):
-    monkeypatch.setattr(tiny_dit.training, "_MEASURED", {})
+    monkeypatch.setattr(tiny_dit.training.loop, "_MEASURED", {})
     rng = torch.get_rng_state()
     figures = measure_precision("cpu")
     assert set(figures) == {"fp32", "bf16"} and all(0 < ms < 5000 for ms in figures.values())

@@ -1,4 +1,4 @@
-"""How a model learned (tiny_dit.training_history): a pipeline folder's training_log.jsonl and
+"""How a model learned (tiny_dit.inside.training_history): a pipeline folder's training_log.jsonl and
 training_samples/step-*/ read back, pictured, and shown by the app's "How it learned" view,
 on a small fake folder (and on the bundled model, which has a log but no samples yet)."""
 
@@ -14,7 +14,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives at the top of the checkout
 import app  # noqa: E402
 from test_pipeline import tiny_pipeline
-from tiny_dit import training_history as th
+from tiny_dit.inside import training_history as th
 from tiny_dit.video import make_grid, split_grid, write_mp4
 
 PROMPTS = ["a red circle moving left on a black background", "a yellow star growing on a white background",
@@ -31,7 +31,7 @@ def clips(level: int) -> np.ndarray:
 
 
 def fake_folder(root: Path, steps=(2000, 500, 6000), samples: bool = True, evals: bool = True) -> Path:
-    """A pipeline folder's training files as tiny_dit.train writes them."""
+    """A pipeline folder's training files as tiny_dit.training.train writes them."""
     root.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"step": s, "loss": 5.0 / s ** 0.5, "lr": 1e-3, "clips_per_s": 20.0})
              for s in range(10, 6001, 10)]

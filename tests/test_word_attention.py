@@ -1,4 +1,4 @@
-"""Word attention (tiny_dit.word_attention): word pieces grouped into words, cross-attention
+"""Word attention (tiny_dit.inside.word_attention): word pieces grouped into words, cross-attention
 probabilities recomputed from a recorded run exactly as the pipeline computed them, bounded
 memory, the app's view and its /word_attention endpoint through gradio_client; the attention
 view's default query patch on the object; the view on the bundled model."""
@@ -15,12 +15,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py lives at the top of the checkout
 import app  # noqa: E402
 from test_pipeline import PROMPT, tiny_clip, tiny_pipeline, tiny_vae
-from tiny_dit import word_attention as wa
-from tiny_dit.attention_maps import ATTENTION_CACHE_STEPS
-from tiny_dit.geometry import ModelGeometry
+from tiny_dit.inside import word_attention as wa
+from tiny_dit.inside.attention_maps import ATTENTION_CACHE_STEPS
+from tiny_dit.inside.geometry import ModelGeometry
 from tiny_dit.model import CrossAttention, TinyDiT
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.recorder import record_run
+from tiny_dit.inside.recorder import record_run
 from tiny_dit.text_encoder import TokenInfo, tokenize
 
 torch.set_num_threads(1)
@@ -242,7 +242,7 @@ def test_the_word_view_works_on_the_bundled_model(tmp_path):
 def test_a_word_has_two_keys_for_a_dit_with_word_embeddings():
     """With word_embeddings the text keys are L states then L words: a word's attention is read at p and p + L
     ("both" adds them), and with L keys only at p, whatever the source asked for."""
-    from tiny_dit.word_attention import source_positions
+    from tiny_dit.inside.word_attention import source_positions
 
     assert source_positions([2, 3], num_keys=64, context_length=32, source="both") == [2, 3, 34, 35]
     assert source_positions([2, 3], num_keys=64, context_length=32, source="words") == [34, 35]

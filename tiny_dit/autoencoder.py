@@ -33,7 +33,7 @@ TINY_AUTOENCODER_CONFIG = dict(
 
 
 def tiny_autoencoder() -> AutoencoderTiny:
-    """A randomly initialised tiny autoencoder (train it with tiny_dit.train_autoencoder)."""
+    """A randomly initialised tiny autoencoder (train it with tiny_dit.training.train_autoencoder)."""
     return AutoencoderTiny(**TINY_AUTOENCODER_CONFIG)
 
 

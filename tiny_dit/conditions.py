@@ -36,7 +36,7 @@ and at s = 1 the replacement changes nothing (the latents *are* the noise).
 A model trained with known frames should do better (Open-Sora trains with random frame
 masks for this): with TinyDiT's known_frames_input it also takes the clean known
 latents and their mask as extra input channels, as inpainting models do, and
-`tiny_dit.train --model known_frames_input=true` gives some clips their first or
+`tiny_dit.training.train --model known_frames_input=true` gives some clips their first or
 last frames that way (`random_known_mask`). The pipeline then passes them as well
 as holding them.
 

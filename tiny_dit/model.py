@@ -106,7 +106,7 @@ def patchify(x: torch.Tensor, patch_size_t: int, patch_size: int) -> torch.Tenso
 def token_grid(num_frames: int, height: int, width: int, patch_size_t: int, patch_size: int
                ) -> tuple[int, int, int]:
     """The token grid (T', H', W') = (T / pt, H / p, W / p) of latents (T, H, W): one token per tubelet.
-    The one home of this arithmetic (TinyDiT.token_grid, tiny_dit.geometry.ModelGeometry, training's buckets)."""
+    The one home of this arithmetic (TinyDiT.token_grid, tiny_dit.inside.geometry.ModelGeometry, training's buckets)."""
     pt, p = patch_size_t, patch_size
     if num_frames % pt or height % p or width % p:
         raise ValueError(
@@ -189,7 +189,7 @@ def get_3d_sincos_pos_embed(embed_dim: int, grid: tuple[int, int, int], time_spa
     by `sincos_embed_positions`. Nothing here is learned, and it is computed from
     the grid at forward time, so one set of weights accepts any clip length and
     aspect ratio. Without the spans below, the positions of a larger grid simply
-    run on past the trained ones, which the model never saw (the README's
+    run on past the trained ones, which the model never saw (docs/sora-tasks.md's
     "Other lengths" and "Other sizes" tables).
 
     time_span: a grid of more than one frame slot and not time_span of them (the
@@ -804,14 +804,14 @@ class TinyDiT(ModelMixin, ConfigMixin):
 # ----------------------------------------------------------------------------
 # Presets (as DiT's DiT_models): the model's shape by name. The input sizes (latent channels,
 # frames, sample size, CLIP widths) come from the data; training defaults per preset live in
-# tiny_dit/train.py. Token counts are for 16 x 32 x 32 latents.
+# tiny_dit/training/train.py. Token counts are for 16 x 32 x 32 latents.
 # ----------------------------------------------------------------------------
 
 TINY_DIT_PRESETS = {
     # For tests and quick checks: runs in seconds on one CPU core.
     "tiny": dict(hidden_size=32, depth=2, num_heads=2, patch_size=2, patch_size_t=2, cross_attention=True),
     # For 2 CPU cores: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters (the bundled model).
-    # conv_mlp: see DepthwiseConv and the README's recipe study; interpolate_time, centre_space: other lengths and
+    # conv_mlp: see DepthwiseConv and docs/recipe-study.md; interpolate_time, centre_space: other lengths and
     # sizes (get_3d_sincos_pos_embed).
     "small": dict(hidden_size=192, depth=6, num_heads=6, patch_size=4, patch_size_t=4, cross_attention=True,
                   conv_mlp=True, interpolate_time=True, centre_space=True),

@@ -66,7 +66,11 @@ clip forwards or backwards, connect two clips. See tiny_dit.conditions:
 
 With the default scheduler (shift=1) this is exactly `tiny_dit.flow.euler_sample`,
 the teaching sampler; the pipeline adds input checks, batching over prompts,
-seeds, callbacks and decoding.
+seeds, callbacks and decoding. Two of its parts are ideas of their own, each in its
+own file and mixed into the class: prompts -> embeddings (`encode_prompt`, in
+tiny_dit/pipeline_prompts.py) and the checks of a call's arguments (`check_inputs`,
+in tiny_dit/pipeline_checks.py). This file is the rest: loading, sizes, precision,
+and the generation loop.
 
 Other solvers, diffusers' standard way (see tiny_dit.schedulers for why fewer steps can be enough):
 
@@ -83,7 +87,6 @@ those already imported (it will not import code a folder names), and this
 module imports all of them, so `TinyDiTPipeline.from_pretrained` always works.
 """
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -103,20 +106,12 @@ from tiny_dit.conditions import (KnownFrames, TinyDiTCondition, encode_known_fra
                                  place_conditions)
 from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, guided_velocity, is_guided, predicted_x0
 from tiny_dit.model import TinyDiT
-from tiny_dit.schedulers import FlowScheduler, check_flow_scheduler, make_scheduler, set_flow_timesteps
-from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer, text_context
+from tiny_dit.pipeline_checks import InputChecksMixin
+from tiny_dit.pipeline_prompts import NEGATIVE_EMBEDDING_NAMES, PROMPT_EMBEDDING_NAMES, PromptEncodingMixin
+from tiny_dit.schedulers import FlowScheduler, make_scheduler, set_flow_timesteps
+from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-MAX_NUM_INFERENCE_STEPS = 200
-MAX_GUIDANCE_SCALE = 30.0
-MAX_VIDEOS = 36  # per call: prompts x num_videos_per_prompt
-# 4x the bundled model's training length; attention's cost grows with the square of the tokens.
-MAX_NUM_FRAMES = 64
-OUTPUT_TYPES = ("np", "pt", "pil", "latent")  # diffusers' video layouts, see TinyDiTPipelineOutput
-# The prompt embeddings __call__ takes and encode_prompt returns, in encode_prompt's order.
-PROMPT_EMBEDDING_NAMES = ("prompt_embeds", "prompt_attention_mask", "pooled_prompt_embeds")
-NEGATIVE_EMBEDDING_NAMES = tuple(f"negative_{name}" for name in PROMPT_EMBEDDING_NAMES)
 
 
 @dataclass
@@ -133,7 +128,7 @@ class TinyDiTPipelineOutput(BaseOutput):
     frames: np.ndarray | torch.Tensor | list
 
 
-class TinyDiTPipeline(DiffusionPipeline):
+class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
     """Text-to-video with TinyDiT. See the module docstring for the algorithm.
 
     Args:
@@ -190,13 +185,13 @@ class TinyDiTPipeline(DiffusionPipeline):
             if not os.path.isfile(os.path.join(name, "model_index.json")):
                 raise OSError(
                     f"{name} is not a pipeline folder (no model_index.json). Train one with "
-                    "`python -m tiny_dit.train` (it writes <out>/pipeline/) or save one with "
+                    "`python -m tiny_dit.training.train` (it writes <out>/pipeline/) or save one with "
                     "TinyDiTPipeline.save_pretrained.")
             return super().from_pretrained(name, **kwargs)
         if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
             raise OSError(
                 f"no pipeline folder at {name!r}. Pass a folder written by TinyDiTPipeline.save_pretrained "
-                "(python -m tiny_dit.train writes <out>/pipeline/) or a Hub repo id such as 'org/name'.")
+                "(python -m tiny_dit.training.train writes <out>/pipeline/) or a Hub repo id such as 'org/name'.")
         offline = _is_offline()
         if offline:
             kwargs.setdefault("local_files_only", True)
@@ -212,7 +207,7 @@ class TinyDiTPipeline(DiffusionPipeline):
             raise OSError(
                 f"could not load the pipeline {name!r}: {reason} ({type(error).__name__}: {error}). {fix}, "
                 "or pass a local folder written by TinyDiTPipeline.save_pretrained (e.g. the <out>/pipeline/ "
-                "folder of python -m tiny_dit.train)."
+                "folder of python -m tiny_dit.training.train)."
             ) from error
 
     def with_scheduler(self, scheduler: str | FlowScheduler, shift: float | None = None) -> "TinyDiTPipeline":
@@ -292,111 +287,6 @@ class TinyDiTPipeline(DiffusionPipeline):
             torch.nn.Module.to(model, dtype)
         return dtype
 
-    # -- prompts ------------------------------------------------------------------
-
-    @torch.no_grad()
-    def _encode_text(self, prompts: list[str], device: torch.device,
-                     dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """CLIP's token states (B, L, W), their mask (B, L) and pooled embedding (B, E), one row per prompt;
-        for a transformer with word_embeddings the states and then the words' embeddings (B, 2L, W).
-
-        Reads only the text encoder and tokenizer (not the transformer's dtype), so that a pipeline
-        holding just those two can encode prompts for another one to sample from (one without a
-        transformer gives the states alone: encode for a word_embeddings model in a pipeline that has it)."""
-        if self.text_encoder is None or self.tokenizer is None:
-            raise ValueError("this pipeline has no text_encoder or tokenizer to encode prompts with: pass "
-                             "prompt_embeds, prompt_attention_mask and pooled_prompt_embeds (from encode_prompt "
-                             "in a pipeline that has them) instead, and negative_prompt_embeds, "
-                             "negative_prompt_attention_mask and negative_pooled_prompt_embeds for guidance")
-        emb = self.text_encoder.encode_text(self.tokenizer(prompts))
-        dtype = dtype or emb.hidden_states.dtype  # the text encoder's; the transformer casts to its own
-        # A transformer that reads the words' own embeddings gets them after the states (TinyDiT word_embeddings).
-        with_words = self.transformer is not None and self.transformer.config.get("word_embeddings", False)
-        context, mask = text_context(emb.hidden_states, emb.mask, emb.word_embeddings, with_words)
-        return context.to(device, dtype), mask.to(device), emb.pooled.to(device, dtype)
-
-    def _negative_embeddings(self, negative_prompt: str | list[str] | None, num_prompts: int,
-                             num_videos_per_prompt: int, device: torch.device, dtype: torch.dtype | None
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The unconditional input of CFG for num_prompts * num_videos_per_prompt clips: the negative
-        prompts, or the empty prompt "" (what the model learned through label dropout)."""
-        if negative_prompt is None:
-            empty = self._encode_text([""], device, dtype)  # one empty-prompt embedding for every clip
-            return tuple(e.expand(num_prompts * num_videos_per_prompt, *e.shape[1:]) for e in empty)
-        negatives = [negative_prompt] * num_prompts if isinstance(negative_prompt, str) else list(negative_prompt)
-        return _repeat(self._encode_text(negatives, device, dtype), num_videos_per_prompt)
-
-    def encode_prompt(
-        self,
-        prompt: str | list[str] | None,
-        negative_prompt: str | list[str] | None = None,
-        do_classifier_free_guidance: bool = True,
-        num_videos_per_prompt: int = 1,
-        prompt_embeds: torch.Tensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        pooled_prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_attention_mask: torch.Tensor | None = None,
-        negative_pooled_prompt_embeds: torch.Tensor | None = None,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple[torch.Tensor | None, ...]:
-        """Prompt embeddings for B = len(prompts) * num_videos_per_prompt clips, as diffusers' SD3/LTX
-        pipelines return them, to pass back to __call__ under the same names (with prompt=None).
-
-        Returns (prompt_embeds (B, L, W) CLIP token states, prompt_attention_mask (B, L) bool,
-        pooled_prompt_embeds (B, E), negative_prompt_embeds, negative_prompt_attention_mask,
-        negative_pooled_prompt_embeds), each prompt's rows repeated num_videos_per_prompt times in a
-        row. The negative ones embed negative_prompt, or the empty prompt "" when it is None; they are
-        None without classifier-free guidance (unless given). Embeddings passed in are used instead of
-        encoding (and repeated the same way), so this needs the text encoder only for what is missing;
-        it never needs the transformer. dtype: default the text encoder's (the transformer casts them).
-        """
-        device = device or self._execution_device
-        if prompt_embeds is None:
-            if prompt is None:
-                raise ValueError("encode_prompt needs a prompt (or prompt_embeds to repeat), got None")
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            prompt_embeds, prompt_attention_mask, pooled_prompt_embeds = self._encode_text(prompts, device, dtype)
-        else:
-            prompt_embeds, prompt_attention_mask, pooled_prompt_embeds = _to(
-                (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds), device, dtype)
-        num_prompts = prompt_embeds.shape[0]
-        prompt_embeds, prompt_attention_mask, pooled_prompt_embeds = _repeat(
-            (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds), num_videos_per_prompt)
-        if negative_prompt_embeds is not None:
-            negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds = _repeat(_to(
-                (negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds), device, dtype),
-                num_videos_per_prompt)
-        elif do_classifier_free_guidance:
-            negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds = (
-                self._negative_embeddings(negative_prompt, num_prompts, num_videos_per_prompt, device, dtype))
-        return (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds,
-                negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds)
-
-    @staticmethod
-    def transformer_text_inputs(prompt_embeds: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                                pooled_prompt_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Prompt embeddings as TinyDiT's keyword arguments (what flow.euler_sample takes as cond/uncond)."""
-        return {"encoder_hidden_states": prompt_embeds, "pooled_projections": pooled_prompt_embeds,
-                "encoder_attention_mask": prompt_attention_mask}
-
-    def encode_conditioning(
-        self,
-        prompt: str | list[str],
-        negative_prompt: str | list[str] | None = None,
-        num_videos_per_prompt: int = 1,
-        do_classifier_free_guidance: bool = True,
-        device: torch.device | None = None,
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        """encode_prompt as two dicts of transformer keyword arguments, (cond, uncond), for code that
-        calls the transformer itself (flow.euler_sample, benchmarks). `uncond` is None
-        without classifier-free guidance."""
-        embeds = self.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance, num_videos_per_prompt,
-                                    device=device)
-        cond = self.transformer_text_inputs(*embeds[:3])
-        return cond, (self.transformer_text_inputs(*embeds[3:]) if embeds[3] is not None else None)
-
     # -- latents --------------------------------------------------------------------
 
     def prepare_latents(self, batch_size: int, num_frames: int, height: int, width: int,
@@ -420,138 +310,6 @@ class TinyDiTPipeline(DiffusionPipeline):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (B, C, T, h, w) -> float frames (B, T, H, W, 3) in [0, 1], on the CPU."""
         return decode_to_frames(self.vae, latents)
-
-    # -- checks ---------------------------------------------------------------------
-
-    def check_inputs(self, prompt, negative_prompt, num_inference_steps, guidance_scale, num_videos_per_prompt,
-                     num_frames, height, width, generator, output_type, callback_on_step_end_tensor_inputs,
-                     capture_attention_layers, prompt_embeds=None, prompt_attention_mask=None,
-                     pooled_prompt_embeds=None, negative_prompt_embeds=None, negative_prompt_attention_mask=None,
-                     negative_pooled_prompt_embeds=None, conditions=None) -> None:
-        """Raise a ValueError that says what is wrong with the arguments of __call__."""
-        missing = [name for name in ("transformer", "vae", "scheduler") if getattr(self, name, None) is None]
-        if missing:
-            raise ValueError(f"this pipeline has no {' or '.join(missing)} to generate with (built to encode "
-                             "prompts only? use encode_prompt, and pass its output to a full pipeline)")
-        check_flow_scheduler(self.scheduler)
-        if prompt is not None and prompt_embeds is not None:
-            raise ValueError("pass either prompt or prompt_embeds, not both (prompt_embeds replace the prompts)")
-        if negative_prompt is not None and negative_prompt_embeds is not None:
-            raise ValueError("pass either negative_prompt or negative_prompt_embeds, not both")
-        if prompt_embeds is not None:
-            num_prompts = self._check_embeddings("", prompt_embeds, prompt_attention_mask, pooled_prompt_embeds)
-        elif isinstance(prompt, str):
-            num_prompts = 1
-        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
-            num_prompts = len(prompt)
-        else:
-            raise ValueError(f"prompt must be a string or a non-empty list of strings (or pass prompt_embeds), "
-                             f"got {prompt!r:.100}")
-        if prompt_embeds is None and (prompt_attention_mask is not None or pooled_prompt_embeds is not None):
-            raise ValueError("prompt_attention_mask and pooled_prompt_embeds come with prompt_embeds: pass all three")
-        if negative_prompt_embeds is not None:
-            rows = self._check_embeddings("negative_", negative_prompt_embeds, negative_prompt_attention_mask,
-                                          negative_pooled_prompt_embeds)
-            if prompt_embeds is not None:
-                for name, neg, pos in zip(PROMPT_EMBEDDING_NAMES,
-                                          (negative_prompt_embeds, negative_prompt_attention_mask,
-                                           negative_pooled_prompt_embeds),
-                                          (prompt_embeds, prompt_attention_mask, pooled_prompt_embeds)):
-                    if neg.shape != pos.shape:
-                        raise ValueError(f"negative_{name} must have the shape of {name}, {tuple(pos.shape)}, "
-                                         f"got {tuple(neg.shape)}")
-            elif rows != num_prompts:
-                raise ValueError(f"negative_prompt_embeds has {rows} rows but there are {num_prompts} prompts: "
-                                 "pass one row per prompt")
-        elif negative_prompt_attention_mask is not None or negative_pooled_prompt_embeds is not None:
-            raise ValueError("negative_prompt_attention_mask and negative_pooled_prompt_embeds come with "
-                             "negative_prompt_embeds: pass all three")
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            if not (isinstance(negative_prompt, (list, tuple)) and all(isinstance(p, str) for p in negative_prompt)):
-                raise ValueError(f"negative_prompt must be None, a string or a list of strings, "
-                                 f"got {negative_prompt!r:.100}")
-            if len(negative_prompt) != num_prompts:
-                raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but there are "
-                                 f"{num_prompts} prompts: pass one negative prompt per prompt, or a single string")
-        if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= MAX_NUM_INFERENCE_STEPS:
-            raise ValueError(f"num_inference_steps must be an integer from 1 to {MAX_NUM_INFERENCE_STEPS}, "
-                             f"got {num_inference_steps!r}")
-        if (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
-                or not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= MAX_GUIDANCE_SCALE):
-            raise ValueError(f"guidance_scale must be a finite number from 0 to {MAX_GUIDANCE_SCALE:g} "
-                             f"(1 = no guidance), got {guidance_scale!r}")
-        if not _is_int(num_videos_per_prompt) or not 1 <= num_videos_per_prompt <= MAX_VIDEOS:
-            raise ValueError(f"num_videos_per_prompt must be an integer from 1 to {MAX_VIDEOS}, "
-                             f"got {num_videos_per_prompt!r}")
-        total = num_prompts * num_videos_per_prompt
-        if total > MAX_VIDEOS:
-            raise ValueError(f"{num_prompts} prompts x {num_videos_per_prompt} videos per prompt = {total} videos; "
-                             f"at most {MAX_VIDEOS} per call")
-        p = self.transformer.config.patch_size
-        ds = self.vae_scale_factor
-        if not _is_int(num_frames) or not 1 <= num_frames <= MAX_NUM_FRAMES:
-            raise ValueError(f"num_frames must be an integer from 1 (an image) to {MAX_NUM_FRAMES}, "
-                             f"got {num_frames!r}")
-        for name, value in (("height", height), ("width", width)):
-            if not _is_int(value) or value < ds * p or value % (ds * p):
-                raise ValueError(
-                    f"{name} must be a positive multiple of {ds * p} pixels (autoencoder downsampling {ds} x "
-                    f"transformer patch_size {p}), got {value!r}")
-        generators = generator if isinstance(generator, list) else [generator]
-        if not all(g is None or isinstance(g, torch.Generator) for g in generators):
-            raise ValueError(f"generator must be a torch.Generator, a list of them or None, got {generator!r:.100} "
-                             "(for a seed, pass torch.Generator().manual_seed(seed))")
-        if isinstance(generator, list) and len(generator) != total:
-            raise ValueError(f"got a list of {len(generator)} generators for {total} videos: pass one per video "
-                             "or a single generator")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        unknown = [k for k in callback_on_step_end_tensor_inputs or () if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs may only contain {self._callback_tensor_inputs}, "
-                             f"got {unknown}")
-        depth = self.transformer.config.depth
-        if capture_attention_layers is not None:
-            if not isinstance(capture_attention_layers, (list, tuple)) or not all(
-                    _is_int(i) and 0 <= i < depth for i in capture_attention_layers):
-                raise ValueError(f"capture_attention_layers must be a list of block indices from 0 to {depth - 1}, "
-                                 f"got {capture_attention_layers!r}")
-        if (prompt_embeds is not None or negative_prompt_embeds is not None) and self.transformer is not None:
-            widths = (self.transformer.config.text_embed_dim, self.transformer.config.pooled_embed_dim)
-            for prefix, embeds, pooled in (("", prompt_embeds, pooled_prompt_embeds),
-                                           ("negative_", negative_prompt_embeds, negative_pooled_prompt_embeds)):
-                if embeds is not None and (embeds.shape[-1], pooled.shape[-1]) != widths:
-                    raise ValueError(
-                        f"{prefix}prompt_embeds and {prefix}pooled_prompt_embeds must be {widths[0]} and "
-                        f"{widths[1]} wide (the transformer's text_embed_dim and pooled_embed_dim), got "
-                        f"{embeds.shape[-1]} and {pooled.shape[-1]}: were they encoded with this model's CLIP?")
-        if prompt_embeds is None and (self.text_encoder is None or self.tokenizer is None):
-            raise ValueError("this pipeline has no text_encoder or tokenizer to encode the prompt with: pass "
-                             "prompt_embeds, prompt_attention_mask and pooled_prompt_embeds (from encode_prompt)")
-        if conditions is not None:
-            place_conditions(conditions, num_frames, height, width)  # raises for a condition that does not fit
-        if is_guided(guidance_scale) and negative_prompt_embeds is None and (
-                self.text_encoder is None or self.tokenizer is None):
-            raise ValueError("guidance_scale > 1 needs an unconditional input and this pipeline has no text_encoder "
-                             "to embed the empty prompt: pass negative_prompt_embeds, negative_prompt_attention_mask "
-                             "and negative_pooled_prompt_embeds (from encode_prompt), or guidance_scale=1")
-
-    @staticmethod
-    def _check_embeddings(prefix: str, embeds, mask, pooled) -> int:
-        """Check one set of prompt embeddings (as encode_prompt returns them); return its number of rows."""
-        names = [prefix + name for name in PROMPT_EMBEDDING_NAMES]
-        missing = [name for name, t in zip(names, (embeds, mask, pooled)) if t is None]
-        if missing:
-            raise ValueError(f"{names[0]} needs {' and '.join(missing)} too (encode_prompt returns all three)")
-        for name, t, dims in zip(names, (embeds, mask, pooled), (3, 2, 2)):
-            if not torch.is_tensor(t) or t.dim() != dims:
-                raise ValueError(f"{name} must be a {dims}-D tensor, got "
-                                 f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
-        rows = embeds.shape[0]
-        if rows < 1 or tuple(mask.shape) != tuple(embeds.shape[:2]) or pooled.shape[0] != rows:
-            raise ValueError(f"{names[0]} (B, L, W) {tuple(embeds.shape)}, {names[1]} (B, L) {tuple(mask.shape)} "
-                             f"and {names[2]} (B, E) {tuple(pooled.shape)} do not fit together")
-        return rows
 
     # -- the state of a run, as diffusers' callbacks read and change it -------------------
 
@@ -819,23 +577,6 @@ class TinyDiTPipeline(DiffusionPipeline):
         if not return_dict:
             return (frames,)
         return TinyDiTPipelineOutput(frames=frames)
-
-
-def _repeat(tensors: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
-    """Each row n times in a row: the clips of one prompt are neighbours, as for prompts."""
-    return tuple(t.repeat_interleave(n, dim=0) if n != 1 else t for t in tensors)
-
-
-def _to(embeddings: tuple[torch.Tensor, torch.Tensor, torch.Tensor], device: torch.device,
-        dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(embeds, mask, pooled) to the device, the embeddings to dtype if given; the mask becomes bool
-    (diffusers' pipelines pass 0/1 integer masks)."""
-    embeds, mask, pooled = embeddings
-    return embeds.to(device, dtype), mask.to(device).bool(), pooled.to(device, dtype)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _is_offline() -> bool:

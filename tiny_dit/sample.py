@@ -25,7 +25,7 @@ Writes DIR/sample-00.mp4, sample-01.mp4, ... (one per clip) and DIR/grid.mp4
 (all clips tiled in a near-square grid), H.264 at 8 frames per second; with
 --num-frames 1, PNG images instead (sample-00.png, ..., grid.png).
 --model is a folder written by TinyDiTPipeline.save_pretrained (python -m
-tiny_dit.train leaves one in <out>/pipeline/) or a Hugging Face Hub repo id.
+tiny_dit.training.train leaves one in <out>/pipeline/) or a Hugging Face Hub repo id.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model == DEFAULT_MODEL and not Path(DEFAULT_MODEL).is_dir():
-        raise SystemExit(f"error: no model at {DEFAULT_MODEL}/ yet. Train one (python -m tiny_dit.train --cache "
-                         "DIR --out runs/NAME, which writes runs/NAME/pipeline/) and pass it with --model.")
+        raise SystemExit(f"error: no model at {DEFAULT_MODEL}/ yet. Train one (python -m tiny_dit.training.train "
+                         "--cache DIR --out runs/NAME, which writes runs/NAME/pipeline/) and pass it with --model.")
     start = time.time()
     try:
         pipe = TinyDiTPipeline.from_pretrained(args.model)

@@ -1,6 +1,6 @@
 """Recording a sampling run, so that we can look inside the model afterwards.
 
-    from tiny_dit.recorder import record_run
+    from tiny_dit.inside.recorder import record_run
 
     record = record_run(pipe, "a red circle moving left on a black background", seed=0)
     record.frames            # uint8 (N, T, H, W, 3): the clips
@@ -20,7 +20,7 @@ One run of `TinyDiTPipeline` is recorded, nothing is run twice:
   * Attention maps are not kept (they would be hundreds of MB): `record.attention_at(k)`
     recomputes them for one step from what is kept, clip 1's latents x_t[k] at the step's
     timestep with the prompt's embeddings (recorded from the transformer's first call, as the
-    pipeline passed them), and caches the last few steps asked for (tiny_dit.attention_maps).
+    pipeline passed them), and caches the last few steps asked for (tiny_dit.inside.attention_maps).
     A finished run keeps, for clip 1: x_t and pred_x0 (float16), its frames, the adaLN
     magnitudes and the prompt's embeddings: `record.nbytes` is ~6 MB at the app's defaults
     (20 iterations) and ~17 MB at its maximum (60), whatever the number of clips (after
@@ -29,7 +29,7 @@ One run of `TinyDiTPipeline` is recorded, nothing is run twice:
     `block.adaLN_modulation` (its output is the six vectors shift/scale/gate for the
     attention and the MLP branch), for the same clip.
   * What CLIP read of the prompt (tiny_dit.text_encoder.tokenize), the model's geometry
-    (tiny_dit.geometry.ModelGeometry) and each clip's CLIP score.
+    (tiny_dit.inside.geometry.ModelGeometry) and each clip's CLIP score.
   * Wall-clock timings of each phase.
 
 `iter_run` runs the same recording in a worker thread and yields progress events
@@ -54,8 +54,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from tiny_dit.attention_maps import attention_at
-from tiny_dit.geometry import ModelGeometry
+from tiny_dit.inside.attention_maps import attention_at
+from tiny_dit.inside.geometry import ModelGeometry
 from tiny_dit.schedulers import scheduler_name, transformer_passes
 from tiny_dit.text_encoder import TokenInfo, tokenize
 from tiny_dit.video import to_uint8
@@ -111,7 +111,7 @@ class RunRecord:
     def attention_at(self, step: int) -> dict[int, np.ndarray]:
         """Self-attention maps of clip 1 at transformer pass `step` (0-based), block -> float16
         (heads, ...) (the shapes of `Attention.forward(..., return_probs=True)` for one clip),
-        recomputed from x_t[step] and cached for a few passes (tiny_dit.attention_maps)."""
+        recomputed from x_t[step] and cached for a few passes (tiny_dit.inside.attention_maps)."""
         return attention_at(self, step)
 
     def slim(self) -> "RunRecord":

@@ -215,7 +215,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tens
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CLEAR_MARGIN = 1.25  # a forced precision this much slower than the other is warned about
-_FP32_NAMES = ("fp32", "no")  # "no" is accelerate's name for it (tiny_dit.train --mixed-precision)
+_FP32_NAMES = ("fp32", "no")  # "no" is accelerate's name for it (tiny_dit.training.train --mixed-precision)
 _MEASURED: dict[str, dict[str, float]] = {}  # device -> the default probe's figures: measured once per process
 
 

@@ -1,7 +1,7 @@
 """What the app keeps per session, bounded: the finished run its views show (RunStore) and
 the run under way, so that Stop can stop it (ActiveRuns).
 
-A finished run (tiny_dit.recorder.RunRecord after `slim()`) is ~6 MB at the app's
+A finished run (tiny_dit.inside.recorder.RunRecord after `slim()`) is ~6 MB at the app's
 defaults and at most ~17 MB (60 iterations); attention maps are recomputed on demand, not
 kept. The page's gr.State holds only a RunHandle (a key); the store owns the records:
   * one run per session: a new Generate replaces the session's previous run;
@@ -20,8 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from tiny_dit.app_checks import check_record, user_error
-from tiny_dit.recorder import RunCancelled, RunRecord, StepEvent, iter_run
+from tiny_dit.app.checks import check_record, user_error
+from tiny_dit.inside.recorder import RunCancelled, RunRecord, StepEvent, iter_run
 from tiny_dit.schedulers import transformer_passes
 
 LOCAL_SESSION = "local"  # calls without a Gradio request (tests, scripts)
@@ -197,7 +197,7 @@ class ActiveRuns:
     def sample(self, session: str, pipe, prompt: str, *, seed: int, guidance_scale: float,
                num_inference_steps: int, num_videos: int, lock: threading.Lock,
                make_preview: Callable) -> Iterator[StepEvent | RunRecord]:
-        """`session`'s run under way (tiny_dit.recorder.iter_run, ~5 previews): yields a StepEvent
+        """`session`'s run under way (tiny_dit.inside.recorder.iter_run, ~5 previews): yields a StepEvent
         after every transformer pass, then the RunRecord. Stop (`stop`) or closing this generator
         stops the sampler within one DiT block; a stopped run raises a gr.Error titled "Stopped"."""
         run = self.start(session, transformer_passes(pipe.scheduler, num_inference_steps))

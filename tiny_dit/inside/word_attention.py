@@ -1,6 +1,6 @@
 """Which words drive which patches: the DiT's cross-attention to the prompt's CLIP tokens, per word.
 
-    from tiny_dit.word_attention import group_words, cross_attention_at, word_heat
+    from tiny_dit.inside.word_attention import group_words, cross_attention_at, word_heat
 
     words = group_words(record.tokens)          # [Word("a", [1]), Word("yellow", [2, 3]), ...]
     maps = cross_attention_at(record, k)         # block -> float16 (heads, N, L): step k, clip 1
@@ -14,7 +14,7 @@ recomputed here from the module's own inputs, caught with a forward hook on `blo
 while the transformer runs once on clip 1's recorded latents x_t[k] (batch 1, conditional, the
 prompt's recorded embeddings): the same pass as `RunRecord.attention_at`, so the same run, no
 resampling, and nothing more is kept per run. The last few steps asked for are cached
-(tiny_dit.attention_maps: ATTENTION_CACHE_STEPS, shared by all runs, ~0.6 MB a step for the
+(tiny_dit.inside.attention_maps: ATTENTION_CACHE_STEPS, shared by all runs, ~0.6 MB a step for the
 bundled model).
 
 Words: open_clip's BPE tokenizer cuts a word into pieces and marks the last piece of each
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tiny_dit.attention_maps import ATTENTION_CACHE_STEPS, BoundedCache, clip_inputs, maps_at
+from tiny_dit.inside.attention_maps import ATTENTION_CACHE_STEPS, BoundedCache, clip_inputs, maps_at
 
 SPECIAL_TOKENS = {"<start_of_text>", "<end_of_text>", "<|startoftext|>", "<|endoftext|>"}
 
@@ -304,8 +304,8 @@ def describe(record, words: list[Word], index: int, block: int | None, head: int
 
 
 def summary_image(record, words: list[Word], step: int, block: int | None = None, head: int | None = None):
-    """Every word in a row (tiny_dit.views.word_summary_image), labelled with its mean share."""
-    from tiny_dit import views
+    """Every word in a row (tiny_dit.inside.views.words.word_summary_image), labelled with its mean share."""
+    from tiny_dit.inside.views.words import word_summary_image
 
     attention = token_attention(record, step, block, head)
     grid = record.geometry.grid
@@ -315,4 +315,4 @@ def summary_image(record, words: list[Word], step: int, block: int | None = None
         rows.append((f"{label}  {100 * heat.mean():.0f}%", heat.reshape(grid)))
     special = attention[:, columns(record, attention, special_positions(record.tokens))].sum(axis=1)
     rows.append((f"<start>+<end>  {100 * special.mean():.0f}%", special.reshape(grid)))
-    return views.word_summary_image(record.frames[0], record.geometry, rows)
+    return word_summary_image(record.frames[0], record.geometry, rows)

@@ -11,10 +11,10 @@ safetensors shards next to a `cache.json` that records where they came from.
       shard-00000.safetensors  latents, pooled, hidden_states, mask for up to --shard-size clips
       captions.jsonl        one {"text": ..., attributes...} per clip, in order
 
-    python -m tiny_dit.latent_cache --out cache/shapes --num-clips 20000
-    python -m tiny_dit.latent_cache --out cache/shapes-32f --num-clips 2000 --num-frames 32 --seed 1
-    python -m tiny_dit.latent_cache --out cache/shapes-wide --num-clips 2000 --width 192 --seed 2
-    python -m tiny_dit.latent_cache --out cache/mine --videofolder my_clips/
+    python -m tiny_dit.training.latent_cache --out cache/shapes --num-clips 20000
+    python -m tiny_dit.training.latent_cache --out cache/shapes-32f --num-clips 2000 --num-frames 32 --seed 1
+    python -m tiny_dit.training.latent_cache --out cache/shapes-wide --num-clips 2000 --width 192 --seed 2
+    python -m tiny_dit.training.latent_cache --out cache/mine --videofolder my_clips/
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tqdm import tqdm
 from tiny_dit.autoencoder import encode_clips, load_autoencoder, spatial_downsample
 from tiny_dit.data.videofolder import VideoFolder
 from tiny_dit.text_encoder import CLIPEncoder, TextEmbeddings
-from tiny_dit.training import PRECISIONS, resolve_precision
+from tiny_dit.training.loop import PRECISIONS, resolve_precision
 
 DEFAULT_CLIP = "assets/tiny-clip"
 DEFAULT_AUTOENCODER = "assets/tiny-autoencoder"
@@ -185,7 +185,7 @@ class LatentCache:
         path = Path(path)
         if not (path / "cache.json").is_file():
             raise FileNotFoundError(f"{path} is not a latent cache (no cache.json); build one with "
-                                    "python -m tiny_dit.latent_cache --out " + str(path))
+                                    "python -m tiny_dit.training.latent_cache --out " + str(path))
         info = json.loads((path / "cache.json").read_text())
         shards = [load_file(path / name) for name in info["shards"]]
         data = {key: torch.cat([s[key] for s in shards]) for key in shards[0]}
@@ -212,7 +212,7 @@ def encoding_probe(vae, args: argparse.Namespace, num_frames: int = 64):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tiny_dit.latent_cache", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tiny_dit.training.latent_cache", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="cache folder to write")
     parser.add_argument("--num-clips", type=int, default=20000, help="shapes-world clips to render")

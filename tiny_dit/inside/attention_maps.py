@@ -1,13 +1,13 @@
 """Attention maps of a recorded run, recomputed when a view asks for them, and the small cache that keeps a few.
 
-    from tiny_dit.attention_maps import attention_at
+    from tiny_dit.inside.attention_maps import attention_at
 
     maps = attention_at(record, k)   # block -> float16 (heads, ...): self-attention of clip 1 at pass k
-    record.attention_at(k)           # the same (tiny_dit.recorder.RunRecord)
+    record.attention_at(k)           # the same (tiny_dit.inside.recorder.RunRecord)
 
 Why recompute instead of keeping them: a run of 36 clips and 60 iterations would hold
 6 blocks x 6 heads x 256 x 256 x 60 steps x 2 bytes = 283 MB of self-attention maps per session.
-A run record (tiny_dit.recorder) keeps instead what the maps are computed from: clip 1's latents
+A run record (tiny_dit.inside.recorder) keeps instead what the maps are computed from: clip 1's latents
 x_t[k] at every transformer pass, the model's timestep there and the prompt's embeddings. Running
 the transformer once more on those (batch 1, conditional, as the pipeline ran clip 1) gives the
 maps the pipeline computed at that pass, up to the float16 storage of x_t (the tests check it),
@@ -16,7 +16,7 @@ in about one block-pass of one clip (a few tens of ms).
 Views ask for the same pass again and again (a slider moved back and forth, another head or
 block of the same pass), so the maps of the last few passes asked for are kept in a
 BoundedCache: ATTENTION_CACHE_STEPS entries shared by all runs and sessions, so memory stays
-bounded whatever the number of runs. tiny_dit.word_attention recomputes the cross-attention
+bounded whatever the number of runs. tiny_dit.inside.word_attention recomputes the cross-attention
 maps the same way (`maps_at` with its own cache of the same size).
 """
 

@@ -13,10 +13,10 @@
 Both judges rate rendered clips (a sanity check: they should be near 100%) and
 generated clips (the DiT's quality). Also here: the autoencoder's PSNR and speed.
 
-    python -m tiny_dit.evaluate --model assets/tiny-dit-shapes      # the DiT, both judges
-    python -m tiny_dit.evaluate --scheduler dpm++ --steps 8         # with another solver (tiny_dit.schedulers)
-    python -m tiny_dit.evaluate --rendered                          # the judges on rendered clips
-    python -m tiny_dit.evaluate --rendered --round-trip             # ... through the model's autoencoder
+    python -m tiny_dit.training.evaluate --model assets/tiny-dit-shapes      # the DiT, both judges
+    python -m tiny_dit.training.evaluate --scheduler dpm++ --steps 8         # with another solver (tiny_dit.schedulers)
+    python -m tiny_dit.training.evaluate --rendered                          # the judges on rendered clips
+    python -m tiny_dit.training.evaluate --rendered --round-trip             # ... through the model's autoencoder
 """
 
 from __future__ import annotations
@@ -367,7 +367,7 @@ def print_table(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m tiny_dit.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tiny_dit.training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="assets/tiny-dit-shapes",
                         help="pipeline folder or Hub repo id to evaluate")

@@ -1,7 +1,7 @@
 """What each view of the app shows, as pictures (PIL) and Markdown, from checked values: the
-"Inside the model" views of one recorded run (tiny_dit.recorder.RunRecord, clip 1), the two
+"Inside the model" views of one recorded run (tiny_dit.inside.recorder.RunRecord, clip 1), the two
 comparisons (guidance scales, the forward process) and a Sora task's run. app.py checks the inputs
-(tiny_dit.app_checks) and calls these; the drawing is tiny_dit.views, the words tiny_dit.teaching.
+(tiny_dit.app.checks) and calls these; the drawing is tiny_dit.inside.views, the words tiny_dit.inside.teaching.
 
     frames, channels, md = patch_grid(record)
     picker, heat, matrix, md, query = attention(record, block, head, iteration, query=None)
@@ -14,9 +14,17 @@ import time
 import numpy as np
 import torch
 
-from tiny_dit import sora_tasks, teaching, views
-from tiny_dit import word_attention as word_maps
+from tiny_dit.app import sora_tasks
 from tiny_dit.data.shapes import attributes_clip, shapes_attributes
+from tiny_dit.inside import teaching
+from tiny_dit.inside import word_attention as word_maps
+from tiny_dit.inside.views.adaln import adaln_plot
+from tiny_dit.inside.views.attention import attention_heatmap, attention_matrix, picker_image
+from tiny_dit.inside.views.drawing import labelled_grid
+from tiny_dit.inside.views.patch_grid import latent_channels_image, patch_grid_image, token_arithmetic
+from tiny_dit.inside.views.text_path import clip_score_chart, tokens_image
+from tiny_dit.inside.views.trajectory import forward_process_images
+from tiny_dit.inside.views.words import word_heatmap_image
 from tiny_dit.text_encoder import tokenize
 from tiny_dit.video import to_uint8
 
@@ -30,10 +38,10 @@ DEFAULT_ATTRIBUTES = {"color": "red", "shape": "circle", "motion": "left", "back
 
 def patch_grid(record):
     """(clip 1 cut into tubelets, its latent channel by channel, the token arithmetic)."""
-    frames = views.patch_grid_image(record.frames[0], record.geometry)
-    channels = views.latent_channels_image(record.x_t[-1].astype(np.float32), record.geometry,
+    frames = patch_grid_image(record.frames[0], record.geometry)
+    channels = latent_channels_image(record.x_t[-1].astype(np.float32), record.geometry,
                                            title="clip 1 in latent space: one row per channel")
-    return frames, channels, views.token_arithmetic(record.geometry)
+    return frames, channels, token_arithmetic(record.geometry)
 
 
 def attention(record, block: int, head: int | None, iteration: int, query: tuple[int, int, int] | None = None):
@@ -42,9 +50,9 @@ def attention(record, block: int, head: int | None, iteration: int, query: tuple
     if query is None:  # a patch on the object: the first picture should show structure
         query = word_maps.default_query(record.frames[0], record.geometry)
     shown = iteration - 1
-    heat, md = views.attention_heatmap(record, block, head, shown, query)
-    matrix = views.attention_matrix(record, block, head, shown, query)
-    picker = views.picker_image(record.frames[0], record.geometry, query)
+    heat, md = attention_heatmap(record, block, head, shown, query)
+    matrix = attention_matrix(record, block, head, shown, query)
+    picker = picker_image(record.frames[0], record.geometry, query)
     return picker, heat, matrix, teaching.attention_caption(record, block, head, shown) + "\n\n" + md, query
 
 
@@ -58,13 +66,13 @@ def text_path(record, pipe):
         clip = attributes_clip(attributes, g.num_frames, g.height, g.width, seed=record.seed)
         with torch.no_grad():
             reference = float(pipe.text_encoder.clip_score(torch.from_numpy(clip[None]), record.prompt)[0])
-    chart = views.clip_score_chart(record.clip_scores, reference)
-    return (views.tokens_image(record.tokens), chart,
+    chart = clip_score_chart(record.clip_scores, reference)
+    return (tokens_image(record.tokens), chart,
             teaching.text_path_summary(record.tokens, record.clip_scores, reference))
 
 
 def adaln(record):
-    return views.adaln_plot(record), teaching.adaln_summary(record.adaln)
+    return adaln_plot(record), teaching.adaln_summary(record.adaln)
 
 
 # -- word attention (cross-attention per word, recomputed from the record) --------------------
@@ -79,7 +87,7 @@ def word_attention(record, words, index: int, block: int | None, head: int | Non
         return None, "The prompt has no words for CLIP to read."
     chosen = words[index]
     heat = word_maps.word_heat(record, chosen, iteration - 1, block, head)
-    image = views.word_heatmap_image(record.frames[0], record.geometry, heat,
+    image = word_heatmap_image(record.frames[0], record.geometry, heat,
                                      title=f"\"{chosen.text}\": how much each patch reads it")
     return image, word_maps.describe(record, words, index, block, head, iteration - 1)
 
@@ -112,7 +120,7 @@ def forward_process(pipe, geometry, prompt: str, level: float, seed: int):
     named = attributes is not None
     attributes = attributes or DEFAULT_ATTRIBUTES
     clip = attributes_clip(attributes, geometry.num_frames, geometry.height, geometry.width, seed=seed)
-    strip, ladder = views.forward_process_images(pipe, clip, level, seed=seed)
+    strip, ladder = forward_process_images(pipe, clip, level, seed=seed)
     return strip, ladder, teaching.forward_process_summary(attributes, named, level, geometry.num_frames)
 
 
@@ -120,7 +128,7 @@ def guidance_grid(pipe, clips: list[np.ndarray], prompt: str, scales: list[float
     """The guidance comparison's clips (one per scale) as one labelled grid clip, and their CLIP scores."""
     with torch.no_grad():
         scores = pipe.text_encoder.clip_score(torch.from_numpy(np.stack(clips)), prompt).tolist()
-    return views.labelled_grid(clips, [f"w = {w:g}" for w in scales]), scores
+    return labelled_grid(clips, [f"w = {w:g}" for w in scales]), scores
 
 
 def run_sora_task(pipe, prompt: str, conditions, *, num_frames: int, height: int, width: int, steps: int,

@@ -25,7 +25,7 @@ import traceback
 import gradio as gr
 import numpy as np
 
-from tiny_dit.pipeline import MAX_VIDEOS
+from tiny_dit.pipeline_checks import MAX_VIDEOS
 
 log = logging.getLogger("tiny-dit-app")
 
@@ -206,8 +206,8 @@ def check_scales(scales) -> list[float]:
 
 
 def check_record(record):
-    """A recorded run (tiny_dit.recorder.RunRecord), else the error that asks for one."""
-    from tiny_dit.recorder import RunRecord
+    """A recorded run (tiny_dit.inside.recorder.RunRecord), else the error that asks for one."""
+    from tiny_dit.inside.recorder import RunRecord
 
     if not isinstance(record, RunRecord):
         raise user_error("Generate a clip first: these views show the run you just made.")
@@ -248,7 +248,8 @@ def check_query(query, grid: tuple[int, int, int]) -> tuple[int, int, int] | Non
 
 
 def check_click(evt, layout) -> tuple[int, int, int]:
-    """The patch a click (gr.SelectData) on a picture of the time slots (views.SlotLayout) hit."""
+    """The patch a click (gr.SelectData) on a picture of the time slots
+    (tiny_dit.inside.views.attention.SlotLayout) hit."""
     index = getattr(evt, "index", None)
     if not isinstance(index, (list, tuple)) or len(index) != 2:
         raise user_error("Click on a patch inside one of the frames.")
@@ -266,7 +267,7 @@ def check_word_view(record, word, block, head, step, num_words: int, num_passes:
 
 
 # The largest frame side the app offers, as a multiple of the trained side: with centred positions (TinyDiT's
-# centre_space) shapes hold at 1.5x (128 -> 192 px) and are lost at 2x (the README's size table).
+# centre_space) shapes hold at 1.5x (128 -> 192 px) and are lost at 2x (the size table of docs/sora-tasks.md).
 SIDE_MAX_SCALE = 1.5
 
 

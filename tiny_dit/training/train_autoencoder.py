@@ -7,7 +7,7 @@ statistics are measured on training clips and stored in the config
 (shift_factor = mean, scaling_factor = 1 / std), so the DiT sees latents with
 zero mean and unit variance.
 
-    python -m tiny_dit.train_autoencoder --out assets/tiny-autoencoder --steps 3000
+    python -m tiny_dit.training.train_autoencoder --out assets/tiny-autoencoder --steps 3000
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from tiny_dit.autoencoder import encode_clips, frames_to_images, tiny_autoencoder
 from tiny_dit.data.shapes import NUM_FRAMES, render_clips, render_dataset, sample_clip_specs
-from tiny_dit.evaluate import autoencoder_psnr, decode_frames_per_second
-from tiny_dit.training import add_run_arguments, start_run, step_seed, train_simple
+from tiny_dit.training.evaluate import autoencoder_psnr, decode_frames_per_second
+from tiny_dit.training.loop import add_run_arguments, start_run, step_seed, train_simple
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def measure_latent_statistics(vae, num_clips: int = 256, seed: int = 999) -> tup
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tiny_dit.train_autoencoder", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tiny_dit.training.train_autoencoder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("assets/tiny-autoencoder"),
                         help="where the trained model is saved (diffusers save_pretrained)")

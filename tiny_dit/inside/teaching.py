@@ -1,6 +1,6 @@
 """The teaching text of the app: what each view shows and why, one paragraph per idea.
 
-Kept beside the views (tiny_dit.views draws the pictures, this file says what they mean), so
+Kept beside the views (tiny_dit.inside.views draws the pictures, this file says what they mean), so
 that app.py is only the page's layout and wiring. Markdown; the app shows each above its view.
 The functions at the end write the Markdown that sums up one result (a run, a comparison, a view).
 """
@@ -160,7 +160,7 @@ def run_summary(record, total: float) -> str:
 
 
 def iteration_status(event) -> str:
-    """The status line of a Generate run after one iteration (a tiny_dit.recorder.StepEvent)."""
+    """The status line of a Generate run after one iteration (a tiny_dit.inside.recorder.StepEvent)."""
     return (f"Iteration {event.step + 1} of {event.num_steps} (noise level sigma = {event.sigma:.2f}), "
             f"{event.elapsed:.1f} s. The preview shows the model's current guess of the clean clip.")
 

@@ -1,13 +1,13 @@
 """How a model learned: the samples and the loss curve a training run leaves in its pipeline folder.
 
-    from tiny_dit.training_history import load_history, loss_curve_image, snapshot_image
+    from tiny_dit.inside.training_history import load_history, loss_curve_image, snapshot_image
 
     history = load_history("assets/tiny-dit-shapes")
     history.snapshots          # [Snapshot(step=500, grid=.../grid.mp4, prompts=[...]), ...], by step
     loss_curve_image(history, mark_step=2000)
     snapshot_image(history.snapshots[0])
 
-The layout (written by `python -m tiny_dit.train` for every run, so a notebook user sees the
+The layout (written by `python -m tiny_dit.training.train` for every run, so a notebook user sees the
 same for their own model):
 
     <pipeline folder>/training_log.jsonl          one JSON object per line: {"step", "loss", "lr", ...},
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tiny_dit import views
+from tiny_dit.inside.views import drawing
 from tiny_dit.video import split_grid
 
 LOG_NAME = "training_log.jsonl"
@@ -157,15 +157,15 @@ def snapshot_image(snapshot: Snapshot, frames_shown: int = 8, cell: int = 80) ->
 
     grid, _ = read_mp4(snapshot.grid)
     clips = split_grid(grid, len(snapshot.prompts))
-    idx = views.spread(frames_shown, grid.shape[0])
+    idx = drawing.spread(frames_shown, grid.shape[0])
     if clips is None:  # an unknown layout: the whole grid, frame by frame
-        return views.caption_above(views.filmstrip(grid[None], idx, cell=4 * cell),
+        return drawing.caption_above(drawing.filmstrip(grid[None], idx, cell=4 * cell),
                                    f"step {snapshot.step:,}: the sample grid")
     rows = []
     for prompt, clip in zip(snapshot.prompts, clips):
-        strip = views.filmstrip(clip[None], idx, cell=cell, show_frame_numbers=False)
-        rows.append(views.caption_above(strip, f"\"{prompt}\"", size=12))
-    return views.stack(rows, gap=6)
+        strip = drawing.filmstrip(clip[None], idx, cell=cell, show_frame_numbers=False)
+        rows.append(drawing.caption_above(strip, f"\"{prompt}\"", size=12))
+    return drawing.stack(rows, gap=6)
 
 
 def smooth(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
@@ -185,7 +185,7 @@ def _plot(size: tuple[int, int], title: str, xmax: float, ylim: tuple[float, flo
     left, right, top, bottom = 52, 24, 24, 34
     out = Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(out)
-    draw.text((left, 4), title, fill=views.INK, font=views.font(13))
+    draw.text((left, 4), title, fill=drawing.INK, font=drawing.font(13))
     pw, ph = w - left - right, h - top - bottom
     lo, hi = ylim
     f = np.log10 if log_y else (lambda v: v)
@@ -202,12 +202,12 @@ def _plot(size: tuple[int, int], title: str, xmax: float, ylim: tuple[float, flo
     for tick in ticks:
         _, y = xy(0, tick)
         draw.line([(left, y), (left + pw, y)], fill=(232, 232, 232))
-        draw.text((2, y - 7), f"{tick:g}", fill=views.MUTED, font=views.font(10))
-    for tick in views._nice_ticks(xmax, 5):
+        draw.text((2, y - 7), f"{tick:g}", fill=drawing.MUTED, font=drawing.font(10))
+    for tick in drawing._nice_ticks(xmax, 5):
         x, _ = xy(tick, lo)
-        draw.line([(x, top + ph), (x, top + ph + 3)], fill=views.MUTED)
-        draw.text((x - 8, top + ph + 4), f"{tick:,.0f}", fill=views.MUTED, font=views.font(10))
-    draw.text((left + pw // 2 - 30, top + ph + 18), "training step", fill=views.MUTED, font=views.font(10))
+        draw.line([(x, top + ph), (x, top + ph + 3)], fill=drawing.MUTED)
+        draw.text((x - 8, top + ph + 4), f"{tick:,.0f}", fill=drawing.MUTED, font=drawing.font(10))
+    draw.text((left + pw // 2 - 30, top + ph + 18), "training step", fill=drawing.MUTED, font=drawing.font(10))
     draw.rectangle([left, top, left + pw, top + ph], outline=(180, 180, 180))
     for xs, ys, color, width in series:
         points = [xy(x, y) for x, y in zip(xs, ys)]
@@ -218,12 +218,12 @@ def _plot(size: tuple[int, int], title: str, xmax: float, ylim: tuple[float, flo
             draw.line(points, fill=color, width=width)
     if mark_step is not None:
         x, _ = xy(mark_step, lo)
-        draw.line([(x, top), (x, top + ph)], fill=views.HIGHLIGHT, width=2)
+        draw.line([(x, top), (x, top + ph)], fill=drawing.HIGHLIGHT, width=2)
     lx = left + pw
     for label, color in reversed(list(legend)):
-        lx -= views.text_width(label, 11) + 24
+        lx -= drawing.text_width(label, 11) + 24
         draw.rectangle([lx, 9, lx + 12, 15], fill=color)
-        draw.text((lx + 15, 5), label, fill=views.INK, font=views.font(11))
+        draw.text((lx + 15, 5), label, fill=drawing.INK, font=drawing.font(11))
     return out
 
 
@@ -242,21 +242,21 @@ def loss_curve_image(history: TrainingHistory, mark_step: int | None = None, wid
         hi = 10 ** np.ceil(np.log10(np.percentile(losses, 99.5)))
         panels.append(_plot((width, 240), "training loss (log scale)", xmax, (lo, max(hi, lo * 10)), True,
                             [(history.steps, losses, (170, 200, 230), 1),
-                             (history.steps, smooth(losses), views.SERIES_COLORS[0], 2)], mark_step,
-                            legend=[("raw", (170, 200, 230)), ("smoothed", views.SERIES_COLORS[0])]))
+                             (history.steps, smooth(losses), drawing.SERIES_COLORS[0], 2)], mark_step,
+                            legend=[("raw", (170, 200, 230)), ("smoothed", drawing.SERIES_COLORS[0])]))
     for split in ("seen", "held-out"):
         series, legend = [], []
         for j, attribute in enumerate(EVAL_ATTRIBUTES):
             points = [(s, e[f"{split}/{attribute}"]) for s, e in history.evals if f"{split}/{attribute}" in e]
             if points:
-                color = views.SERIES_COLORS[(j + 1) % len(views.SERIES_COLORS)]
+                color = drawing.SERIES_COLORS[(j + 1) % len(drawing.SERIES_COLORS)]
                 xs, ys = zip(*points)
                 series.append((np.array(xs), np.array(ys), color, 2))
                 legend.append((attribute, color))
         if series:
             panels.append(_plot((width, 200), f"{split} prompts: share judged right", xmax, (0.0, 1.0), False,
                                 series, mark_step, legend=legend))
-    return views.stack(panels, gap=6)
+    return drawing.stack(panels, gap=6)
 
 
 def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
@@ -269,7 +269,8 @@ def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
             where = f"`{history.folder}`"
     if not history.has_log and not history.snapshots:
         return (f"**No training history for {where}**: neither `{LOG_NAME}` nor `{SAMPLES_DIR}/` is there. "
-                "A model trained with `python -m tiny_dit.train` (or the notebook) has both in its pipeline folder.")
+                "A model trained with `python -m tiny_dit.training.train` (or the notebook) has both in its "
+                "pipeline folder.")
     lines = []
     last = int(history.steps[-1]) if history.has_log else None
     if chosen is not None:
@@ -291,7 +292,7 @@ def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
     else:
         lines.append(f"**No sample snapshots in {where}** (`{SAMPLES_DIR}/step-*/grid.mp4`): this model was trained "
                      "before the training command wrote them. The loss curve is all there is; a model trained now "
-                     "with `python -m tiny_dit.train` (or the notebook) gets both.")
+                     "with `python -m tiny_dit.training.train` (or the notebook) gets both.")
         if history.has_log:
             lines.append(f"{len(history.steps):,} logged steps up to step {last:,}; loss from "
                          f"{float(history.losses[0]):.3f} to {float(history.losses[-1]):.4f}.")

@@ -7,7 +7,7 @@ the loss only drops if shapes and motions are told apart. Captions use every
 phrasing of the spec, so the text tower learns the words. The image tower sees
 each clip through the "interleave" video view (see tiny_dit/text_encoder.py).
 
-    python -m tiny_dit.train_clip --out assets/tiny-clip --steps 800
+    python -m tiny_dit.training.train_clip --out assets/tiny-clip --steps 800
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 
 from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, NUM_FRAMES, SHAPES,
                                   all_attribute_combinations, caption, random_clip_spec, render_clips)
-from tiny_dit.evaluate import clip_retrieval_accuracy
 from tiny_dit.text_encoder import VIEW_FRAMES, TINY_CLIP_NAME, CLIPEncoder
-from tiny_dit.training import add_run_arguments, start_run, step_seed, train_simple
+from tiny_dit.training.evaluate import clip_retrieval_accuracy
+from tiny_dit.training.loop import add_run_arguments, start_run, step_seed, train_simple
 
 
 def off_palette_color(rng: np.random.Generator, background: str, min_distance: float = 100.0) -> str:
@@ -139,7 +139,7 @@ def model_config(name_or_file: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tiny_dit.train_clip", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tiny_dit.training.train_clip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("assets/tiny-clip"),
                         help="where the trained model is saved (open_clip folder layout)")

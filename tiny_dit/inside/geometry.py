@@ -1,6 +1,6 @@
 """How pixels become tokens for one pipeline: the sizes of every stage, read from its configs.
 
-    from tiny_dit.geometry import ModelGeometry
+    from tiny_dit.inside.geometry import ModelGeometry
 
     g = ModelGeometry.of(pipe)
     g.latent_size     # (T, h, w): the autoencoder's output, per frame /vae_scale_factor

@@ -1,9 +1,9 @@
 """Train TinyDiT on a latent cache with rectified flow.
 
-    python -m tiny_dit.train --cache cache/shapes --out runs/dit-small --preset small
-    python -m tiny_dit.train --cache cache/shapes --out runs/dit-small --resume      # continue after a stop
-    python -m tiny_dit.train --cache cache/shapes cache/shapes-32f --out runs/dit-sizes   # two lengths
-    accelerate launch -m tiny_dit.train --cache cache/shapes --out runs/dit-base --preset base --mixed-precision bf16
+    python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --preset small
+    python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --resume      # continue after a stop
+    python -m tiny_dit.training.train --cache cache/shapes cache/shapes-32f --out runs/dit-sizes   # two lengths
+    accelerate launch -m tiny_dit.training.train --cache cache/shapes --out runs/dit-base --preset base --mixed-precision bf16
 
 The same command runs on a CPU, one GPU, or several GPUs under `accelerate launch`
 (each process draws its own batches; the effective batch is batch-size x processes).
@@ -12,7 +12,7 @@ Each step draws a random batch of clips from the cache (held in memory; with
 several caches, from one of them: a bucket of one length and size), and
 minimises the rectified-flow loss of `tiny_dit.flow.flow_matching_loss` with
 AdamW, a linear learning-rate warm-up and gradient clipping, in the training
-loop of `tiny_dit.training`. An exponential moving average (EMA) of the weights
+loop of `tiny_dit.training.loop`. An exponential moving average (EMA) of the weights
 is what gets sampled and saved.
 
 The run folder (--out):
@@ -52,11 +52,11 @@ from diffusers.optimization import get_scheduler
 from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.conditions import random_known_mask
 from tiny_dit.flow import flow_matching_loss
-from tiny_dit.latent_cache import LatentCache, embed_prompts
 from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT, token_grid
 from tiny_dit.text_encoder import TextEmbeddings, text_context
-from tiny_dit.training import (JsonlLog, has_checkpoint, load_checkpoint, refuse_to_overwrite, resolve_precision,
-                               restore_training_state, save_training_state, train_loop)
+from tiny_dit.training.latent_cache import LatentCache, embed_prompts
+from tiny_dit.training.loop import (JsonlLog, has_checkpoint, load_checkpoint, refuse_to_overwrite, resolve_precision,
+                                    restore_training_state, save_training_state, train_loop)
 
 # A preset is the model's shape (tiny_dit.model.TINY_DIT_PRESETS: TinyDiT keyword arguments; the input
 # sizes come from the cache) plus the training defaults that suit it, kept here.
@@ -68,7 +68,7 @@ PRESETS = {
         noise_shift=1.0, image_batch_size=0,
     ),
     # For 2 CPU cores or a Colab T4: patch 4 x 4 x 4 -> 4 x 8 x 8 = 256 tokens, 5.1M parameters. The recipe of
-    # the README's study: 16 clips and 32 stills a step (a still is 64 tokens: shape is learned on stills at a
+    # docs/recipe-study.md: 16 clips and 32 stills a step (a still is 64 tokens: shape is learned on stills at a
     # quarter of a clip's cost), noise shift 3 in training and in the sampler.
     "small": dict(
         model=TINY_DIT_PRESETS["small"],
@@ -216,7 +216,7 @@ def set_rng_state(state: dict, batch_generator: torch.Generator, noise_generator
 
 
 def check_process_count(num_processes: int, env=os.environ) -> str | None:
-    """Catch a launch that asked for several processes but runs this one alone (README, "Training on
+    """Catch a launch that asked for several processes but runs this one alone (docs/training.md, "Training on
     several processes or GPUs"). Raises when a launcher started several processes that accelerate
     does not join (each would train alone and overwrite the same run folder); returns a warning when
     `accelerate launch` was asked for several processes and started one (--cpu, or no GPUs); else None."""
@@ -229,15 +229,16 @@ def check_process_count(num_processes: int, env=os.environ) -> str | None:
             f"the launcher started {started} processes (WORLD_SIZE={env.get('WORLD_SIZE')}), but accelerate runs "
             "this one alone (no GPU per process, and ACCELERATE_USE_CPU is not set): each would train on its own "
             f"and overwrite the same run folder. On CPUs: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node {started} "
-            "-m tiny_dit.train ...; on GPUs: check that every process has one (nvidia-smi, CUDA_VISIBLE_DEVICES)")
+            "-m tiny_dit.training.train ...; on GPUs: check that every process has one (nvidia-smi, "
+            "CUDA_VISIBLE_DEVICES)")
     # accelerate launch's one-process launcher always sets ACCELERATE_USE_CPU, and MASTER_ADDR only when it
     # was asked for --num_processes > 1 or --num_machines > 1; a real several-process launch sets WORLD_SIZE.
     if "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env and "WORLD_SIZE" not in env:
         return ("warning: `accelerate launch` was asked for several processes but started this one only (with "
                 "--cpu, or on a machine without a GPU per process, it starts one process unless given "
                 "--mpirun_hostfile): this run trains on 1 process. For several CPU processes use "
-                "ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m tiny_dit.train ... or "
-                "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m tiny_dit.train ...")
+                "ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m tiny_dit.training.train ... or "
+                "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m tiny_dit.training.train ...")
     return None
 
 
@@ -293,8 +294,9 @@ def model_overrides(args: argparse.Namespace) -> dict:
 
 
 def evaluate_run(pipe, clip, args: argparse.Namespace) -> dict:
-    """The project's evaluation (tiny_dit.evaluate) of the EMA weights, as log.jsonl fields: a learning curve."""
-    from tiny_dit.evaluate import evaluate_pipeline
+    """The project's evaluation (tiny_dit.training.evaluate) of the EMA weights, as log.jsonl fields: a learning
+    curve."""
+    from tiny_dit.training.evaluate import evaluate_pipeline
 
     still = args.batch_size == 0 if args.eval_still is None else args.eval_still
     start = time.time()
@@ -307,7 +309,7 @@ def evaluate_run(pipe, clip, args: argparse.Namespace) -> dict:
 
 def resolve_mixed_precision(args: argparse.Namespace) -> str:
     """--mixed-precision as accelerate takes it. fp16 (GPUs) passes as given; auto, no and bf16 go through
-    tiny_dit.training.resolve_precision on the main process, which tells the others (every process
+    tiny_dit.training.loop.resolve_precision on the main process, which tells the others (every process
     computes alike). A resumed run's auto stays with the precision of its args.json unless that is
     clearly the slower. Under `accelerate launch` with fp16 or bf16 in its config or its own
     --mixed_precision, auto takes that, as the run did before auto (the launcher's "no" is its default,
@@ -575,11 +577,11 @@ def export_checkpoint(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tiny_dit.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tiny_dit.training.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     io = parser.add_argument_group("data and run folder")
     io.add_argument("--cache", type=Path, nargs="+", required=True,
-                    help="latent cache folder(s) (python -m tiny_dit.latent_cache). Several caches of other "
+                    help="latent cache folder(s) (python -m tiny_dit.training.latent_cache). Several caches of other "
                          "lengths and sizes train one model on all of them (a bucket each; the first sets the "
                          "model's default size)")
     io.add_argument("--cache-weights", type=float, nargs="+", default=None,
@@ -657,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-samples", type=int, default=4, help="sample clips, one per cache caption (default 4)")
     run.add_argument("--eval-every", type=int, default=0,
                      help="steps between evaluations of the EMA weights (the frame and CLIP judges of "
-                          "tiny_dit.evaluate, logged to log.jsonl), 0 = never")
+                          "tiny_dit.training.evaluate, logged to log.jsonl), 0 = never")
     run.add_argument("--eval-prompts", type=int, default=24, help="prompts per split for --eval-every (default 24)")
     run.add_argument("--eval-still", action=argparse.BooleanOptionalAction, default=None,
                      help="--eval-every judges still images (default: when --batch-size is 0)")

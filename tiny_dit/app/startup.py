@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from tiny_dit.app_checks import md_escape, short
+from tiny_dit.app.checks import md_escape, short
 
 DTYPE_ENV = "TINY_DIT_DTYPE"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -134,5 +134,5 @@ def load_pipeline(requested: str | None, env: str, bundled: str, bundled_path: s
     except Exception as error:
         notices.append(f"The bundled model `{bundled}` could not be loaded either ({md_escape(short(error))}). "
                        "**Running an untrained stand-in with random weights: its clips are noise.** Train a model "
-                       f"(`python -m tiny_dit.train`) and point {env} at its `pipeline/` folder.")
+                       f"(`python -m tiny_dit.training.train`) and point {env} at its `pipeline/` folder.")
     return prepare(standin_pipeline(), "standin"), "untrained stand-in (random weights)", notices

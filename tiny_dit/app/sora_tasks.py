@@ -1,7 +1,7 @@
 """Sora's other tasks, for the app's "Sora tasks" tab: an image, animate an image, extend a clip
 forwards or backwards, connect two clips, at any length and size.
 
-    from tiny_dit.sora_tasks import build_conditions, mark_known_frames
+    from tiny_dit.app.sora_tasks import build_conditions, mark_known_frames
 
     conditions, known = build_conditions("connect", num_frames=16, height=128, width=128,
                                          clip=a, clip_b=b, keep=4)
@@ -52,8 +52,8 @@ TASKS: dict[str, SoraTask] = {
                         "the frames between."),
 }
 FIELDS = {"image": "The image", "clip": "Clip A", "clip_b": "Clip B"}
-KNOWN_COLOR = (0, 220, 255)  # the border of a given (known) frame: views.HIGHLIGHT
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+KNOWN_COLOR = (0, 220, 255)  # the border of a given (known) frame: drawing.HIGHLIGHT
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 
 # ----------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def known_frames_strip(frames: np.ndarray, known: np.ndarray, max_frames: int = 
     """A filmstrip (PIL image) of the result, frames numbered and labelled "given" (bordered) or "new"."""
     from PIL import Image, ImageDraw
 
-    from tiny_dit.views import BACKGROUND, INK, MUTED, filmstrip, font, spread, stack
+    from tiny_dit.inside.views.drawing import BACKGROUND, INK, MUTED, filmstrip, font, spread, stack
 
     idx = spread(min(max_frames, len(frames)), len(frames))
     marked = mark_known_frames(frames, known)[idx]
@@ -331,6 +331,11 @@ def example_rows(folder: str | Path = EXAMPLES_DIR) -> list[list]:
     ]
 
 
-if __name__ == "__main__":  # python -m tiny_dit.sora_tasks: (re)write assets/examples/
+if __name__ == "__main__":  # python -m tiny_dit.app.sora_tasks: (re)write assets/examples/
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m tiny_dit.app.sora_tasks",
+                            description="(Re)write the Sora tasks tab's example inputs in assets/examples/."
+                            ).parse_args()
     for written_path in write_examples():
         print(written_path, written_path.stat().st_size, "bytes")

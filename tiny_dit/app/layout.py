@@ -12,11 +12,14 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from tiny_dit import sora_tasks, training_history, views
-from tiny_dit.app_checks import (GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, SEED_MAX, STEPS_MAX, STEPS_MIN,
+from tiny_dit.app import sora_tasks
+from tiny_dit.app.checks import (GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, SEED_MAX, STEPS_MAX, STEPS_MIN,
                                  side_max)
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, MAX_NUM_FRAMES
-from tiny_dit.teaching import MATRIX_TEXT, SORA_TEXT, VIEW_TEXT
+from tiny_dit.inside import training_history
+from tiny_dit.inside.teaching import MATRIX_TEXT, SORA_TEXT, VIEW_TEXT
+from tiny_dit.inside.views.patch_grid import token_arithmetic
+from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+from tiny_dit.pipeline_checks import MAX_NUM_FRAMES
 
 GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
 GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
@@ -119,7 +122,7 @@ def patch_tab(g) -> SimpleNamespace:
         with gr.Row():
             frames = image_output("Clip 1 cut into tubelets (rows: time slots)", scale=3)
             channels = image_output("The latent the DiT works on", scale=2)
-        md = gr.Markdown(views.token_arithmetic(g))
+        md = gr.Markdown(token_arithmetic(g))
     return SimpleNamespace(frames=frames, channels=channels, md=md)
 
 
