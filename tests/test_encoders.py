@@ -8,7 +8,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 
 from tiny_dit.autoencoder import decode_latents, encode_clips, load_autoencoder, spatial_downsample
 from tiny_dit.data.shapes import render_dataset
-from tiny_dit.training.evaluate import autoencoder_psnr, clip_retrieval_accuracy
+from tiny_dit.training.evaluate import attribute_choice_accuracy, autoencoder_psnr, caption_cosines
 from tiny_dit.text_encoder import CLIPEncoder, OpenCLIPTokenizer
 
 CLIP_PATH, AUTOENCODER_PATH = "assets/tiny-clip", "assets/tiny-autoencoder"
@@ -31,13 +31,21 @@ def vae():
 
 # -- tiny CLIP -------------------------------------------------------------------
 
-def test_tiny_clip_retrieves_captions_of_fresh_clips(clip):
-    """Zero-shot retrieval among all 432 canonical captions, on clips it never saw
-    (thresholds a little below the figures in the README)."""
-    seen = clip_retrieval_accuracy(clip, num_clips=96, seed=4321, split="train")
-    assert seen["color"] >= 0.95 and seen["background"] >= 0.95, seen
-    assert seen["motion"] >= 0.9, seen  # measured 100% on 512 clips
-    assert seen["shape"] >= 0.6, seen  # measured 74.6%: the weak attribute (see README)
+def test_tiny_clip_tells_the_attributes_apart_on_fresh_clips(clip):
+    """On clips it never saw, each attribute picked among its alternatives, seen and held-out colour-shape
+    pairs (thresholds a little below the figures in docs/world-and-encoders.md, measured on 512 clips)."""
+    seen = attribute_choice_accuracy(clip, num_clips=96, seed=4321, split="train")
+    assert min(seen.values()) >= 0.95, seen  # measured: colour 98.6-100%, shape 99-100%, motion, background 100%
+    held_out = attribute_choice_accuracy(clip, num_clips=96, seed=4321, split="heldout")
+    assert held_out["shape"] >= 0.8, held_out  # measured 90.6% on 512 clips: held-out shape is the hard one
+    assert min(held_out[a] for a in ("color", "motion", "background")) >= 0.95, held_out
+
+
+def test_tiny_clip_keeps_shape_words_apart():
+    """Captions that differ only in the shape word are no longer the closest pairs (the first tiny CLIP: 0.73,
+    above colour's 0.54 and motion's 0.52)."""
+    cosines = caption_cosines(CLIPEncoder.from_pretrained(CLIP_PATH))
+    assert cosines["shape"] < 0.7, cosines
 
 
 def test_tiny_clip_is_an_open_clip_folder():
