@@ -306,7 +306,7 @@ def test_the_benchmarks_know_the_presets_training_defaults():
 
 def test_still_images_are_one_frame_held_for_a_tubelet():
     latents = torch.randn(3, 4, 8, 5, 5)
-    stills = tiny_dit.training.train.still_images(latents, 2, torch.Generator().manual_seed(0))
+    stills, _ = tiny_dit.training.train.still_images(latents, 2, torch.Generator().manual_seed(0))
     assert stills.shape == (3, 4, 2, 5, 5)
     for clip, still in zip(latents, stills):
         assert torch.equal(still[:, 0], still[:, 1])  # it does not move

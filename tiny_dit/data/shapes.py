@@ -352,6 +352,15 @@ def render_clips(specs: list[ClipSpec], frame_indices: list[int] | None = None,
     return out
 
 
+def object_cover(frames: torch.Tensor, specs: list[ClipSpec], factor: int) -> torch.Tensor:
+    """How much of each factor x factor cell the object covers in rendered clips (N, T, H, W, 3): uint8
+    (N, T, H / factor, W / factor), 0-255. Exact for the renderer's own clips: every pixel that is not
+    the background's colour is the object's (with factor the autoencoder's downsampling, a latent pixel's cover)."""
+    background = torch.tensor([BACKGROUNDS[s.background] for s in specs], dtype=torch.int16)  # (N, 3)
+    on_object = (frames.to(torch.int16) != background[:, None, None, None]).any(-1).float()  # (N, T, H, W)
+    return (F.avg_pool2d(on_object, factor) * 255).round().to(torch.uint8)  # (N, T, h, w)
+
+
 def attributes_clip(attributes: dict, num_frames: int = NUM_FRAMES, height: int = FRAME_SIZE,
                     width: int = FRAME_SIZE, seed: int = 0) -> np.ndarray:
     """A rendered clip with these attributes (color, shape, motion, background; e.g. from

@@ -45,16 +45,13 @@ def shapes_source(num_clips: int, seed: int, batch_size: int = 128, num_frames: 
     """Freshly rendered shapes-world training clips: (frames, captions, attributes, extras), where extras
     holds "object_mask": how much of each latent pixel the object covers (N, T, H / mask_factor,
     W / mask_factor) uint8 0-255, mask_factor the autoencoder's downsampling (for a loss weighted by it)."""
-    from tiny_dit.data.shapes import BACKGROUNDS, render_dataset
+    from tiny_dit.data.shapes import object_cover, render_dataset
 
     for frames, specs in render_dataset(num_clips, seed=seed, split="train", batch_size=batch_size,
                                         num_frames=num_frames, height=height, width=width):
-        background = torch.tensor([BACKGROUNDS[s.background] for s in specs], dtype=torch.int16)  # (B, 3)
-        on_object = (frames.to(torch.int16) != background[:, None, None, None]).any(-1).float()  # (B, T, H, W)
-        coverage = torch.nn.functional.avg_pool2d(on_object, mask_factor)  # (B, T, h, w)
         yield frames, [s.text for s in specs], [
             {"color": s.color, "shape": s.shape, "motion": s.motion, "background": s.background}
-            for s in specs], {"object_mask": (coverage * 255).round().to(torch.uint8)}
+            for s in specs], {"object_mask": object_cover(frames, specs, mask_factor)}
 
 
 def videofolder_source(folder: VideoFolder, batch_size: int = 64) -> Iterator[tuple]:
@@ -160,6 +157,12 @@ class LatentCache:
     metadata: list[dict]  # captions.jsonl: the caption and, for shapes-world clips, the attributes
     word_embeddings: torch.Tensor | None = None  # (N, L, W) float16: each token's own embedding (None: an older cache)
     object_mask: torch.Tensor | None = None  # (N, T, h, w) uint8: the object's cover of each latent pixel (shapes world)
+
+    @property
+    def text_embeddings(self) -> TextEmbeddings:
+        """The clips' caption embeddings, as CLIPEncoder.encode_text gives them."""
+        return TextEmbeddings(pooled=self.pooled, hidden_states=self.hidden_states, mask=self.mask,
+                              word_embeddings=self.word_embeddings)
 
     def still_captions(self, word_dropout: float = 0.0, seed: int = 0) -> list[str]:
         """A caption for a still frame of each clip: its shapes-world caption without the motion

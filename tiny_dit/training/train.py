@@ -53,7 +53,7 @@ from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.conditions import random_known_mask
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT, token_grid
-from tiny_dit.text_encoder import TextEmbeddings, text_context
+from tiny_dit.text_encoder import text_context
 from tiny_dit.training.latent_cache import LatentCache, embed_prompts
 from tiny_dit.training.loop import (JsonlLog, has_checkpoint, load_checkpoint, refuse_to_overwrite, resolve_precision,
                                     restore_training_state, save_training_state, train_loop)
@@ -107,9 +107,9 @@ def build_model(cache: LatentCache, preset: str, **overrides) -> TinyDiT:
 
 
 def still_images(latents: torch.Tensor, patch_size_t: int, generator: torch.Generator,
-                 frame_masks: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """One random latent frame of each clip, held for one tubelet: (B, C, T, h, w) -> (B, C, pt, h, w).
-    With frame_masks (B, T, h, w), also that frame's mask, held likewise: (B, pt, h, w).
+                 frame_masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One random latent frame of each clip, held for one tubelet: (B, C, T, h, w) -> (B, C, pt, h, w),
+    and the same frame of frame_masks (B, T, h, w), held likewise: (B, pt, h, w) (None without them).
 
     This is how the model learns images (Sora, Latte and VDM train on images beside clips): a
     still is a clip one tubelet long that does not move. A frame is 4x fewer tokens than a clip
@@ -121,7 +121,7 @@ def still_images(latents: torch.Tensor, patch_size_t: int, generator: torch.Gene
     frame = latents[rows, :, t]  # (B, C, h, w)
     still = frame[:, :, None].expand(-1, -1, patch_size_t, -1, -1)  # (B, C, pt, h, w)
     if frame_masks is None:
-        return still
+        return still, None
     return still, frame_masks[rows, t][:, None].expand(-1, patch_size_t, -1, -1)  # (B, pt, h, w)
 
 
@@ -393,12 +393,10 @@ def train(args: argparse.Namespace) -> dict:
         still_text = None
         if args.image_batch_size:  # stills are captioned without a motion: embed those captions once
             still_text = text_inputs(embed_prompts(clip, c.still_captions(args.word_dropout, args.seed), memo={}))
-        clip_text = TextEmbeddings(pooled=c.pooled, hidden_states=c.hidden_states, mask=c.mask,
-                                   word_embeddings=c.word_embeddings)
         if args.object_weight and c.object_mask is None:
             raise ValueError(f"--object-weight needs the object masks of a shapes-world cache; {path} has none: "
-                             "rebuild it with python -m tiny_dit.latent_cache")
-        buckets.append(Bucket(str(path), c.latents.to(device), text_inputs(clip_text), still_text,
+                             "rebuild it with python -m tiny_dit.training.latent_cache")
+        buckets.append(Bucket(str(path), c.latents.to(device), text_inputs(c.text_embeddings), still_text,
                               c.object_mask.to(device) if args.object_weight else None))
     bucket_weights = torch.tensor(args.cache_weights or [1.0] * len(buckets), dtype=torch.float64)
     if args.init_from and not (args.resume and has_checkpoint(ckpt_path)):
@@ -488,11 +486,8 @@ def train(args: argparse.Namespace) -> dict:
             idx = torch.randint(len(bucket.latents), (count,), generator=batch_generator).to(device)  # (B,)
             masks = None if bucket.object_mask is None else bucket.object_mask[idx]  # (B, T, h, w) uint8
             if is_still:
-                if masks is None:
-                    x0 = still_images(bucket.latents[idx], config.patch_size_t, batch_generator).float()
-                else:
-                    x0, masks = still_images(bucket.latents[idx], config.patch_size_t, batch_generator, masks)
-                    x0 = x0.float()
+                x0, masks = still_images(bucket.latents[idx], config.patch_size_t, batch_generator, masks)
+                x0 = x0.float()
                 text = bucket.still_text
             else:
                 x0 = bucket.latents[idx, :, window].float()  # (B, C, T, h, w)

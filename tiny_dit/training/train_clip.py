@@ -31,9 +31,9 @@ from tiny_dit.training.loop import add_run_arguments, start_run, step_seed, trai
 def off_palette_color(rng: np.random.Generator, background: str, min_distance: float = 100.0) -> str:
     """A random "#rrggbb" at least min_distance (RGB) from every colour of the vocabulary and from the
     background: an object colour that no caption word names, so a held-out pair is never drawn."""
+    named = [*COLORS.values(), BACKGROUNDS[background]]
     while True:
         rgb = rng.integers(0, 256, size=3)
-        named = [*COLORS.values(), BACKGROUNDS[background]]
         if min(np.linalg.norm(rgb - np.array(c)) for c in named) >= min_distance:
             return "#" + "".join(f"{int(v):02x}" for v in rgb)
 
@@ -49,15 +49,15 @@ def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True, colour_f
 
     With hard_negatives, a batch is four kinds of groups, each of clips that differ in one or two
     attributes only, so that the loss cannot drop without telling those apart:
-      * shape swaps (3/8 of the batch): one clip drawn with every shape its colour may take (the held-out
+      * shape swaps (3/8 of the batch, less when colour-free clips need the room): one clip drawn with every shape its colour may take (the held-out
         pairs never), the same position, size, speed and phrasing; the captions differ only in the
         shape word. Shape is the faintest attribute in the pixels and, without these, the one the
         text tower learned least (pooled cosine 0.96 between captions differing only in shape);
       * one colour-and-background group (1/4): every shape x motion of one colour on one background;
       * colour-free clips (`colour_free` of the batch, in shape swaps of one colour): objects in random
-        colours that no word names, captioned without a colour ("a star moving left ..."). Without them the image tower tied shapes to the colours it saw them in
-        and read a held-out pair's shape at 55-59% (its text tower kept shape apart: a linear probe fit on
-        seen captions read held-out ones 100%);
+        colours that no word names, captioned without a colour ("a star moving left ..."). Without them
+        the image tower tied shapes to the colours it saw them in and read a held-out pair's shape at
+        55-59% (its text tower kept shape apart: a linear probe fit on seen captions read held-out ones 100%);
       * distinct random clips (the rest), so that colours and backgrounds meet many negatives too.
     A caption may fit several clips (a colour-free one fits the same shape, motion and background in a
     named colour): `caption_matches` says which, for the loss."""
@@ -75,6 +75,12 @@ def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True, colour_f
             captions.append(spec.text if text is None else text)
             used.add((spec.color, spec.shape, spec.motion, spec.background))
 
+        def add_shape_swaps(base, shapes, end, colour_free=False):
+            """`base` drawn with each of `shapes` (the same clip, another shape), until the batch holds `end`."""
+            for shape in shapes[:end - len(specs)]:
+                add(replace(base, shape=shape), colour_free_caption(shape, base.motion, base.background,
+                                                                    base.phrasing) if colour_free else None)
+
         color, background = list(COLORS)[rng.integers(len(COLORS))], list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
         group = [(color, s, m, background) for s in SHAPES for m in MOTIONS if (color, s) not in HELD_OUT_PAIRS]
         for i in rng.permutation(len(group))[:batch_size // 4]:
@@ -88,18 +94,15 @@ def clip_batch(batch_size: int, seed: int, hard_negatives: bool = True, colour_f
                 break
             c, m, b = triples[i]
             shapes = [s for s in SHAPES if (c, s) not in HELD_OUT_PAIRS]
-            base = random_clip_spec(rng, c, shapes[rng.integers(len(shapes))], m, b)
-            for s in shapes[:swaps_end - len(specs)]:
-                add(replace(base, shape=s))  # the same clip, another shape
+            add_shape_swaps(random_clip_spec(rng, c, shapes[rng.integers(len(shapes))], m, b), shapes, swaps_end)
         free = [(m, b) for m in MOTIONS for b in BACKGROUNDS]  # colour-free clips, in shape swaps too
         for i in rng.permutation(len(free)):
             if len(specs) >= swaps_end + num_free:
                 break
             motion, background = free[i]
             base = random_clip_spec(rng, "red", SHAPES[rng.integers(len(SHAPES))], motion, background)
-            base = replace(base, color=off_palette_color(rng, background))
-            for shape in SHAPES[:swaps_end + num_free - len(specs)]:
-                add(replace(base, shape=shape), colour_free_caption(shape, motion, background, base.phrasing))
+            add_shape_swaps(replace(base, color=off_palette_color(rng, background)), SHAPES, swaps_end + num_free,
+                            colour_free=True)
         rest = [c for c in all_attribute_combinations("train") if c not in used]
         for i in rng.choice(len(rest), size=max(0, batch_size - len(specs)), replace=False):
             add(random_clip_spec(rng, *rest[i]))
