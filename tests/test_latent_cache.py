@@ -150,6 +150,17 @@ def test_cli_precision_option_and_its_deprecated_bf16_alias(tmp_path, encoders, 
         latent_cache.main(["--out", str(tmp_path / "bad"), "--precision", "fp16"])
 
 
+def test_device_option(tmp_path, capsys, monkeypatch):
+    """--device runs the encoders there (auto: a CUDA GPU if there is one); a GPU that is not there is a clear error."""
+    latent_cache.main(["--out", str(tmp_path / "cpu"), "--num-clips", "1", "--num-frames", "2", "--device", "cpu"])
+    assert LatentCache.load(tmp_path / "cpu").latents.device.type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:1", "tpu"):
+        with pytest.raises(SystemExit):
+            latent_cache.main(["--out", str(tmp_path / "bad"), "--num-clips", "1", "--device", device])
+        assert "--device" in capsys.readouterr().err
+
+
 def test_shapes_caches_hold_word_embeddings_and_the_object_mask(tmp_path):
     """A shapes-world cache keeps each caption's word embeddings (for a DiT with word_embeddings) and how much
     of each latent pixel the object covers (for a loss weighted by it), both lined up with the clips."""

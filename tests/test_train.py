@@ -156,6 +156,21 @@ def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatc
     assert [json.loads(line)["loss"] for line in log_a] == [json.loads(line)["loss"] for line in log_b]
 
 
+def test_max_minutes_stops_at_a_checkpoint_and_resume_goes_on(cache_dir, tmp_path, capsys):
+    """--max-minutes (a session of fixed length): the run stops at the first logged step after the limit,
+    with a checkpoint of that step and the pipeline, and --resume continues to --steps."""
+    summary = run(cache_dir, tmp_path / "run", "--steps", "12", "--sample-every", "0", "--max-minutes", "1e-9")
+    assert summary["step"] == 2  # the first logged step (--log-every 2)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 2 and (tmp_path / "run" / "pipeline" / "transformer").is_dir()
+    assert "stopped at step 2 of 12: --max-minutes 1e-09 is up" in capsys.readouterr().out
+    assert run(cache_dir, tmp_path / "run", "--steps", "12", "--sample-every", "0", "--resume")["step"] == 12
+    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()] \
+        == list(range(2, 13, 2))
+    with pytest.raises(ValueError, match="--max-minutes must be more than 0"):
+        run(cache_dir, tmp_path / "other", "--max-minutes", "0")
+
+
 def test_init_from_a_trained_pipeline(cache_dir, tmp_path):
     run(cache_dir, tmp_path / "first", "--steps", "4", "--sample-every", "0")
     trained = TinyDiT.from_pretrained(tmp_path / "first" / "pipeline" / "transformer")
@@ -433,3 +448,54 @@ def test_object_weight_trains_from_the_caches_masks(cache_dir, tmp_path):
     assert summary["loss"] < first
     with pytest.raises(ValueError, match="object masks"):  # cache_dir was built from a source without them
         run(cache_dir, tmp_path / "run2", "--steps", "2", "--object-weight", "4")
+
+
+def test_the_gpu_long_run_script_asks_the_training_script_for_what_it_has():
+    """benchmarks/long_run_gpu.py runs on a lent GPU with no second try: every variant's command line must
+    parse, with the options it means."""
+    import argparse
+    import importlib.util
+
+    from tiny_dit.training.train import build_parser, model_overrides
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "long_run_gpu.py"
+    spec = importlib.util.spec_from_file_location("long_run_gpu", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    options = argparse.Namespace(steps=100, batch_size=64, image_batch_size=128, warmup=500, checkpoint_every=1000,
+                                 eval_every=1500, eval_prompts=72, seed=0)
+    for name in script.VARIANTS:
+        command = script.train_command(options, name, [Path("cache-00"), Path("cache-01")], Path("/nonexistent/run"),
+                                       6.5, evaluate=False)
+        assert command[1:3] == ["-m", "tiny_dit.training.train"]
+        args = build_parser().parse_args(command[3:])
+        assert (args.max_minutes, args.batch_size, args.image_batch_size, args.eval_every) == (6.5, 64, 128, 0)
+        assert len(args.cache) == 2 and not args.resume
+        assert (args.object_weight > 0) == ("object" in name or name == "both")
+        assert model_overrides(args).get("word_embeddings", False) == ("word" in name or name == "both")
+
+
+def test_warmup_stable_decay_can_begin_its_decay_on_resume(cache_dir, tmp_path):
+    """--lr-schedule warmup_stable_decay: warm-up, a constant rate, a linear fall to 0 over --decay-steps. A
+    constant-rate run resumed with --steps N + D --decay-steps D falls from its own rate at step N, without a jump."""
+    from tiny_dit.training.train import warmup_stable_decay
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_stable_decay(optimizer, warmup=4, steps=20, decay_steps=8)
+    rates = []
+    for _ in range(20):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert rates[:4] == [0.25, 0.5, 0.75, 1.0] and rates[4:13] == [1.0] * 9
+    assert rates[12:] == pytest.approx([1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+
+    run(cache_dir, tmp_path / "run", "--steps", "8", "--sample-every", "0", "--warmup", "2")
+    run(cache_dir, tmp_path / "run", "--steps", "12", "--sample-every", "0", "--warmup", "2", "--resume",
+        "--lr-schedule", "warmup_stable_decay", "--decay-steps", "4")
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())}
+    assert lrs[8] == pytest.approx(3e-3) and lrs[10] == pytest.approx(1.5e-3) and lrs[12] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="--decay-steps goes with"):
+        run(cache_dir, tmp_path / "other", "--decay-steps", "4")
+    with pytest.raises(ValueError, match="--decay-steps must be 1 to --steps"):
+        run(cache_dir, tmp_path / "other", "--lr-schedule", "warmup_stable_decay", "--steps", "4", "--decay-steps", "9")

@@ -84,8 +84,9 @@ def embed_prompts(clip: CLIPEncoder, prompts: list[str], memo: dict) -> TextEmbe
 
 
 def _embedding_tensors(emb: TextEmbeddings) -> dict[str, torch.Tensor]:
-    return {"pooled": emb.pooled.half().contiguous(), "hidden_states": emb.hidden_states.half().contiguous(),
-            "mask": emb.mask.to(torch.uint8).contiguous(), "word_embeddings": emb.word_embeddings.half().contiguous()}
+    return {"pooled": emb.pooled.half().cpu().contiguous(), "hidden_states": emb.hidden_states.half().cpu().contiguous(),
+            "mask": emb.mask.to(torch.uint8).cpu().contiguous(),
+            "word_embeddings": emb.word_embeddings.half().cpu().contiguous()}
 
 
 def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncoder, vae,
@@ -122,7 +123,7 @@ def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncod
             tqdm(total=total, unit="clip", desc="latent cache") as bar:
         for frames, captions, metadata, *extras in source:  # extras: a dict of per-clip tensors, or nothing
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-                latents = encode_clips(vae, frames).half()  # (B, C, T, h, w)
+                latents = encode_clips(vae, frames).half().cpu()  # (B, C, T, h, w)
             text = _embedding_tensors(embed_prompts(clip, captions, memo))
             pending["latents"].append(latents)
             for key, value in {**text, **(extras[0] if extras else {})}.items():
@@ -240,13 +241,21 @@ def main(argv: list[str] | None = None) -> None:
                              "measurement (a warning when a forced one is the slower)")
     parser.add_argument("--bf16", action="store_const", dest="precision", const="bf16",
                         help="deprecated: the same as --precision bf16")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="auto",
+                        help="where the autoencoder and CLIP run: cpu, cuda, ... (default auto: cuda if there is one)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (rendering, and encoding on a CPU)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    clip = CLIPEncoder.from_pretrained(args.clip, pretrained=args.clip_pretrained)
-    vae = load_autoencoder(args.autoencoder)
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a device torch knows (cpu, cuda, cuda:1, mps, ...)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA GPU here (--device cpu, or auto)")
+    clip = CLIPEncoder.from_pretrained(args.clip, pretrained=args.clip_pretrained).to(device)
+    vae = load_autoencoder(args.autoencoder).to(device)
     info = {"clip": args.clip, "clip_pretrained": args.clip_pretrained, "autoencoder": args.autoencoder}
     if args.videofolder:
         folder = VideoFolder(args.videofolder, num_frames=args.num_frames, size=args.size)

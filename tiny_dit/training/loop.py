@@ -146,7 +146,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tens
                log_every: int = 10, checkpoint_every: int = 200,
                every: Iterable[tuple[int, Callable[[int], None]]] = (),
                throughput: tuple[str, int] | None = None, desc: str = "train", progress: bool = True,
-               precision: str = "fp32") -> float:
+               precision: str = "fp32", stop: Callable[[], bool] | None = None) -> float:
     """Steps start .. steps - 1 of a run; returns the last logged mean loss.
 
     loss_fn(step) -> (loss, logs): logs (plain numbers) go into that step's log line.
@@ -157,7 +157,9 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tens
     not counted in the step time. throughput: (name, items per step), logged as items per second.
     log: None on processes that do not write it.
     precision: "bf16" runs loss_fn under bfloat16 autocast (the weights, gradients and optimiser stay
-    float32); under accelerate its --mixed-precision does that instead."""
+    float32); under accelerate its --mixed-precision does that instead.
+    stop: asked after each logged step; True ends the run there, after a checkpoint (a time limit: every
+    process must answer alike)."""
     params = [p for p in model.parameters() if p.requires_grad]
     backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
     clip_norm = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
@@ -193,12 +195,15 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tens
             bar.set_postfix(loss=f"{last_loss:.4f}")
             loss_sum, loss_count, t_log, t_aside = 0.0, 0, time.time(), 0.0
         t_start_aside = time.time()
-        if done % checkpoint_every == 0 or done == steps:
+        stopping = stop is not None and done % log_every == 0 and stop()
+        if done % checkpoint_every == 0 or done == steps or stopping:
             save(done)
         for interval, extra in every:
             if interval and done % interval == 0:
                 extra(done)
         t_aside += time.time() - t_start_aside
+        if stopping:
+            break
     bar.close()
     model.eval()
     return last_loss

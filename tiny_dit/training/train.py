@@ -2,6 +2,9 @@
 
     python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --preset small
     python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --resume      # continue after a stop
+    python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --resume --max-minutes 170   # a session
+    python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --resume --steps 24000 \
+        --lr-schedule warmup_stable_decay --decay-steps 4000     # end a constant-rate run (at step 20000) with a decay
     python -m tiny_dit.training.train --cache cache/shapes cache/shapes-32f --out runs/dit-sizes   # two lengths
     accelerate launch -m tiny_dit.training.train --cache cache/shapes --out runs/dit-base --preset base --mixed-precision bf16
 
@@ -187,6 +190,18 @@ def widen_patch_embed(trained_weight: torch.Tensor, model: TinyDiT) -> torch.Ten
     return weight
 
 
+def warmup_stable_decay(optimizer: torch.optim.Optimizer, warmup: int, steps: int, decay_steps: int):
+    """The learning rate warms up linearly, holds, and falls linearly to 0 over the last decay_steps of
+    `steps` (WSD). The decay is what brings the loss and motion down at the end (docs/recipe-study.md: 35 to
+    79% motion), and it can be begun late: a constant-rate run resumed with --steps = its step + D and
+    --decay-steps D decays from where it is, with no jump."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return min(1.0, max(0.0, (steps - step) / max(decay_steps, 1)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def model_shape(config) -> dict:
     """A model config without diffusers' bookkeeping keys ("_class_name", "_use_default_values", ...,
     whose contents vary from process to process): what must match to load weights into a model."""
@@ -333,6 +348,7 @@ def resolve_mixed_precision(args: argparse.Namespace) -> str:
 
 def train(args: argparse.Namespace) -> dict:
     """Run (or resume) a training run as described by the command-line arguments. Returns a summary."""
+    started = time.time()  # --max-minutes counts from here
     preset = PRESETS[args.preset]
     for key in TRAINING_DEFAULTS:
         if getattr(args, key, None) is None:
@@ -340,6 +356,14 @@ def train(args: argparse.Namespace) -> dict:
     for key in ("steps", "checkpoint_every", "log_every", "sample_steps", "num_samples"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
+    if args.lr_schedule == "warmup_stable_decay":
+        args.decay_steps = args.decay_steps if args.decay_steps is not None else max(1, args.steps // 5)
+        if not 1 <= args.decay_steps <= args.steps:
+            raise ValueError(f"--decay-steps must be 1 to --steps ({args.steps}), got {args.decay_steps}")
+    elif args.decay_steps is not None:
+        raise ValueError("--decay-steps goes with --lr-schedule warmup_stable_decay")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise ValueError(f"--max-minutes must be more than 0, got {args.max_minutes}")
     if args.batch_size < 0 or args.image_batch_size < 0 or args.batch_size + args.image_batch_size == 0:
         raise ValueError(f"--batch-size ({args.batch_size}) and --image-batch-size ({args.image_batch_size}) "
                          "must be at least 0, and not both 0")
@@ -422,8 +446,11 @@ def train(args: argparse.Namespace) -> dict:
         model.enable_gradient_checkpointing()
     ema = copy.deepcopy(model).requires_grad_(False).eval().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    lr_scheduler = get_scheduler(args.lr_schedule, optimizer, num_warmup_steps=args.warmup,
-                                 num_training_steps=args.steps)  # stepped once per step, by us
+    if args.lr_schedule == "warmup_stable_decay":
+        lr_scheduler = warmup_stable_decay(optimizer, args.warmup, args.steps, args.decay_steps)
+    else:  # stepped once per step, by us
+        lr_scheduler = get_scheduler(args.lr_schedule, optimizer, num_warmup_steps=args.warmup,
+                                     num_training_steps=args.steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
@@ -460,11 +487,19 @@ def train(args: argparse.Namespace) -> dict:
         (out / "args.json").write_text(json.dumps(vars(args), indent=2, default=str))  # paths as text
     prompts = sample_prompts(cache, args.num_samples)
 
+    saved = {"step": start}  # the step of the last checkpoint
+
     def save_checkpoint(step: int) -> None:
         rng = gather_object([rng_state(batch_generator, noise_generator)])  # one entry per process
         if main:
             save_training_state(ckpt_path, step, parts, rng=rng, model_config=dict(raw_model.config))
+        saved["step"] = step
         accelerator.wait_for_everyone()
+
+    def out_of_time() -> bool:
+        """--max-minutes is up (the main process's clock decides, so that every process stops at one step)."""
+        late = [time.time() - started > 60 * args.max_minutes]
+        return bool(broadcast_object_list(late)[0] if accelerator.num_processes > 1 else late[0])
 
     def step_loss(step: int) -> tuple[torch.Tensor, dict]:
         """A batch of clips and a batch of stills (either may be empty) from one bucket, perhaps cut to fewer
@@ -520,7 +555,10 @@ def train(args: argparse.Namespace) -> dict:
         ema_decay=args.ema_decay, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         every=[(args.sample_every, write_step_samples), (args.eval_every, evaluate_step)] if main else [],
         throughput=("clips_per_s", args.batch_size * accelerator.num_processes), desc="train dit",
-        progress=accelerator.is_local_main_process)
+        progress=accelerator.is_local_main_process, stop=out_of_time if args.max_minutes else None)
+    if saved["step"] < args.steps:
+        accelerator.print(f"stopped at step {saved['step']} of {args.steps}: --max-minutes {args.max_minutes} is up "
+                          f"(checkpoint saved; --resume continues)")
 
     # The finished pipeline, with the EMA weights (written next to its final place, then moved there).
     pipeline_dir = out / "pipeline"
@@ -534,7 +572,7 @@ def train(args: argparse.Namespace) -> dict:
         accelerator.print(f"saved the pipeline (EMA weights) to {pipeline_dir}/")
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return {"step": args.steps, "loss": last_loss, "checkpoint": ckpt_path, "pipeline": pipeline_dir}
+    return {"step": saved["step"], "loss": last_loss, "checkpoint": ckpt_path, "pipeline": pipeline_dir}
 
 
 def add_training_record(run: Path, pipeline_dir: Path, up_to_step: int | None = None) -> None:
@@ -598,12 +636,20 @@ def build_parser() -> argparse.ArgumentParser:
     opt = parser.add_argument_group("model and optimisation (defaults come from the preset)")
     opt.add_argument("--preset", choices=sorted(PRESETS), default="small",
                      help=f"model size and training defaults ({presets}); default small")
-    opt.add_argument("--steps", type=int, default=None, help="total optimiser steps (small: 8000)")
-    opt.add_argument("--batch-size", type=int, default=None, help="clips per step and process (small: 32)")
+    opt.add_argument("--steps", type=int, default=None, help="total optimiser steps (small: 20000)")
+    opt.add_argument("--max-minutes", type=float, default=None,
+                     help="stop after this many minutes of the command (a checkpoint and the pipeline are saved "
+                          "at the step it stops; --resume continues): for a session of fixed length, such as "
+                          "Colab's or a lent GPU's. Default: no limit")
+    opt.add_argument("--batch-size", type=int, default=None, help="clips per step and process (small: 16)")
     opt.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (small: 1e-3)")
     opt.add_argument("--lr-schedule", default="constant_with_warmup",
-                     choices=["constant_with_warmup", "cosine", "linear"],
-                     help="learning-rate schedule after the linear warm-up (default constant_with_warmup)")
+                     choices=["constant_with_warmup", "cosine", "linear", "warmup_stable_decay"],
+                     help="learning-rate schedule after the linear warm-up (default constant_with_warmup); "
+                          "warmup_stable_decay holds the rate, then falls linearly to 0 over the last --decay-steps")
+    opt.add_argument("--decay-steps", type=int, default=None,
+                     help="with --lr-schedule warmup_stable_decay: the steps of the final decay (default: a fifth "
+                          "of --steps). Resuming a constant-rate run with --steps N+D --decay-steps D decays from N")
     opt.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (small: 200)")
     opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0, as DiT)")
     opt.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the saved weights (small: 0.999)")
@@ -613,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "1 = logit-normal as in SD3 (small: 3)")
     opt.add_argument("--image-batch-size", type=int, default=None,
                      help="still images per step besides the --batch-size clips: one random frame of a cached clip, "
-                          "one tubelet long, captioned without its motion (small: 0). --batch-size 0 trains on "
+                          "one tubelet long, captioned without its motion (small: 32). --batch-size 0 trains on "
                           "stills alone (the image proxy)")
     opt.add_argument("--random-length", type=float, default=0.0,
                      help="probability that a step's clips are cut to a random run of fewer whole tubelets "
