@@ -471,8 +471,8 @@ def test_the_gpu_long_run_script_asks_the_training_script_for_what_it_has():
         args = build_parser().parse_args(command[3:])
         assert (args.max_minutes, args.batch_size, args.image_batch_size, args.eval_every) == (6.5, 64, 128, 0)
         assert len(args.cache) == 2 and not args.resume
-        assert (args.object_weight > 0) == ("object" in name or name == "both")
-        assert model_overrides(args).get("word_embeddings", False) == ("word" in name or name == "both")
+        assert args.object_weight == (float(name.split("-")[2]) if name.startswith("object-weight") else 0.0)
+        assert model_overrides(args).get("word_embeddings", False) == ("word" in name)
 
 
 def test_warmup_stable_decay_can_begin_its_decay_on_resume(cache_dir, tmp_path):
