@@ -182,12 +182,20 @@ class Screenshots:
 def open_tab(driver, name: str):
     from selenium.webdriver.common.by import By
 
-    tab = next(e for e in driver.find_elements(By.CSS_SELECTOR, "[role=tab]") if e.text.strip() == name)
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", tab)
-    tab.click()
     # Two tab sets (Generate / Sora tasks above, the views below): the clicked one must be selected in its set.
-    wait_for(driver, "return [...document.querySelectorAll('[role=tab][aria-selected=true]')].some("
-                     f"e => e.innerText.trim() === '{name}')", 20, f"the {name} tab")
+    # On a loaded machine a click can land while the page is still busy and be lost: click again, up to 3 times.
+    selected = ("return [...document.querySelectorAll('[role=tab][aria-selected=true]')].some("
+                f"e => e.innerText.trim() === '{name}')")
+    for attempt in range(3):
+        tab = next(e for e in driver.find_elements(By.CSS_SELECTOR, "[role=tab]") if e.text.strip() == name)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", tab)
+        tab.click()
+        try:
+            wait_for(driver, selected, 20, f"the {name} tab")
+            return
+        except pytest.fail.Exception:
+            if attempt == 2:
+                raise
 
 
 def click_patch(driver, selector: str, natural_xy: tuple[int, int]):
