@@ -84,9 +84,9 @@ def embed_prompts(clip: CLIPEncoder, prompts: list[str], memo: dict) -> TextEmbe
 
 
 def _embedding_tensors(emb: TextEmbeddings) -> dict[str, torch.Tensor]:
-    return {"pooled": emb.pooled.half().cpu().contiguous(), "hidden_states": emb.hidden_states.half().cpu().contiguous(),
-            "mask": emb.mask.to(torch.uint8).cpu().contiguous(),
-            "word_embeddings": emb.word_embeddings.half().cpu().contiguous()}
+    tensors = {"pooled": emb.pooled.half(), "hidden_states": emb.hidden_states.half(),
+               "mask": emb.mask.to(torch.uint8), "word_embeddings": emb.word_embeddings.half()}
+    return {name: t.cpu().contiguous() for name, t in tensors.items()}  # safetensors writes from the CPU
 
 
 def build_latent_cache(out: str | Path, source: Iterable[tuple], clip: CLIPEncoder, vae,

@@ -192,13 +192,13 @@ def widen_patch_embed(trained_weight: torch.Tensor, model: TinyDiT) -> torch.Ten
 
 def warmup_stable_decay(optimizer: torch.optim.Optimizer, warmup: int, steps: int, decay_steps: int):
     """The learning rate warms up linearly, holds, and falls linearly to 0 over the last decay_steps of
-    `steps` (WSD). The decay is what brings the loss and motion down at the end (docs/recipe-study.md: 35 to
-    79% motion), and it can be begun late: a constant-rate run resumed with --steps = its step + D and
-    --decay-steps D decays from where it is, with no jump."""
+    `steps` (WSD: one run can end with a decay whenever it is stopped, docs/recipe-study.md). It can be begun
+    late: a constant-rate run resumed with --steps = its step + D and --decay-steps D (at least 1) decays from
+    where it is, with no jump."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return min(1.0, max(0.0, (steps - step) / max(decay_steps, 1)))
+        return min(1.0, max(0.0, (steps - step) / decay_steps))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
