@@ -1,4 +1,4 @@
-"""The flow-matching loss of one or more models on clips of one or more latent caches: did a model learn a
+r"""The flow-matching loss of one or more models on clips of one or more latent caches: did a model learn a
 length or size (a cache of those clips), and what did it lose on the others?
 
     python benchmarks/cache_loss.py --model assets/tiny-dit-shapes runs/sizes/pipeline \

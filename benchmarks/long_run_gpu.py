@@ -1,4 +1,4 @@
-"""The long run of the default model on one lent GPU, as one script that fits a fixed device time.
+r"""The long run of the default model on one lent GPU, as one script that fits a fixed device time.
 
 A lent GPU (the workplace's `device` tool: one H200, 16 cores, about ten minutes a call) trains in
 minutes what these 2 CPU cores train in days, but it starts bare, reaches nothing and hands back at
@@ -15,7 +15,7 @@ most 8 files. So this script does everything in one go, with every stage bounded
      final evaluation of each variant (72 prompts a split) added to the tarball if time allows.
 
     python benchmarks/long_run_gpu.py --out $OUT --seconds 500       # on the lent GPU (see docs/recipe-study.md)
-    python benchmarks/long_run_gpu.py --out /tmp/o --seconds 150 --clips 64 --cache-jobs 2 \\
+    python benchmarks/long_run_gpu.py --out /tmp/o --seconds 150 --clips 64 --cache-jobs 2 \
         --batch-size 2 --image-batch-size 4 --eval-every 5 --eval-prompts 4 --variants baseline object-weight-4   # a CPU rehearsal
 
 Before the call, `--pack-site` writes what the GPU machine lacks (its image has torch, accelerate,

@@ -1,4 +1,4 @@
-"""The recipe study: short, comparable training runs on the image proxy, each a learning curve.
+r"""The recipe study: short, comparable training runs on the image proxy, each a learning curve.
 
 Why a proxy: the bundled model's failure is shape, and shape is what one frame shows. A still
 (one random frame of a cached clip, held for one tubelet: 64 tokens instead of 256, attention 16x

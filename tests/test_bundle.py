@@ -1,5 +1,7 @@
 """The bundled model loads offline and follows different prompts differently."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -64,3 +66,15 @@ def test_bundle_draws_a_wider_frame_without_stretching_or_copying_the_object():
         BUNDLE, transformer=TinyDiT.from_pretrained(BUNDLE, subfolder="transformer", centre_space=False))
     assert 0.75 < median_aspect(shipped) < 1.33
     assert median_aspect(run_on) > 1.8
+
+
+def test_the_refresh_script_explains_itself_and_refuses_a_folder_that_is_not_a_pipeline(tmp_path):
+    import subprocess
+
+    script = "benchmarks/refresh_bundle.sh"
+    helped = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "assets/tiny-dit-shapes/ becomes a copy" in helped.stdout
+    before = sorted(p.name for p in Path(BUNDLE).iterdir())
+    refused = subprocess.run([script, str(tmp_path)], capture_output=True, text=True)
+    assert refused.returncode == 2 and f"{tmp_path}: no model_index.json" in refused.stderr
+    assert sorted(p.name for p in Path(BUNDLE).iterdir()) == before  # nothing was replaced

@@ -1,6 +1,7 @@
 """Every relative link in the README and docs/ points at a file that exists (and, into a Markdown file, at a
 heading that exists); the README stays short and keeps its Space front matter and its two commands."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -66,3 +67,28 @@ def test_the_readme_is_short_and_keeps_its_front_matter_and_two_commands():
     assert "## Two commands" in readme
     test_command = ".venv/bin/python -m pytest -q"
     assert test_command in readme and test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def swallowed_line_breaks(source: str) -> list[int]:
+    """Line numbers of the string literals of `source` whose backslash-newline Python joins into one line: in a
+    `--help` example (a module docstring shown by argparse) the continuation would vanish and the command read
+    as one long line with a gap. A raw string keeps the backslash."""
+    tree = ast.parse(source)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            literal = ast.get_source_segment(source, node) or ""
+            if "\\\n" in literal and not literal.lstrip()[:1].lower() == "r":
+                found.append(node.lineno)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted([*(ROOT / "tiny_dit").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
+                                           ROOT / "app.py"]), ids=lambda path: str(shown(path)))
+def test_help_examples_keep_their_line_continuations(module):
+    assert swallowed_line_breaks(module.read_text()) == []
+
+
+def test_the_check_catches_a_swallowed_continuation():
+    assert swallowed_line_breaks('"""Run:\n    train --steps 10 \\\n        --lr 1e-3\n"""\n') == [1]
+    assert swallowed_line_breaks('r"""Run:\n    train --steps 10 \\\n        --lr 1e-3\n"""\n') == []

@@ -1,7 +1,7 @@
-"""Generate clips from a prompt with a trained TinyDiT pipeline and write them as mp4.
+r"""Generate clips from a prompt with a trained TinyDiT pipeline and write them as mp4.
 
     python -m tiny_dit.sample --prompt "a red circle moving left on a black background"
-    python -m tiny_dit.sample --model runs/dit-small/pipeline --prompt "a blue star growing" \\
+    python -m tiny_dit.sample --model runs/dit-small/pipeline --prompt "a blue star growing" \
         --num-videos 9 --steps 30 --guidance 4 --seed 1 --out samples/blue-star
     python -m tiny_dit.sample --prompt "..." --scheduler dpm++ --steps 8        # another solver, fewer steps
 

@@ -1,4 +1,4 @@
-"""Train TinyDiT on a latent cache with rectified flow.
+r"""Train TinyDiT on a latent cache with rectified flow.
 
     python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --preset small
     python -m tiny_dit.training.train --cache cache/shapes --out runs/dit-small --resume      # continue after a stop

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Make a trained pipeline the bundled model, and redraw everything that shows it.
+#
+#     benchmarks/refresh_bundle.sh runs/long-decay/pipeline            # all of it (about 30 min here)
+#     SKIP_BENCHMARKS=1 benchmarks/refresh_bundle.sh runs/long/pipeline  # the bundle, its evaluation, GIF, images
+#
+# 1. assets/tiny-dit-shapes/ becomes a copy of the pipeline folder (weights, CLIP, autoencoder, scheduler and the
+#    run's record: training_log.jsonl and training_samples/, which the app's "How it learned" view shows);
+# 2. its evaluation.json: the project's evaluation, 72 prompts per split, the pipeline's defaults;
+# 3. the README's samples GIF (the four prompts of docs/recipe-study.md's caption);
+# 4. docs/sora-tasks.md's image of one example per task (assets/sora-tasks.png);
+# 5. the screenshots of the app (assets/screenshots/, by the browser test);
+# 6. the solvers benchmark (assets/solvers.png; the table is benchmarks/results/solvers.md) and the Sora tasks
+#    benchmark (benchmarks/results/sora_tasks.json and sora_sizes.json).
+# The tables in the docs are written by hand from what steps 2 and 6 print: they say which bundle they measured.
+# Run it on idle cores: the benchmarks time the pipeline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    "") echo "usage: benchmarks/refresh_bundle.sh PIPELINE_FOLDER (--help explains)" >&2; exit 2 ;;
+esac
+model=$1
+python=${PYTHON:-.venv/bin/python}
+bundle=assets/tiny-dit-shapes
+[ -f "$model/model_index.json" ] || { echo "$model: no model_index.json (not a pipeline folder)" >&2; exit 2; }
+mkdir -p benchmarks/results
+
+echo "1. $model -> $bundle"
+rm -rf "$bundle" && mkdir -p "$bundle" && cp -r "$model"/. "$bundle"/
+
+echo "2. evaluation"
+$python -m tiny_dit.training.evaluate --model "$bundle" --num-prompts 72 --json "$bundle/evaluation.json"
+
+echo "3. samples GIF"
+$python -m tiny_dit.sample --model "$bundle" --num-videos 4 --steps 20 --guidance 5 --seed 0 \
+    --prompt "a red circle moving left on a black background" \
+    --prompt "a yellow star growing on a white background" \
+    --prompt "a green triangle moving right on a gray background" \
+    --prompt "a purple circle moving down on a black background" \
+    --out "$(mktemp -d)" --gif assets/samples.gif
+
+echo "4. one example per Sora task"
+$python benchmarks/sora_examples.py
+
+echo "5. screenshots"
+TINY_DIT_SCREENSHOTS=1 $python -m pytest -q -p no:cacheprovider tests/test_browser.py
+
+[ -n "${SKIP_BENCHMARKS:-}" ] && exit 0
+echo "6. benchmarks"
+$python benchmarks/solvers.py --model "$bundle" --solvers euler,heun,dpm++,unipc --steps 6,10,20 --shifts 3 \
+    --num-prompts 24 --repeats 1 --out benchmarks/results/solvers
+cp benchmarks/results/solvers.png assets/solvers.png
+$python benchmarks/sora_tasks.py --mode tasks --json benchmarks/results/sora_tasks.json
+$python benchmarks/sora_tasks.py --mode sizes --num-inputs 24 --json benchmarks/results/sora_sizes.json
