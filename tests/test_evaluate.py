@@ -109,3 +109,22 @@ def test_still_prompts_have_no_motion():
     assert all(p["motion"] == "none" for p in prompts)
     assert not any(word in p["text"] for p in prompts for word in ("moving", "slides", "grow", "shrink"))
     assert len({(p["color"], p["shape"]) for p in prompts}) == 4  # backgrounds cycle first
+
+
+def test_shape_errors_counts_every_clip_once_and_keeps_the_wrong_ones():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from shape_errors import shape_errors
+
+    report, wrong = shape_errors(tiny_pipeline(), num_prompts=6, batch_size=4)
+    for split in ("seen", "held-out"):
+        table = report[split]
+        assert sum(table["confusion"].values()) == 6
+        right = sum(n for pair, n in table["confusion"].items() if pair.split(" -> ")[0] == pair.split(" -> ")[1])
+        for key in ("by_motion", "by_shape"):
+            counts = [tuple(map(int, v.split("/"))) for v in table[key].values()]
+            assert sum(n for _, n in counts) == 6 and sum(r for r, _ in counts) == right
+    assert len(wrong) == 12 - sum(int(v.split("/")[0]) for s in report.values() for v in s["by_shape"].values())
+    assert all(text.startswith(("seen: ", "held-out: ")) for text, _, _ in wrong)

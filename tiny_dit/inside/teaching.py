@@ -65,8 +65,8 @@ VIEW_TEXT = {
         "attention from that word. Does the shape's name light up on the shape, does 'left' follow the object? "
         "Word pieces are added up into words; the start and end tokens often soak up attention that no word needs."),
     "training": (
-        "The model learned from rendered clips of moving shapes (the bundled one continued an earlier run's "
-        "weights, so its first snapshot already shows objects). During training it drew the same few prompts "
+        "The model learned from rendered clips of moving shapes (the bundled one from random weights, on two "
+        "CPU cores). During training it drew the same few prompts "
         "from the same starting noise at several points of the run: **slide through the snapshots** to see "
         "what changed as it learned. The curve is the "
         "training loss (how far the predicted clean clips were from the real ones; log scale), and, where the run "
