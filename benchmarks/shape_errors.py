@@ -23,8 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout
 
 from tiny_dit import TinyDiTPipeline  # noqa: E402
-from tiny_dit.training.evaluate import evaluation_prompts, judge_frames  # noqa: E402
-from tiny_dit.video import to_uint8  # noqa: E402
+from tiny_dit.training.evaluate import evaluation_batches, evaluation_prompts, judge_frames  # noqa: E402
 
 
 def shape_errors(pipe: TinyDiTPipeline, num_prompts: int = 72, batch_size: int = 8, seed: int = 0):
@@ -34,10 +33,7 @@ def shape_errors(pipe: TinyDiTPipeline, num_prompts: int = 72, batch_size: int =
         prompts = evaluation_prompts(split, num_prompts, seed)
         confusion = collections.Counter()
         by = {"by_motion": collections.defaultdict(lambda: [0, 0]), "by_shape": collections.defaultdict(lambda: [0, 0])}
-        for start in range(0, len(prompts), batch_size):  # the batches and generators of evaluate_pipeline
-            batch = prompts[start:start + batch_size]
-            generator = torch.Generator().manual_seed(seed * 100_003 + start)
-            clips = to_uint8(pipe([p["text"] for p in batch], generator=generator).frames)
+        for batch, clips in evaluation_batches(pipe, prompts, seed, batch_size):
             for prompt, clip in zip(batch, clips):
                 judged = judge_frames(clip)["shape"]
                 confusion[f"{prompt['shape']} -> {judged}"] += 1

@@ -323,16 +323,22 @@ def evaluate_pipeline(pipe: TinyDiTPipeline, clip: CLIPEncoder, num_prompts: int
                "transformer_passes": transformer_passes(pipe.scheduler, steps)}
     for split in ("seen", "held-out"):
         prompts = evaluation_prompts(split, num_prompts, seed, still=still)
-        clips = []
-        for start in tqdm(range(0, len(prompts), batch_size), desc=f"sampling {split}", unit="batch",
-                          disable=not progress):
-            batch = prompts[start:start + batch_size]
-            generator = torch.Generator().manual_seed(seed * 100_003 + start)
-            out = pipe([p["text"] for p in batch], num_inference_steps=steps, num_frames=num_frames,
-                       guidance_scale=guidance_scale, generator=generator).frames
-            clips.append(torch.from_numpy(to_uint8(out)))
+        batches = tqdm(evaluation_batches(pipe, prompts, seed, batch_size, num_inference_steps=steps,
+                                          num_frames=num_frames, guidance_scale=guidance_scale),
+                       total=-(-len(prompts) // batch_size), desc=f"sampling {split}", unit="batch",
+                       disable=not progress)
+        clips = [torch.from_numpy(frames) for _, frames in batches]
         results[split] = evaluate_clips(torch.cat(clips), prompts, clip)
     return results
+
+
+def evaluation_batches(pipe: TinyDiTPipeline, prompts: list[dict], seed: int = 0, batch_size: int = 8, **call):
+    """(batch of prompts, their clips as uint8 (B, T, H, W, 3)) for each batch, each seeded by its seed and
+    start: the same clips in every tool that samples the evaluation prompts (`call`: the pipeline's arguments)."""
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        generator = torch.Generator().manual_seed(seed * 100_003 + start)
+        yield batch, to_uint8(pipe([p["text"] for p in batch], generator=generator, **call).frames)
 
 
 def evaluate_rendered(clip: CLIPEncoder, num_prompts: int = 72, seed: int = 0, vae=None) -> dict:
