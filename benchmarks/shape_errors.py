@@ -5,8 +5,8 @@
 
 The same prompts and seeds as `python -m tiny_dit.training.evaluate` (72 per split), the pipeline's defaults.
 Prints, per split, how often each asked shape was judged as each shape (or "fragments"), and shape accuracy
-per motion and per shape. --wrong writes the first, middle and last frame of up to 12 wrongly judged clips
-(one column each) to look at: is the judge or the model wrong?
+per motion and per shape. --wrong writes the first, middle and last frame of every wrongly judged clip
+(a column each, eight to a row, in the order printed) to look at: is the judge or the model wrong?
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.wrong and wrong:
         from PIL import Image
 
-        columns = [np.concatenate([c[0], c[len(c) // 2], c[-1]], axis=0) for _, _, c in wrong[:12]]
-        Image.fromarray(np.concatenate(columns, axis=1)).save(args.wrong)
+        columns = [np.concatenate([c[0], c[len(c) // 2], c[-1]], axis=0) for _, _, c in wrong]  # (3H, W, 3) each
+        columns += [np.zeros_like(columns[0])] * (-len(columns) % 8)  # fill the last row
+        rows = [np.concatenate(columns[k:k + 8], axis=1) for k in range(0, len(columns), 8)]
+        Image.fromarray(np.concatenate(rows, axis=0)).save(args.wrong)
         print(f"wrote {args.wrong}")
 
 

@@ -63,6 +63,48 @@ def test_frame_judge_notices_the_wrong_colour_motion_and_an_empty_clip():
     assert judge_frames(empty) == {"background": "gray", "color": "none", "shape": "none", "motion": "none"}
 
 
+def test_frame_judge_notices_the_wrong_shape():
+    """Each prompt drawn as the next shape over: the judge must call every one wrong."""
+    prompts = evaluation_prompts("seen", 24)[:12]
+    next_shape = {s: SHAPES[(k + 1) % len(SHAPES)] for k, s in enumerate(SHAPES)}
+    clips = np.stack([render_for([p], shape=next_shape[p["shape"]])[0] for p in prompts])
+    accuracy = score([judge_frames(clip) for clip in clips], prompts)
+    assert accuracy["shape"] == 0 and accuracy["color"] == 1
+
+
+def with_fringes(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What the DiT adds around its objects: dots of another hue beside the object and a line of the
+    object's own colour stuck to one edge (both widen the box of every pixel far from the background)."""
+    clip = clip.copy()
+    mask = np.linalg.norm(clip[0].astype(float) - clip[0, 0, 0], axis=-1) > 60  # (H, W) the first frame's object
+    ys, xs = np.nonzero(mask)
+    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+    for y in range(top, bottom, 6):  # a column of magenta dots two pixels left of the object
+        clip[:, y:y + 3, max(left - 5, 0):max(left - 2, 0)] = (230, 60, 230)
+    colour = clip[0, (top + bottom) // 2, (left + right) // 2]
+    clip[:, bottom + 1:bottom + 3, left:right] = colour  # a thin line under it, touching it
+    spur = rng.integers(top, bottom)
+    clip[:, spur:spur + 2, right:min(right + 9, clip.shape[2])] = colour  # a spur out of the right edge
+    return clip
+
+
+def test_frame_judge_reads_the_body_through_fringes_spurs_and_a_dark_core():
+    """The bundle's objects carry fringes that made a square read as a circle and a triangle as fragments
+    (docs/recipe-study.md); on the object's own colour, its largest piece, opened, the shape reads right."""
+    rng = np.random.default_rng(0)
+    prompts = [p for p in evaluation_prompts("seen", 72) if p["motion"] in ("left", "right", "up", "down")
+               and p["background"] != "black"][:12]
+    clips = render_for(prompts)
+    fringed = np.stack([with_fringes(clip[:1].repeat(16, axis=0), rng) for clip in clips])  # still: the fringes stay put
+    assert score([judge_frames(c) for c in fringed], prompts)["shape"] == 1.0
+    star = render_for([p for p in prompts if p["shape"] == "star"][:1])[0].copy()
+    core = np.linalg.norm(star.astype(float) - star[0, 0, 0], axis=-1) > 60
+    ys, xs = np.nonzero(core[0])
+    cy, cx = int(ys.mean()), int(xs.mean())
+    star[:, cy - 3:cy + 4, cx - 3:cx + 4] = 20  # a dark core, as the DiT draws some stars on white
+    assert judge_frames(star)["shape"] == "star"
+
+
 def test_cli_evaluates_a_pipeline_and_writes_json(tmp_path, capsys):
     tiny_pipeline().save_pretrained(tmp_path / "model")
     tiny_clip().save_pretrained(tmp_path / "clip")
@@ -128,3 +170,22 @@ def test_shape_errors_counts_every_clip_once_and_keeps_the_wrong_ones():
             assert sum(n for _, n in counts) == 6 and sum(r for r, _ in counts) == right
     assert len(wrong) == 12 - sum(int(v.split("/")[0]) for s in report.values() for v in s["by_shape"].values())
     assert all(text.startswith(("seen: ", "held-out: ")) for text, _, _ in wrong)
+
+
+def test_shape_errors_draws_every_wrong_clip(tmp_path, capsys):
+    """--wrong: first, middle and last frame of each wrongly judged clip, eight columns to a row."""
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from shape_errors import main as shape_errors_main
+
+    tiny_pipeline().save_pretrained(tmp_path / "model")
+    shape_errors_main(["--model", str(tmp_path / "model"), "--num-prompts", "5", "--wrong", str(tmp_path / "w.png")])
+    wrong = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("seen: ", "held-out: "))]
+    assert wrong, "an untrained stand-in draws no shape right"
+    width, height = Image.open(tmp_path / "w.png").size
+    rows = -(-len(wrong) // 8)
+    assert height % (3 * rows) == 0 and width * 3 * rows == 8 * height  # square frames: 8 columns, 3 frames each
