@@ -86,10 +86,17 @@ def test_the_how_it_learned_view(tmp_path):
     curve, samples, md = tiny_app.training(2)
     assert isinstance(curve, Image.Image) and isinstance(samples, Image.Image)
     assert "**Step 2,000** of 6,000 (snapshot 2 of 3)" in md and "Evaluation at step 1,000" in md
+    assert "evaluated after training" not in md  # no evaluation.json
     assert "seen/shape 12%" in md and "seen/all" not in md
     assert "**Step 6,000**" in tiny_app.training()[2]  # default: the last snapshot
     with pytest.raises(gr.Error, match="Training snapshot"):
         tiny_app.training(4)
+
+    (tmp_path / "pipeline" / th.EVALUATION_NAME).write_text(json.dumps(
+        {split: {"frame_judge": {"color": 1.0, "shape": 0.93, "motion": 0.5, "background": 1.0, "all": 0.5}}
+         for split in ("seen", "held-out")}))
+    md = tiny_app.training(2)[2]
+    assert "evaluated after training" in md and "seen: color 100%, shape 93%, motion 50%" in md
 
     tiny_app.training_dir = fake_folder(tmp_path / "older", samples=False)
     curve, samples, md = tiny_app.training(1)
@@ -111,3 +118,5 @@ def test_the_bundled_model_has_a_loss_curve():
     assert th.loss_curve_image(history).width == 640
     md = th.describe(history, history.snapshots[-1] if history.snapshots else None)
     assert "Step" in md or "No sample snapshots" in md
+    if (BUNDLE / th.EVALUATION_NAME).is_file():
+        assert "evaluated after training" in md and set(history.evaluation) == {"seen", "held-out"}

@@ -14,6 +14,8 @@ same for their own model):
                                                   and from --eval-every, {"step", "eval": {"seen/shape": 0.5, ...}}
     <pipeline folder>/training_samples/step-XXXXXX/grid.mp4     the fixed prompts' clips in one grid
     <pipeline folder>/training_samples/step-XXXXXX/prompts.txt  lines "sample-00: <prompt>"
+    <pipeline folder>/evaluation.json             optional: `python -m tiny_dit.training.evaluate --json` of the
+                                                  finished model (the judge as it is now)
 
 Anything missing is reported, not raised: an older folder without training_samples still
 has its loss curve, a Hub model may have neither.
@@ -33,6 +35,7 @@ from tiny_dit.inside.views import drawing
 from tiny_dit.video import split_grid
 
 LOG_NAME = "training_log.jsonl"
+EVALUATION_NAME = "evaluation.json"
 SAMPLES_DIR = "training_samples"
 EVAL_ATTRIBUTES = ("color", "shape", "motion")
 _STEP_DIR = re.compile(r"step-(\d+)$")
@@ -55,6 +58,7 @@ class TrainingHistory:
     losses: np.ndarray = field(default_factory=lambda: np.zeros(0))
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, {"seen/shape": 0.5, ...})
     snapshots: list[Snapshot] = field(default_factory=list)  # by step
+    evaluation: dict[str, dict[str, float]] = field(default_factory=dict)  # {"seen": {"shape": 0.93, ...}}: frame judge
     problems: list[str] = field(default_factory=list)  # what could not be read
 
     @property
@@ -120,6 +124,14 @@ def load_history(folder: str | Path | None) -> TrainingHistory:
     history.steps = np.array(order, dtype=np.int64)
     history.losses = np.array([losses[s] for s in order], dtype=np.float64)
     history.evals = sorted(evals.items())
+
+    if (folder / EVALUATION_NAME).is_file():
+        try:
+            results = json.loads((folder / EVALUATION_NAME).read_text())
+            history.evaluation = {split: {a: float(results[split]["frame_judge"][a]) for a in EVAL_ATTRIBUTES}
+                                  for split in ("seen", "held-out")}
+        except (ValueError, KeyError, TypeError):
+            history.problems.append(f"unreadable {EVALUATION_NAME}")
 
     samples = folder / SAMPLES_DIR
     if samples.is_dir():
@@ -296,6 +308,11 @@ def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
         if history.has_log:
             lines.append(f"{len(history.steps):,} logged steps up to step {last:,}; loss from "
                          f"{float(history.losses[0]):.3f} to {float(history.losses[-1]):.4f}.")
+    if history.evaluation:
+        shown = "; ".join(f"{split}: " + ", ".join(f"{a} {100 * v:.0f}%" for a, v in scores.items())
+                          for split, scores in history.evaluation.items())
+        lines.append(f"The finished model, evaluated after training (`{EVALUATION_NAME}`, the frame judge as it is "
+                     f"now; the curve's evaluations used the judge of their time): {shown}.")
     return "\n\n".join(lines)
 
 
