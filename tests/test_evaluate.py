@@ -7,7 +7,8 @@ import torch
 
 from test_pipeline import tiny_clip, tiny_pipeline
 from tiny_dit.data.shapes import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, random_clip_spec, render_clips
-from tiny_dit.training.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, main, object_aspect, score
+from tiny_dit.training.evaluate import (ATTRIBUTES, count_points, evaluation_prompts, judge_frames, main, object_aspect,
+                                       object_body, score)
 
 torch.set_num_threads(1)
 
@@ -68,8 +69,9 @@ def test_frame_judge_notices_the_wrong_shape():
     prompts = evaluation_prompts("seen", 24)[:12]
     next_shape = {s: SHAPES[(k + 1) % len(SHAPES)] for k, s in enumerate(SHAPES)}
     clips = np.stack([render_for([p], shape=next_shape[p["shape"]])[0] for p in prompts])
-    accuracy = score([judge_frames(clip) for clip in clips], prompts)
-    assert accuracy["shape"] == 0 and accuracy["color"] == 1
+    judged = [judge_frames(clip) for clip in clips]
+    assert [j["shape"] for j in judged] == [next_shape[p["shape"]] for p in prompts]  # read, not just refused
+    assert score(judged, prompts)["color"] == 1
 
 
 def with_fringes(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,12 +99,33 @@ def test_frame_judge_reads_the_body_through_fringes_spurs_and_a_dark_core():
     clips = render_for(prompts)
     fringed = np.stack([with_fringes(clip[:1].repeat(16, axis=0), rng) for clip in clips])  # still: the fringes stay put
     assert score([judge_frames(c) for c in fringed], prompts)["shape"] == 1.0
-    star = render_for([p for p in prompts if p["shape"] == "star"][:1])[0].copy()
-    core = np.linalg.norm(star.astype(float) - star[0, 0, 0], axis=-1) > 60
-    ys, xs = np.nonzero(core[0])
+    star_prompt = next(p for p in prompts if p["shape"] == "star")
+    star = render_for([star_prompt])[0][:1].repeat(16, axis=0)  # a still, so the core stays inside the star
+    core = np.linalg.norm(star[0].astype(float) - star[0, 0, 0], axis=-1) > 60
+    ys, xs = np.nonzero(core)
     cy, cx = int(ys.mean()), int(xs.mean())
     star[:, cy - 3:cy + 4, cx - 3:cx + 4] = 20  # a dark core, as the DiT draws some stars on white
+    body, _ = object_body(star[0], star[0, 0, 0].astype(float), np.array(COLORS[star_prompt["color"]], float))
+    assert body[cy, cx]  # the hole is filled
     assert judge_frames(star)["shape"] == "star"
+
+
+def test_points_tell_the_rendered_shapes_apart_and_a_lumpy_blob_is_no_star():
+    """count_points: 0, 4, 3 and 5 on the rendered shapes; a blob with three bumps, whose fill and
+    solidity are a trimmed star's, is judged a "blob", not a star."""
+    from tiny_dit.data.shapes import ClipSpec
+
+    black = np.array(BACKGROUNDS["black"], float)
+    for shape, points in (("circle", 0), ("square", 4), ("triangle", 3), ("star", 5)):
+        frame = render_clips([ClipSpec("red", shape, "right", "black", 64, 64, 0, 20, 20, 0)],
+                             frame_indices=[0])[0, 0].numpy()
+        assert count_points(object_body(frame, black, np.array(COLORS["red"], float))[0]) == points, shape
+    yy, xx = np.mgrid[:128, :128]
+    angle, radius = np.arctan2(yy - 64, xx - 64), np.hypot(yy - 64, xx - 64)
+    blob = radius < 22 * (1 + 0.45 * np.cos(3 * angle)) ** 1.5  # three lobes: low fill and solidity, 3 points
+    clip = np.zeros((16, 128, 128, 3), np.uint8)
+    clip[:, blob] = COLORS["red"]
+    assert judge_frames(clip)["shape"] == "blob"
 
 
 def test_cli_evaluates_a_pipeline_and_writes_json(tmp_path, capsys):

@@ -15,7 +15,7 @@ same for their own model):
     <pipeline folder>/training_samples/step-XXXXXX/grid.mp4     the fixed prompts' clips in one grid
     <pipeline folder>/training_samples/step-XXXXXX/prompts.txt  lines "sample-00: <prompt>"
     <pipeline folder>/evaluation.json             optional: `python -m tiny_dit.training.evaluate --json` of the
-                                                  finished model (the judge as it is now)
+                                                  finished model (by the judge of when it was written)
 
 Anything missing is reported, not raised: an older folder without training_samples still
 has its loss curve, a Hub model may have neither.
@@ -311,8 +311,8 @@ def describe(history: TrainingHistory, chosen: Snapshot | None) -> str:
     if history.evaluation:
         shown = "; ".join(f"{split}: " + ", ".join(f"{a} {100 * v:.0f}%" for a, v in scores.items())
                           for split, scores in history.evaluation.items())
-        lines.append(f"The finished model, evaluated after training (`{EVALUATION_NAME}`, the frame judge as it is "
-                     f"now; the curve's evaluations used the judge of their time): {shown}.")
+        lines.append(f"The finished model, evaluated after training (`{EVALUATION_NAME}`, the frame judge "
+                     f"of when it was written; the curve's evaluations used the judge of their own time): {shown}.")
     return "\n\n".join(lines)
 
 

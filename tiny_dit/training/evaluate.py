@@ -157,6 +157,9 @@ def _nearest(rgb: np.ndarray, palette: dict[str, tuple]) -> str:
 # of every pixel far from the background called 86 shapes wrong, and all but four of those were plainly the
 # asked shape to the eye (docs/recipe-study.md, "The frame judge, read again"). So the body is read as:
 OBJECT_COLOR_RADIUS = 140.0  # RGB distance from the object's palette colour within which a pixel is its own colour
+# (palette neighbours are nearer: orange is 71 from yellow and 104 from red, so a fringe of a neighbouring hue
+# still counts as the object; the opening below is what trims such fringes)
+MIN_OBJECT_PIXELS = 10  # fewer object pixels than this in a frame: no object to judge
 ONE_OBJECT_SHARE = 0.6  # the largest piece must hold this much of the object's colour, else "fragments"
 SPUR_SCALE = 16  # the opening's square has side 1 + 2 * (the body's smaller side // SPUR_SCALE) px
 POINT_PROMINENCE = 0.15  # a point (corner, tip) stands out of the radius profile by this share of the mean radius
@@ -170,7 +173,8 @@ def object_body(frame: np.ndarray, background_rgb: np.ndarray, color_rgb: np.nda
        (fringes of other hues are not the object);
     2. the largest 8-connected piece (stray dots are not), its holes filled (a dark core is);
     3. opened with a square about 1/8 of its size: spurs and fringe lines stuck to an edge widen the
-       bounding box, and a square with them reads as a circle. Small bodies (< 16 px) are not opened."""
+       bounding box, and a square with them reads as a circle. Bodies whose box's smaller side is under
+       16 px are not opened, and a body the opening would leave under MIN_OBJECT_PIXELS is kept as it is."""
     pixels = frame.astype(float)
     to_color = np.linalg.norm(pixels - color_rgb, axis=-1)  # (H, W)
     own_color = (to_color < np.linalg.norm(pixels - background_rgb, axis=-1)) & (to_color < OBJECT_COLOR_RADIUS)
@@ -182,14 +186,15 @@ def object_body(frame: np.ndarray, background_rgb: np.ndarray, color_rgb: np.nda
     ys, xs = np.nonzero(body)
     side = 1 + 2 * ((min(np.ptp(ys), np.ptp(xs)) + 1) // SPUR_SCALE)
     opened = ndimage.binary_opening(body, structure=np.ones((side, side)))
-    return (opened if opened.sum() >= 10 else body), float(sizes.max() / sizes.sum())
+    return (opened if opened.sum() >= MIN_OBJECT_PIXELS else body), float(sizes.max() / sizes.sum())
 
 
 def shape_features(body: np.ndarray) -> np.ndarray:
     """(fill of the bounding box, solidity = area / convex hull's area, centroid height in the box from the
-    top) of a (H, W) mask. On the rendered shapes' bodies: fill tells circle (0.79) from square (1.0),
-    solidity tells star (0.76) from the convex shapes (0.96-1.0), the centroid's height tells triangle
-    (0.61: its mass sits low) from star (0.51)."""
+    top) of a non-empty (H, W) mask. On the rendered shapes' bodies (after object_body's opening, which
+    trims the tips): fill tells circle (0.79) from square (1.0), solidity tells star (0.76; 0.56 untrimmed)
+    from the convex shapes (0.96-1.0), the centroid's height tells triangle (0.61: its mass sits low) from
+    star (0.51)."""
     ys, xs = np.nonzero(body)
     height, width = np.ptp(ys) + 1, np.ptp(xs) + 1
     corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
@@ -198,14 +203,14 @@ def shape_features(body: np.ndarray) -> np.ndarray:
 
 
 def count_points(body: np.ndarray, bins: int = 36) -> int:
-    """How many points (corners, tips) a (H, W) mask has: the prominent peaks of its radius profile, the
+    """How many points (corners, tips) a non-empty (H, W) mask has: the prominent peaks of its radius profile, the
     farthest pixel from the centroid in each of `bins` directions. A circle has 0, a triangle 3, a
     square 4, a star 5; the template features cannot tell a star from an irregular blob, this can."""
     ys, xs = np.nonzero(body)
     angle = np.arctan2(ys - ys.mean(), xs - xs.mean())  # (n,) in [-pi, pi]
     direction = ((angle + np.pi) / (2 * np.pi) * bins).astype(int) % bins
     radius = np.full(bins, np.nan)
-    np.fmax.at(radius, direction, np.hypot(ys - ys.mean(), xs - xs.mean()) + 0.5)
+    np.fmax.at(radius, direction, np.hypot(ys - ys.mean(), xs - xs.mean()) + 0.5)  # + 0.5: to the pixel's far edge
     seen = ~np.isnan(radius)  # a small body leaves some directions empty: interpolate around the circle
     radius = np.interp(np.arange(bins), np.nonzero(seen)[0], radius[seen], period=bins)
     radius = (np.roll(radius, 1) + 2 * radius + np.roll(radius, -1)) / 4  # smooth out single pixels
@@ -225,25 +230,28 @@ def shape_templates() -> dict[str, np.ndarray]:
     return templates
 
 
+def frame_shape(frame: np.ndarray, background_rgb: np.ndarray, color_rgb: np.ndarray) -> str:
+    """One uint8 frame's (H, W, 3) verdict on the object of this colour: the nearest template's shape;
+    "fragments" when its largest piece holds under ONE_OBJECT_SHARE of the colour (early in training a
+    sample is often several patch-sized blobs, and the largest of them is no answer to the prompt) or is
+    a speck; "blob" when nearest the star's features but with fewer than STAR_MIN_POINTS points."""
+    body, share = object_body(frame, background_rgb, color_rgb)
+    if share < ONE_OBJECT_SHARE or body.sum() < MIN_OBJECT_PIXELS:
+        return "fragments"
+    templates, features = shape_templates(), shape_features(body)
+    shape = min(templates, key=lambda s: float(((templates[s] - features) ** 2).sum()))
+    if shape == "star" and count_points(body) < STAR_MIN_POINTS:
+        return "blob"  # not convex, but without a star's points
+    return shape
+
+
 def judge_shape(clip: np.ndarray, background_rgb: np.ndarray, area: np.ndarray, color: str) -> str:
-    """The shape of a uint8 clip (T, H, W, 3) whose object has this colour and per-frame area (T,): a
-    majority vote over the frames where the object is at least half its largest size (one frame can
-    smear; the smallest frames of a growing object are too small to have corners). A frame whose largest
-    piece holds under ONE_OBJECT_SHARE of the colour is "fragments": early in training a sample is often
-    several patch-sized blobs, and the largest of them is no answer to the prompt. A frame nearest the
-    star's features with fewer than STAR_MIN_POINTS points is a "blob"."""
-    templates = shape_templates()
-    votes = collections.Counter()
-    for frame in clip[area >= area.max() / 2]:
-        body, share = object_body(frame, background_rgb, np.array(COLORS[color], float))
-        if share < ONE_OBJECT_SHARE or body.sum() < 10:
-            votes["fragments"] += 1
-            continue
-        features = shape_features(body)
-        shape = min(templates, key=lambda s: float(((templates[s] - features) ** 2).sum()))
-        if shape == "star" and count_points(body) < STAR_MIN_POINTS:
-            shape = "blob"  # not convex, but without a star's points
-        votes[shape] += 1
+    """The shape of a uint8 clip (T, H, W, 3) whose object has this colour and per-frame area (T,): the
+    most frequent frame verdict (ties: the earliest frame's) over the frames where the object is at least
+    half its largest size (one frame can smear; the smallest frames of a growing object are too small to
+    have corners)."""
+    color_rgb = np.array(COLORS[color], float)
+    votes = collections.Counter(frame_shape(frame, background_rgb, color_rgb) for frame in clip[area >= area.max() / 2])
     return votes.most_common(1)[0][0]
 
 
@@ -267,19 +275,20 @@ def object_aspect(clip: np.ndarray) -> float | None:
     is the check that sees it (every shape of the renderer is about as wide as it is tall)."""
     mask = _background_and_mask(clip)[1]
     largest = mask[int(mask.sum(axis=(1, 2)).argmax())]  # (H, W)
-    if largest.sum() < 10:
+    if largest.sum() < MIN_OBJECT_PIXELS:
         return None
     ys, xs = np.nonzero(largest)
     return float((xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1))
 
 
 def judge_frames(clip: np.ndarray) -> dict[str, str]:
-    """The attributes a uint8 clip (T, H, W, 3) shows, read off its pixels ("none" if no object)."""
+    """The attributes a uint8 clip (T, H, W, 3) shows, read off its pixels ("none" if no object). Shape is
+    one of the four, or "fragments" (several pieces) or "blob" (not convex, without a star's points)."""
     background_rgb, mask = _background_and_mask(clip)  # (3,), (T, H, W)
     result = {"background": _nearest(background_rgb, BACKGROUNDS),
               "color": "none", "shape": "none", "motion": "none"}
     area = mask.sum(axis=(1, 2))
-    if (area < 10).any():  # no object in some frame
+    if (area < MIN_OBJECT_PIXELS).any():  # no object in some frame
         return result
     result["color"] = _nearest(np.median(clip[mask].astype(float), axis=0), COLORS)
     result["shape"] = judge_shape(clip, background_rgb, area, result["color"])
