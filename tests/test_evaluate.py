@@ -1,6 +1,8 @@
 """The quality measure: the prompt set, the frame judge on rendered clips, and the CLI end to end."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,7 +10,11 @@ import torch
 from test_pipeline import tiny_clip, tiny_pipeline
 from tiny_dit.data.shapes import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, MOTIONS, SHAPES, random_clip_spec, render_clips
 from tiny_dit.training.evaluate import (ATTRIBUTES, count_points, evaluation_prompts, judge_frames, main, object_aspect,
-                                       object_body, score)
+                                       object_body, score, template_body)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from shape_errors import main as shape_errors_main  # noqa: E402
+from shape_errors import shape_errors  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -74,12 +80,16 @@ def test_frame_judge_notices_the_wrong_shape():
     assert score(judged, prompts)["color"] == 1
 
 
+def drawn(frame: np.ndarray) -> np.ndarray:
+    """(H, W) pixels of a rendered frame (H, W, 3) that differ from its corner's background colour."""
+    return np.linalg.norm(frame.astype(float) - frame[0, 0], axis=-1) > 60
+
+
 def with_fringes(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """What the DiT adds around its objects: dots of another hue beside the object and a line of the
     object's own colour stuck to one edge (both widen the box of every pixel far from the background)."""
     clip = clip.copy()
-    mask = np.linalg.norm(clip[0].astype(float) - clip[0, 0, 0], axis=-1) > 60  # (H, W) the first frame's object
-    ys, xs = np.nonzero(mask)
+    ys, xs = np.nonzero(drawn(clip[0]))  # the first frame's object
     top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
     for y in range(top, bottom, 6):  # a column of magenta dots two pixels left of the object
         clip[:, y:y + 3, max(left - 5, 0):max(left - 2, 0)] = (230, 60, 230)
@@ -101,8 +111,7 @@ def test_frame_judge_reads_the_body_through_fringes_spurs_and_a_dark_core():
     assert score([judge_frames(c) for c in fringed], prompts)["shape"] == 1.0
     star_prompt = next(p for p in prompts if p["shape"] == "star")
     star = render_for([star_prompt])[0][:1].repeat(16, axis=0)  # a still, so the core stays inside the star
-    core = np.linalg.norm(star[0].astype(float) - star[0, 0, 0], axis=-1) > 60
-    ys, xs = np.nonzero(core)
+    ys, xs = np.nonzero(drawn(star[0]))
     cy, cx = int(ys.mean()), int(xs.mean())
     star[:, cy - 3:cy + 4, cx - 3:cx + 4] = 20  # a dark core, as the DiT draws some stars on white
     body, _ = object_body(star[0], star[0, 0, 0].astype(float), np.array(COLORS[star_prompt["color"]], float))
@@ -113,13 +122,8 @@ def test_frame_judge_reads_the_body_through_fringes_spurs_and_a_dark_core():
 def test_points_tell_the_rendered_shapes_apart_and_a_lumpy_blob_is_no_star():
     """count_points: 0, 4, 3 and 5 on the rendered shapes; a blob with three bumps, whose fill and
     solidity are a trimmed star's, is judged a "blob", not a star."""
-    from tiny_dit.data.shapes import ClipSpec
-
-    black = np.array(BACKGROUNDS["black"], float)
     for shape, points in (("circle", 0), ("square", 4), ("triangle", 3), ("star", 5)):
-        frame = render_clips([ClipSpec("red", shape, "right", "black", 64, 64, 0, 20, 20, 0)],
-                             frame_indices=[0])[0, 0].numpy()
-        assert count_points(object_body(frame, black, np.array(COLORS["red"], float))[0]) == points, shape
+        assert count_points(template_body(shape)) == points, shape
     yy, xx = np.mgrid[:128, :128]
     angle, radius = np.arctan2(yy - 64, xx - 64), np.hypot(yy - 64, xx - 64)
     blob = radius < 22 * (1 + 0.45 * np.cos(3 * angle)) ** 1.5  # three lobes: low fill and solidity, 3 points
@@ -177,12 +181,6 @@ def test_still_prompts_have_no_motion():
 
 
 def test_shape_errors_counts_every_clip_once_and_keeps_the_wrong_ones():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from shape_errors import shape_errors
-
     report, wrong = shape_errors(tiny_pipeline(), num_prompts=6, batch_size=4)
     for split in ("seen", "held-out"):
         table = report[split]
@@ -197,13 +195,7 @@ def test_shape_errors_counts_every_clip_once_and_keeps_the_wrong_ones():
 
 def test_shape_errors_draws_every_wrong_clip(tmp_path, capsys):
     """--wrong: first, middle and last frame of each wrongly judged clip, eight columns to a row."""
-    import sys
-    from pathlib import Path
-
     from PIL import Image
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from shape_errors import main as shape_errors_main
 
     tiny_pipeline().save_pretrained(tmp_path / "model")
     shape_errors_main(["--model", str(tmp_path / "model"), "--num-prompts", "5", "--wrong", str(tmp_path / "w.png")])

@@ -218,16 +218,16 @@ def count_points(body: np.ndarray, bins: int = 36) -> int:
     return int(((peaks >= bins) & (peaks < 2 * bins)).sum())  # the middle copy: peaks that wrap are found once
 
 
+def template_body(shape: str) -> np.ndarray:
+    """The body (object_body) of a shape as the renderer draws it: red on black, half-extent 20 px, (128, 128)."""
+    frame = render_clips([ClipSpec("red", shape, "right", "black", 64, 64, 0, 20, 20, 0)], frame_indices=[0])[0, 0]
+    return object_body(frame.numpy(), np.array(BACKGROUNDS["black"], float), np.array(COLORS["red"], float))[0]
+
+
 @lru_cache(maxsize=1)
 def shape_templates() -> dict[str, np.ndarray]:
-    """The features of each shape as the renderer draws it (half-extent 20 px)."""
-    templates = {}
-    for shape in SHAPES:
-        frame = render_clips([ClipSpec("red", shape, "right", "black", 64, 64, 0, 20, 20, 0)],
-                             frame_indices=[0])[0, 0].numpy()
-        body, _ = object_body(frame, np.array(BACKGROUNDS["black"], float), np.array(COLORS["red"], float))
-        templates[shape] = shape_features(body)
-    return templates
+    """The features of each shape's template_body."""
+    return {shape: shape_features(template_body(shape)) for shape in SHAPES}
 
 
 def frame_shape(frame: np.ndarray, background_rgb: np.ndarray, color_rgb: np.ndarray) -> str:
