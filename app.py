@@ -6,9 +6,11 @@
 
 "Generate" samples clips with a live preview of the model's current guess of the clean
 clip; "Inside the model" shows that very run from the inside (patches, attention,
-trajectory, text path, adaLN-Zero) plus two comparisons (guidance scales, the forward
+trajectory, text path, adaLN-Zero) plus two comparisons (guidance methods or scales, the forward
 process). "Sora tasks" runs the pipeline's known frames (an image, animate an image, extend
-or connect clips). The sampler dropdown picks the solver per request (`pipe.with_scheduler`).
+or connect clips), edits a clip by prompt (`video=`, `strength=`) and makes loops (`loop=True`).
+The sampler dropdown picks the solver per request (`pipe.with_scheduler`), the
+guidance-method dropdown the guider (tiny_dit.guiders); both start at the loaded pipeline's own.
 
 This file is layout and wiring: each event function checks its inputs (tiny_dit.app.checks: raw
 values, as API callers send them, become a gr.Error that names the field), calls the library and
@@ -35,15 +37,18 @@ import gradio as gr
 import torch
 
 from tiny_dit.app import layout, outputs, sora_tasks, startup, view_contents
-from tiny_dit.app.checks import (SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED_MAX, check_attention_view, check_choice, check_click, check_frame_size,
-                                 check_guidance, check_iteration, check_number, check_prompt, check_query,
-                                 check_scales, check_seed, check_steps, check_word_view, user_errors)
+from tiny_dit.app.checks import (COMPARE_MODES, SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED_MAX,
+                                 check_attention_view, check_choice, check_click, check_frame_size,
+                                 check_guidance, check_guidance_method, check_iteration, check_number,
+                                 check_prompt, check_query, check_scales, check_seed, check_steps,
+                                 check_word_view, user_errors)
 from tiny_dit.app.layout import SORA_FRAMES_MAX, iteration_slider
 from tiny_dit.app.outputs import OUTPUT_MAX_AGE_S
 from tiny_dit.app.sessions import ActiveRuns, RunStore, release_free_memory, session_of
+from tiny_dit.edit_and_loop import DEFAULT_STRENGTH, edit_schedule, loop_num_frames
 from tiny_dit.inside import teaching, training_history
 from tiny_dit.inside.geometry import ModelGeometry
-from tiny_dit.inside.recorder import RunRecord, sample_clips
+from tiny_dit.inside.recorder import RunRecord, method_name, sample_clips
 from tiny_dit.inside.views.attention import slot_layout
 from tiny_dit.inside.views.trajectory import preview_image, trajectory_images
 from tiny_dit.inside.word_attention import group_words
@@ -94,6 +99,9 @@ class TinyDiTApp:
         self.training_dir = training_history.pipeline_folder(pipe)  # its training_log.jsonl, training_samples/
         self.sampler_choices = [(choice.label, name) for name, choice in SCHEDULERS.items()]
         self.default_sampler = scheduler_name(pipe.scheduler) or "euler"
+        # The guidance controls start at the loaded pipeline's guider: a model's best method and scale are its own.
+        self.default_guidance = float(pipe.default_guider.guidance_scale)
+        self.guider_choices, self.default_guider = layout.guider_choices(pipe.default_guider)
 
     def record_of(self, state) -> RunRecord:
         """The run a view is asked about: the page's state (a RunHandle) or a RunRecord itself."""
@@ -124,18 +132,19 @@ class TinyDiTApp:
     def random_seed(self) -> int:
         return random.randint(0, SEED_MAX)
 
-    def generate(self, prompt, guidance, steps, samples, seed, sampler=None, request: gr.Request = None,
+    def generate(self, prompt, guidance, steps, samples, seed, sampler=None, guider=None, request: gr.Request = None,
                  progress=gr.Progress()):
-        """Sample clips with a live preview. Yields (preview image, grid video, clips, info, run handle):
+        """Sample clips with a live preview (`guider`: the guidance method, a name of tiny_dit.guiders.GUIDERS;
+        None or "own": the pipeline's). Yields (preview image, grid video, clips, info, run handle):
         a status line after every iteration (so that Stop and job.cancel() act within one), a preview
         every ~steps/5, and finally the videos and the handle of the run (kept in self.runs)."""
         prompt, guidance, steps = check_prompt(prompt), check_guidance(guidance), check_steps(steps)
         samples = check_number(samples, "Number of samples", SAMPLES_MIN, SAMPLES_MAX, integer=True)
-        seed, run_pipe = check_seed(seed), self.sampler_pipe(sampler)
+        seed, run_pipe, guider = check_seed(seed), self.sampler_pipe(sampler), check_guidance_method(guider)
         notices, session, start = self.warn_about(prompt), session_of(request), time.perf_counter()
         record = preview = None
         yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
-        with closing(self.active.sample(session, run_pipe, prompt, seed=seed, guidance_scale=guidance,
+        with closing(self.active.sample(session, run_pipe, prompt, seed=seed, guidance_scale=guidance, guider=guider,
                                         num_inference_steps=steps, num_videos=samples, lock=self.sampling_lock,
                                         make_preview=lambda pred: preview_image(self.pipe, pred))) as run:
             for event in run:
@@ -198,21 +207,31 @@ class TinyDiTApp:
                 iteration_slider(passes, passes), *self.trajectory(record, passes // 2),
                 iteration_slider(passes, passes // 2, minimum=0), *self.text_path(record), *self.adaln(record))
 
-    def compare_guidance(self, prompt, seed, steps, scales, sampler=None, progress=gr.Progress()):
-        """The same prompt and seed at several guidance scales, one clip each (with the chosen sampler).
-        Yields (video, table)."""
-        prompt, seed, steps, scales = check_prompt(prompt), check_seed(seed), check_steps(steps), check_scales(scales)
+    def compare_guidance(self, prompt, seed, steps, scales, sampler=None, compare="scales", guidance=None,
+                         guider=None, progress=gr.Progress()):
+        """The same prompt and seed, one clip each (with the chosen sampler): at each of `scales` by the
+        method `guider` (`compare` "scales"; None: the pipeline's own), or by each guidance method at the
+        scale `guidance` ("methods"; None: the pipeline's scale). Yields (video, table)."""
+        prompt, seed, steps = check_prompt(prompt), check_seed(seed), check_steps(steps)
+        compare = check_choice(compare, "Compare", {mode: mode for mode in COMPARE_MODES})
+        scale = self.default_guidance if guidance is None else check_guidance(guidance)
+        scales, guider = check_scales(scales) if compare == "scales" else [], check_guidance_method(guider)
+        runs = view_contents.guidance_runs(compare, scales, scale, guider)
+        methods = [name or method_name(self.pipe.default_guider) for name, _ in runs]
         run_pipe, clips, start = self.sampler_pipe(sampler), [], time.perf_counter()
         self.warn_about(prompt)
-        for i, w in enumerate(scales):
-            progress((i, len(scales)), desc=f"class guidance w = {w:g}")
+        for i, ((name, w), method) in enumerate(zip(runs, methods)):
+            what = f"{method} at w = {w:g}"
+            progress((i, len(runs)), desc=what)
             with self.sampling_lock:
-                clips.append(sample_clips(run_pipe, prompt, seed=seed, guidance_scale=w, num_inference_steps=steps)[0])
-            yield gr.skip(), f"Sampled w = {w:g} ({i + 1} of {len(scales)}), {time.perf_counter() - start:.1f} s..."
-        grid, scores = view_contents.guidance_grid(self.pipe, clips, prompt, scales)
+                clips.append(sample_clips(run_pipe, prompt, seed=seed, guidance_scale=w, guider=name,
+                                          num_inference_steps=steps)[0])
+            yield gr.skip(), f"Sampled {what} ({i + 1} of {len(runs)}), {time.perf_counter() - start:.1f} s..."
+        scales = [w for _, w in runs]
+        grid, scores, strays = view_contents.guidance_grid(self.pipe, clips, prompt, compare, methods, scales)
         video = outputs.write_video(outputs.run_dir(self.output_root), "guidance.mp4", grid)
         yield video, teaching.guidance_table(prompt, seed, steps, scheduler_name(run_pipe.scheduler),
-                                             time.perf_counter() - start, scales, scores)
+                                             time.perf_counter() - start, compare, methods, scales, scores, strays)
 
     def forward_process(self, prompt, level, seed):
         """A training-style clip of the prompt noised to level s, decoded: (clip image, ladder, text)."""
@@ -225,31 +244,47 @@ class TinyDiTApp:
         """A task was picked: (number of frames: 1 for an image, more for the others; where the known frames go)."""
         task = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS})
         frames = 1 if task == "image" else self.geometry.num_frames if num_frames == 1 else gr.skip()
+        if task == "loop":  # a loop's way out as long as a trained clip
+            frames = loop_num_frames(self.geometry.num_frames)
         return frames, sora_tasks.TASKS[task].how
 
     def sora_task(self, task, prompt, image, clip, clip_b, num_frames, keep, height, width, guidance, steps, seed,
-                  sampler=None, progress=gr.Progress()):
+                  sampler=None, strength=DEFAULT_STRENGTH, progress=gr.Progress()):
         """One of Sora's other tasks (tiny_dit.app.sora_tasks): the pipeline's `conditions=` built from the
-        uploads, checked, sampled. Returns (result video, filmstrip with the given frames marked, text)."""
+        uploads, or Clip A to edit at `strength` (`video=`), or a loop (`loop=True`), checked, sampled. Returns
+        (result video, filmstrip with the given frames marked, text)."""
         task, prompt = check_choice(task, "Task", {name: name for name in sora_tasks.TASKS}), check_prompt(prompt)
         num_frames, keep, height, width = check_frame_size(height, width, self.geometry, SORA_FRAMES_MAX, num_frames,
                                                            keep)
         guidance, steps, seed = check_guidance(guidance), check_steps(steps), check_seed(seed)
+        strength = check_number(strength, "Edit strength", sora_tasks.STRENGTH_MIN, 1.0)
         run_pipe = self.sampler_pipe(sampler)
         conditions, known = sora_tasks.build_conditions(task, num_frames, height, width, image=image, clip=clip,
                                                         clip_b=clip_b, keep=keep)
+        edit = dict(video=sora_tasks.edit_video(clip, num_frames, height, width), strength=strength) \
+            if task == "edit" else {}
+        num_frames = len(edit["video"]) if edit else num_frames  # an edit has its clip's length
         run_pipe.check_inputs(prompt, None, steps, guidance, 1, num_frames, height, width, None, "np", ["latents"],
-                              None, conditions=conditions or None)
-        notices, passes = self.warn_about(prompt), transformer_passes(run_pipe.scheduler, steps)
+                              None, conditions=conditions or None, loop=task == "loop", **edit)
+        notices, total = self.warn_about(prompt), transformer_passes(run_pipe.scheduler, steps)
+        level, passes = edit_schedule(run_pipe.scheduler, steps, strength) if edit else (1.0, total)
         frames, seconds = view_contents.run_sora_task(
             run_pipe, prompt, conditions, num_frames=num_frames, height=height, width=width, steps=steps,
-            guidance=guidance, seed=seed, lock=self.sampling_lock,
+            guidance=guidance, seed=seed, lock=self.sampling_lock, loop=task == "loop", **edit,
             on_pass=lambda i: progress((i + 1, passes), desc=f"pass {i + 1}/{passes}"))
-        marked, strip = view_contents.sora_result_views(frames, known)
-        video = outputs.write_video(outputs.run_dir(self.output_root), f"sora-{task}.mp4", marked)
-        return video, strip, teaching.sora_summary(sora_tasks.describe_result(task, known), num_frames, width, height,
-                                                   steps, scheduler_name(run_pipe.scheduler), guidance, seed,
-                                                   seconds, notices)
+        if edit:
+            shown, strip = sora_tasks.edit_result_views(edit["video"], frames)
+            result = sora_tasks.describe_edit(num_frames, strength, level, passes, total)
+        elif task == "loop":
+            shown, strip = sora_tasks.loop_result_views(frames)
+            result = sora_tasks.describe_loop(num_frames)
+        else:
+            shown, strip = view_contents.sora_result_views(frames, known)
+            result = sora_tasks.describe_result(task, known)
+        video = outputs.write_video(outputs.run_dir(self.output_root), f"sora-{task}.mp4", shown)
+        return video, strip, teaching.sora_summary(result, num_frames, width, height, steps,
+                                                   scheduler_name(run_pipe.scheduler), guidance, seed, seconds,
+                                                   notices)
 
     # -- Word attention (cross-attention per word) and how the model learned ----------------
 
@@ -316,7 +351,11 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                         gr.Examples([[p] for p in teaching.SEEN_EXAMPLES], inputs=[prompt], label="Seen in training")
                         gr.Examples([[p] for p in teaching.HELD_OUT_EXAMPLES], inputs=[prompt],
                                     label=teaching.HELD_OUT_LABEL)
-                        guidance = layout.guidance_slider(**controls["guidance"])
+                        with gr.Row():
+                            guidance = layout.guidance_slider(app.default_guidance, scale=3, elem_id="guidance",
+                                                              **controls["guidance"])
+                            guider = gr.Dropdown(app.guider_choices, value=app.default_guider, scale=2,
+                                                 elem_id="guider", **controls["guider"])
                         steps = layout.steps_slider(**controls["steps"])
                         sampler_choice = gr.Dropdown(app.sampler_choices, value=app.default_sampler, elem_id="sampler",
                                                      **controls["sampler"])
@@ -335,7 +374,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                         info = gr.Markdown(label="Time taken", elem_id="run-info")
                         clips = gr.Gallery(label="The individual clips", columns=6, height=230, object_fit="contain",
                                            elem_id="clips")
-            sora = layout.sora_tab(g)
+            sora = layout.sora_tab(g, app.default_guidance)
 
         gr.Markdown(teaching.INSIDE_TEXT)
         with gr.Tabs(elem_id="views"):  # one function per view (tiny_dit.app.layout), its teaching text first
@@ -356,7 +395,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         minimal, private = dict(show_progress="minimal"), dict(api_visibility="private")
         randomise.click(app.random_seed, None, seed, api_name="random_seed", queue=False, **private)
         gen_event = gr.on([generate.click, prompt.submit], wrap(app.generate),
-                          [prompt, guidance, steps, samples, seed, sampler_choice],
+                          [prompt, guidance, steps, samples, seed, sampler_choice, guider],
                           [preview, grid_video, clips, info, run_state], api_name="generate",
                           show_progress_on=[grid_video], **sampler, **raw)
         # Stop: Gradio cancels the event (the generator yields every iteration, so within one), and
@@ -378,13 +417,14 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
               api_name="pick_patch", **private, **minimal, **raw)
         traj.step.release(wrap(app.trajectory), [run_state, traj.step], [traj.latent, traj.frames, traj.md],
                           api_name="trajectory", **minimal, **raw)
-        compared.compare.click(wrap(app.compare_guidance), [prompt, seed, steps, compared.scales, sampler_choice],
+        compared.compare.click(wrap(app.compare_guidance), [prompt, seed, steps, compared.scales, sampler_choice,
+                                                            compared.mode, guidance, guider],
                                [compared.video, compared.md], api_name="compare_guidance", **sampler, **raw)
         sora.task.change(wrap(app.sora_task_changed), [sora.task, sora.frames], [sora.frames, sora.how],
                          queue=False, show_progress="hidden", **private, **raw)
         sora.button.click(wrap(app.sora_task), [sora.task, sora.prompt, sora.image, sora.clip, sora.clip_b,
                                                 sora.frames, sora.keep, sora.height, sora.width, sora.guidance,
-                                                sora.steps, sora.seed, sampler_choice],
+                                                sora.steps, sora.seed, sampler_choice, sora.strength],
                           [sora.video, sora.strip, sora.md], api_name="sora_task", **sampler, **raw)
         gr.on([forward.button.click, forward.level.release, demo.load], wrap(app.forward_process),
               [prompt, forward.level, seed], [forward.clip, forward.ladder, forward.md], api_name="forward_process",

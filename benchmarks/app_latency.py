@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompt", default="a red circle moving left on a black background")
     parser.add_argument("--samples", type=int, default=None, help="clips (default: the page's, 4)")
     parser.add_argument("--steps", type=int, default=None, help="iterations (default: the page's, 20)")
-    parser.add_argument("--guidance", type=float, default=None, help="class guidance (default: the page's, 5)")
+    parser.add_argument("--guidance", type=float, default=None, help="class guidance (default: the page's, the model's guider's)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -45,13 +45,12 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     import app
-    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+    from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS
 
     if args.threads:
         torch.set_num_threads(args.threads)
     samples = args.samples or app.SAMPLES_DEFAULT
     steps = args.steps or DEFAULT_NUM_INFERENCE_STEPS
-    guidance = DEFAULT_GUIDANCE_SCALE if args.guidance is None else args.guidance
 
     t0 = time.perf_counter()
     pipe, name, notices = app.load_pipeline(args.model)
@@ -59,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     for notice in notices:
         print(f"note: {notice}")
     teaching_app = app.TinyDiTApp(pipe, name, notices)
+    guidance = pipe.default_guider.guidance_scale if args.guidance is None else args.guidance
     g = teaching_app.geometry
     print(f"model: {name} ({g.num_frames} frames of {g.width}x{g.height}, {g.num_tokens} tokens, "
           f"{g.depth} blocks), loaded in {loaded:.1f} s; torch threads: {torch.get_num_threads()}, "

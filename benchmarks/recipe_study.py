@@ -26,7 +26,7 @@ from pathlib import Path
 
 # Every run: stills only (the proxy), the small preset's shape and optimiser.
 # "blobs": the first study, on the first world's small objects (the README's recipe study). Its baseline is
-# the bundle of session 3 (plain DiT block, AdamW 1e-3, noise shift 3); every other variant changes one or
+# bundle v0.3 (plain DiT block, AdamW 1e-3, noise shift 3); every other variant changes one or
 # two things against it. bf16 was the faster precision on that machine.
 BLOBS_COMMON = ["--preset", "small", "--batch-size", "0", "--image-batch-size", "32", "--lr", "1e-3",
                 "--noise-shift", "3", "--warmup", "200", "--sample-every", "0",

@@ -3,7 +3,8 @@
     python benchmarks/shape_errors.py                                   # the bundle
     python benchmarks/shape_errors.py --model runs/long/pipeline --wrong wrong.png
 
-The same prompts and seeds as `python -m tiny_dit.training.evaluate` (72 per split), the pipeline's defaults.
+The same prompts and seeds as `python -m tiny_dit.training.evaluate --num-prompts 72` (the small set, 72 per split),
+the pipeline's defaults.
 Prints, per split, how often each asked shape was judged as each shape (or "fragments", "blob"), and shape accuracy
 per motion and per shape. --wrong writes the first, middle and last frame of every wrongly judged clip
 (a column each, eight to a row, in the order printed) to look at: is the judge or the model wrong?

@@ -252,15 +252,15 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown solvers {unknown}: choose from {list(SCHEDULERS)}")
     steps_list = [int(s) for s in args.steps.split(",") if s]
 
-    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+    from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
     from tiny_dit.schedulers import config_shift
     from tiny_dit.text_encoder import CLIPEncoder
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    guidance = DEFAULT_GUIDANCE_SCALE if args.guidance is None else args.guidance
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = TinyDiTPipeline.from_pretrained(args.model).to(device)
+    guidance = pipe.default_guider.guidance_scale if args.guidance is None else args.guidance
     pipe.set_progress_bar_config(disable=True)
     shifts = ([float(s) for s in args.shifts.split(",") if s] if args.shifts
               else [config_shift(pipe.scheduler.config)])

@@ -43,7 +43,8 @@ import torch
 
 from tiny_dit.autoencoder import decode_latents, encode_clips
 from tiny_dit.data.shapes import NUM_FRAMES, random_clip_spec, render_clips
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTCondition, TinyDiTPipeline
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE
+from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS, TinyDiTCondition, TinyDiTPipeline
 from tiny_dit.training.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, object_aspect, score
 from tiny_dit.video import to_uint8
 

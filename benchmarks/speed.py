@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from diffusers import LatteTransformer3DModel
 
-    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+    from tiny_dit.guiders import guider_name
+    from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
     pipe = TinyDiTPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     dit = pipe.transformer.eval()
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     latents = torch.randn(n, cfg.in_channels, frames, height // ds, width // ds)
     tokens = dit.num_tokens(frames, height // ds, width // ds)
     results = {"model": args.model, "threads": args.threads, "num_videos": n, "steps": steps,
-               "guidance_scale": DEFAULT_GUIDANCE_SCALE, "tokens_per_clip": tokens,
+               "guidance_scale": pipe.default_guider.guidance_scale, "guider": guider_name(pipe.default_guider),
+               "tokens_per_clip": tokens,
                "transformer_parameters": sum(p.numel() for p in dit.parameters())}
 
     with torch.no_grad():

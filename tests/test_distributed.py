@@ -3,6 +3,7 @@
 the run folder, a stopped run resumes exactly, and launches that would quietly run one process
 (or several that do not cooperate) say so."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,8 +14,9 @@ import pytest
 import torch
 import torch.distributed
 
-from test_train import cache_dir  # noqa: F401  (the tiny latent cache fixture)
+from test_train import auto_precision, cache_dir  # noqa: F401  (cache_dir: the tiny latent cache fixture)
 from tiny_dit.pipeline import TinyDiTPipeline
+from tiny_dit.training.loop import FIXED_PROBE_FIGURES, PROBE_ENV
 from tiny_dit.training.train import check_process_count, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,17 +24,22 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                                 reason="needs torch.distributed with the gloo backend")
 
-# Short runs: 2 clips per process and step, no sample clips, a checkpoint every 2 steps; float32 named, since
-# "auto" measures the precision in each launch and a busy machine could tip two launches different ways.
-ARGS = ("--preset", "tiny", "--threads", "1", "--mixed-precision", "no", "--lr", "3e-3", "--warmup", "2",
+# Short runs: 2 clips per process and step, no sample clips, a checkpoint every 2 steps; --mixed-precision auto
+# (the default), which the probe's fixed answer ($TINY_DIT_PRECISION_PROBE, tests/conftest.py) settles alike in
+# every launch.
+ARGS = ("--preset", "tiny", "--threads", "1", "--lr", "3e-3", "--warmup", "2",
         "--batch-size", "2", "--log-every", "2", "--checkpoint-every", "2", "--sample-every", "0", "--sample-steps", "1",
         "--num-samples", "1")
 
 
-def launch(launcher: list[str], cache: Path, out: Path, *extra: str, use_cpu: bool = True) -> str:
-    """Run `launcher -m tiny_dit.training.train` in a subprocess; its stdout and stderr together."""
+def launch(launcher: list[str], cache: Path, out: Path, *extra: str, use_cpu: bool = True,
+           probe: str | None = None) -> str:
+    """Run `launcher -m tiny_dit.training.train` in a subprocess; its stdout and stderr together. probe: the
+    precision probe's answer in its processes (default: this process's)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    if probe is not None:
+        env[PROBE_ENV] = probe
     for name in ("ACCELERATE_USE_CPU", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     if use_cpu:
@@ -48,15 +55,18 @@ def launch(launcher: list[str], cache: Path, out: Path, *extra: str, use_cpu: bo
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port of its own
 
 
-@pytest.fixture(scope="module")
-def runs(cache_dir, tmp_path_factory):  # noqa: F811
-    """A two-process run of 6 steps, and the same run stopped after 4 steps and resumed to 6."""
-    root = tmp_path_factory.mktemp("distributed")
-    straight = launch(TORCHRUN, cache_dir, root / "straight", "--steps", "6")
-    first = launch(TORCHRUN, cache_dir, root / "run", "--steps", "4")
+@pytest.fixture(scope="module", params=sorted(FIXED_PROBE_FIGURES))
+def runs(request, cache_dir, tmp_path_factory):  # noqa: F811
+    """A two-process run of 6 steps, and the same run stopped after 4 steps and resumed to 6: once where the
+    precision probe finds bfloat16 faster (they train in bf16), once where it finds it slower (float32)."""
+    probe = request.param
+    root = tmp_path_factory.mktemp(f"distributed-{probe}")
+    straight = launch(TORCHRUN, cache_dir, root / "straight", "--steps", "6", probe=probe)
+    first = launch(TORCHRUN, cache_dir, root / "run", "--steps", "4", probe=probe)
     shutil.copytree(root / "run", root / "at-step-4")
-    resumed = launch(TORCHRUN, cache_dir, root / "run", "--steps", "6", "--resume")
-    return {"root": root, "straight": straight, "first": first, "resumed": resumed}
+    resumed = launch(TORCHRUN, cache_dir, root / "run", "--steps", "6", "--resume", probe=probe)
+    return {"root": root, "straight": straight, "first": first, "resumed": resumed, "probe": probe,
+            "precision": auto_precision(probe)}
 
 
 def load(path: Path) -> dict:
@@ -66,6 +76,9 @@ def load(path: Path) -> dict:
 def test_both_processes_take_part_and_one_writes_the_run(runs):
     root = runs["root"]
     assert "training on 2 processes (MULTI_CPU, cpu)" in runs["straight"]
+    # The main process resolved the precision (once: the others were told) and the run records it.
+    assert runs["straight"].count(f"precision: {runs['precision']} (--mixed-precision auto") == 1
+    assert json.loads((root / "straight" / "args.json").read_text())["mixed_precision"] == runs["precision"]
     state = load(root / "straight" / "checkpoint.pt")
     assert state["step"] == 6
     # One RNG entry per process, gathered from both: their batch and noise streams differ.
@@ -89,6 +102,7 @@ def test_a_stopped_two_process_run_resumes_exactly(runs):
     assert load(root / "at-step-4" / "checkpoint.pt")["step"] == 4
     assert "resumed" in runs["resumed"] and "at step 4" in runs["resumed"]
     assert "warning" not in runs["resumed"]
+    assert json.loads((root / "run" / "args.json").read_text())["mixed_precision"] == runs["precision"]
     straight, resumed = load(root / "straight" / "checkpoint.pt"), load(root / "run" / "checkpoint.pt")
     assert resumed["step"] == 6 and len(resumed["rng"]) == 2
     for key in ("model", "ema"):
@@ -99,7 +113,9 @@ def test_a_stopped_two_process_run_resumes_exactly(runs):
         assert torch.equal(a["noise_generator"], b["noise_generator"])
 
 
-def test_one_process_continues_a_two_process_checkpoint_and_says_how(runs, cache_dir, capsys):  # noqa: F811
+def test_one_process_continues_a_two_process_checkpoint_and_says_how(runs, cache_dir, capsys,  # noqa: F811
+                                                                    monkeypatch):
+    monkeypatch.setenv(PROBE_ENV, runs["probe"])  # in this process, as the run had it
     out = runs["root"] / "at-step-4"
     before = load(out / "checkpoint.pt")
     main(["--cache", str(cache_dir), "--out", str(out), *ARGS, "--steps", "6", "--resume"])

@@ -17,9 +17,10 @@ from diffusers import AutoencoderTiny, FlowMatchEulerDiscreteScheduler
 
 import tiny_dit
 from tiny_dit.autoencoder import encode_clips
-from tiny_dit.flow import euler_sample
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, euler_sample, guided_velocity
+from tiny_dit.guiders import DEFAULT_GUIDER, GUIDERS, guider_name, make_guider
 from tiny_dit.model import TinyDiT
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
 from tiny_dit.text_encoder import CLIPEncoder
 
 torch.set_num_threads(1)
@@ -58,9 +59,12 @@ def tiny_transformer(seed: int = 0, perturb: float = 0.1, **overrides) -> TinyDi
 
 
 def tiny_pipeline(seed: int = 0) -> TinyDiTPipeline:
+    """A small untrained pipeline with plain CFG (not the project's default guider), so that its loop can be
+    checked against flow.euler_sample, the teaching sampler."""
     clip = tiny_clip(seed)
     pipe = TinyDiTPipeline(vae=tiny_vae(seed), text_encoder=clip, tokenizer=clip.tokenizer,
-                           transformer=tiny_transformer(seed), scheduler=FlowMatchEulerDiscreteScheduler())
+                           transformer=tiny_transformer(seed), scheduler=FlowMatchEulerDiscreteScheduler(),
+                           guider=make_guider("cfg"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -194,7 +198,8 @@ def test_defaults():
 
     params = inspect.signature(TinyDiTPipeline.__call__).parameters
     assert params["num_inference_steps"].default == DEFAULT_NUM_INFERENCE_STEPS
-    assert params["guidance_scale"].default == DEFAULT_GUIDANCE_SCALE
+    assert params["guidance_scale"].default is None  # the guider's own scale
+    assert params["guider"].default is None  # the pipeline's guider component
     assert params["output_type"].default == "np"
 
 
@@ -247,6 +252,77 @@ def test_bad_inputs_raise_value_errors(pipe, kwargs, message):
 
 
 # --- guidance ---------------------------------------------------------------------
+
+
+def test_plain_cfg_guider_is_the_teaching_equation():
+    """diffusers' ClassifierFreeGuidance, which the pipeline runs by default, computes flow.guided_velocity."""
+    v_cond, v_uncond = torch.randn(2, 4, 2, 8, 8, generator=gen(0)), torch.randn(2, 4, 2, 8, 8, generator=gen(1))
+    guider = make_guider("cfg", 4.0)
+    guider.set_state(step=0, num_inference_steps=10, timestep=torch.tensor(1000.0))
+    torch.testing.assert_close(guider.forward(pred_cond=v_cond, pred_uncond=v_uncond).pred,
+                               guided_velocity(v_uncond, v_cond, 4.0))
+
+
+def test_guiders_by_name_and_a_saved_pipeline_keeps_its_guider(pipe, tmp_path):
+    """Every GUIDERS entry samples and is named back; the pipeline's guider is saved in its folder (like the
+    scheduler), so a saved pipeline samples as it was chosen; a folder without one samples with
+    the project's default guider (a folder saved before guiders)."""
+    noise = torch.randn(1, 4, FRAMES, SIZE // 4, SIZE // 4, generator=gen(3))
+    kwargs = dict(num_inference_steps=4, latents=noise, output_type="latent")
+    results = {}
+    for name in GUIDERS:
+        guider = make_guider(name, 4.0)
+        assert guider_name(guider) == name
+        results[name] = pipe(PROMPT, guider=guider, **kwargs).frames
+    for name in GUIDERS:  # each departs from plain CFG
+        if name != "cfg":
+            assert (results[name] - results["cfg"]).abs().mean() > 1e-4, name
+
+    saved = pipe.with_scheduler(pipe.scheduler)  # shares the models; its own guider
+    saved.guider = make_guider("interval", 3.0)
+    saved.save_pretrained(tmp_path / "pipe")
+    assert json.loads((tmp_path / "pipe" / "model_index.json").read_text())["guider"] == \
+        ["diffusers", "ClassifierFreeGuidance"]
+    loaded = TinyDiTPipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert guider_name(loaded.guider) == "interval" and loaded.guider.guidance_scale == 3.0
+    torch.testing.assert_close(loaded(PROMPT, **kwargs).frames,
+                               pipe(PROMPT, guider=make_guider("interval", 3.0), **kwargs).frames)
+
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    del index["guider"]  # a folder from before guiders
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps(index))
+    shutil.rmtree(tmp_path / "pipe" / "guider")
+    old = TinyDiTPipeline.from_pretrained(tmp_path / "pipe")
+    old.set_progress_bar_config(disable=True)
+    assert guider_name(old.guider) == DEFAULT_GUIDER and old.guider.guidance_scale == DEFAULT_GUIDANCE_SCALE
+    torch.testing.assert_close(old(PROMPT, **kwargs).frames, pipe(PROMPT, guider=make_guider(DEFAULT_GUIDER), **kwargs).frames)
+
+
+def test_interval_guider_runs_the_unconditional_pass_only_in_its_interval(pipe):
+    """stop=0.5 of 4 steps: [uncond; cond] (2 rows a clip) in steps 0-1, the conditional model alone after;
+    guidance_scale= replaces the guider's scale, and the guider given is left as it was."""
+    rows = []
+    hook = pipe.transformer.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    guider = make_guider("interval", 4.0)
+    try:
+        pipe(PROMPT, guider=guider, guidance_scale=2.0, num_inference_steps=4, output_type="latent")
+    finally:
+        hook.remove()
+    assert rows == [2, 2, 1, 1]
+    assert guider.guidance_scale == 4.0 and guider._step is None  # the run used a copy
+
+
+def test_a_guider_that_needs_other_passes_is_refused_by_name(pipe):
+    from diffusers.guiders import SkipLayerGuidance
+
+    with pytest.raises(ValueError, match="SkipLayerGuidance needs the predictions"):
+        pipe(PROMPT, num_inference_steps=1,
+             guider=SkipLayerGuidance(guidance_scale=3.0, skip_layer_guidance_layers=[0]))
+    with pytest.raises(ValueError, match="guider must be a diffusers guider"):
+        pipe(PROMPT, num_inference_steps=1, guider="cfg")
+    with pytest.raises(ValueError, match="unknown guider 'cfg0'"):
+        make_guider("cfg0")
 
 
 def test_batched_cfg_equals_the_teaching_sampler(pipe):
@@ -392,7 +468,7 @@ def text_encoder_only(pipe: TinyDiTPipeline) -> TinyDiTPipeline:
 
 def without_text_encoder(pipe: TinyDiTPipeline) -> TinyDiTPipeline:
     other = TinyDiTPipeline(vae=pipe.vae, text_encoder=None, tokenizer=None, transformer=pipe.transformer,
-                            scheduler=FlowMatchEulerDiscreteScheduler())
+                            scheduler=FlowMatchEulerDiscreteScheduler(), guider=pipe.guider)
     other.set_progress_bar_config(disable=True)
     return other
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState
+from accelerate import Accelerator
 
 import tiny_dit.training.train
 from test_pipeline import tiny_clip, tiny_vae
@@ -63,11 +63,19 @@ def load_model(state: dict, key: str) -> TinyDiT:
     return model.eval()
 
 
-def test_a_few_steps_reduce_the_loss(cache_dir, tmp_path):
+def auto_precision(probe: str) -> str:
+    """What --mixed-precision auto resolves to under the precision probe's answer (tests/conftest.py)."""
+    return "bf16" if probe == "bf16-faster" else "no"
+
+
+def test_a_few_steps_reduce_the_loss(cache_dir, tmp_path, precision_probe):
+    """In the precision auto picks where bfloat16 is the faster and where it is the slower."""
     summary = run(cache_dir, tmp_path / "run", "--steps", "40", "--checkpoint-every", "20", "--sample-every", "20")
     cache = LatentCache.load(cache_dir)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 40
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["mixed_precision"] == \
+        auto_precision(precision_probe)
     initial = dataset_loss(TinyDiT.from_config(state["model_config"]).eval(), cache)  # predicts 0 at init
     trained = dataset_loss(load_model(state, "model"), cache)
     assert trained < 0.8 * initial, (initial, trained)
@@ -111,7 +119,8 @@ def test_a_few_steps_reduce_the_loss(cache_dir, tmp_path):
         run(cache_dir, tmp_path / "run", "--steps", "40")
 
 
-def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatch):
+def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatch, precision_probe):
+    """In float32 and under bfloat16 autocast (auto, where the probe finds it the faster)."""
     args = ("--steps", "12", "--checkpoint-every", "4", "--sample-every", "6")
     run(cache_dir, tmp_path / "straight", *args)
 
@@ -124,10 +133,9 @@ def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatc
             raise KeyboardInterrupt("killed")
         return flow_matching_loss(*a, **kw)
 
-    monkeypatch.setattr(tiny_dit.training.train, "flow_matching_loss", dies_at_step_10)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):  # undoes its own patch only
+        patch.setattr(tiny_dit.training.train, "flow_matching_loss", dies_at_step_10)
         run(cache_dir, tmp_path / "resumed", *args)
-    monkeypatch.undo()
     killed = torch.load(tmp_path / "resumed" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert killed["step"] == 8 and not (tmp_path / "resumed" / "pipeline").exists()
     # diffusers lists a config's defaulted keys in set order, which changes from process to process:
@@ -154,6 +162,8 @@ def test_kill_and_resume_gives_identical_weights(cache_dir, tmp_path, monkeypatc
     steps_b = [json.loads(line)["step"] for line in log_b]
     assert steps_b == list(range(2, 13, 2))
     assert [json.loads(line)["loss"] for line in log_a] == [json.loads(line)["loss"] for line in log_b]
+    assert json.loads((tmp_path / "resumed" / "args.json").read_text())["mixed_precision"] == \
+        auto_precision(precision_probe)
 
 
 def test_max_minutes_stops_at_a_checkpoint_and_resume_goes_on(cache_dir, tmp_path, capsys):
@@ -232,16 +242,19 @@ def test_help_and_presets():
         build_parser().parse_args(["--cache", "c", "--out", "o", "--mixed-precision", "fp32"])
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one mixed precision per process: a test that trains in another starts and ends afresh."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+def test_runs_in_one_process_may_each_have_their_own_precision(cache_dir, tmp_path):
+    """accelerate keeps one mixed precision per process and refuses another: a notebook that trains twice, or
+    this test suite, must still be able to train in float32 after bf16 and back, and after an Accelerator of
+    the caller's own in another precision."""
+    for name, precision in (("a", "no"), ("b", "bf16"), ("c", "no")):
+        run(cache_dir, tmp_path / name, "--steps", "2", "--sample-every", "0", "--mixed-precision", precision)
+        assert json.loads((tmp_path / name / "args.json").read_text())["mixed_precision"] == precision
+    assert Accelerator(mixed_precision="no").mixed_precision == "no"  # the caller's own, as the last run left it
+    run(cache_dir, tmp_path / "d", "--steps", "2", "--sample-every", "0", "--mixed-precision", "bf16")
+    assert json.loads((tmp_path / "d" / "args.json").read_text())["mixed_precision"] == "bf16"
 
 
-def test_the_run_records_the_precision_auto_resolved(cache_dir, tmp_path, monkeypatch, capsys,
-                                                     fresh_accelerate_state):
+def test_the_run_records_the_precision_auto_resolved(cache_dir, tmp_path, monkeypatch, capsys):
     """--mixed-precision auto (the default) becomes bf16 or no by the measurement, and the run's args.json (and
     the pipeline's training_args.json) say which; a resumed run stays with it through a near tie."""
     monkeypatch.setattr("tiny_dit.training.loop.measure_precision", lambda device="cpu", probe=None:

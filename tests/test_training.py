@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import tiny_dit.training.loop
-from tiny_dit.training.loop import (JsonlLog, add_run_arguments, load_checkpoint, measure_precision, resolve_precision,
-                                    step_seed, train_simple)
+from tiny_dit.training.loop import (PROBE_ENV, JsonlLog, add_run_arguments, load_checkpoint, measure_precision,
+                                    resolve_precision, step_seed, train_simple)
 
 
 def toy_run(run_dir, steps: int, resume: bool = False, stop_after: int | None = None) -> torch.nn.Module:
@@ -106,6 +106,7 @@ def test_an_unknown_precision_names_the_option(monkeypatch):
 
 
 def test_the_measurement_times_both_once_per_device_and_leaves_the_random_state(monkeypatch):
+    monkeypatch.delenv(PROBE_ENV)  # timed for real (the figures are not checked: they are the machine's)
     monkeypatch.setattr(tiny_dit.training.loop, "_MEASURED", {})
     rng = torch.get_rng_state()
     figures = measure_precision("cpu")
@@ -123,6 +124,22 @@ def test_the_measurement_times_both_once_per_device_and_leaves_the_random_state(
 
     measure_precision("cpu", probe, repeats=2)
     assert dtypes.count(torch.bfloat16) == dtypes.count(torch.float32) == 3 and weight.grad is not None
+
+
+def test_the_probe_answer_can_be_fixed_by_the_environment(monkeypatch, capsys, precision_probe):
+    """$TINY_DIT_PRECISION_PROBE (the tests set it, tests/conftest.py): every probe answers alike, none is run,
+    and auto and the warning follow that answer."""
+    def probe():
+        raise AssertionError("timed")
+
+    faster, slower = ("bf16", "fp32") if precision_probe == "bf16-faster" else ("fp32", "bf16")
+    assert measure_precision("cpu", probe) == {faster: 10.0, slower: 20.0}
+    assert resolve_precision("auto", probe=probe) == faster
+    assert resolve_precision(slower, probe=probe) == slower
+    assert f"warning: --precision {slower} is 2.0x slower than {faster}" in capsys.readouterr().out
+    monkeypatch.setenv(PROBE_ENV, "bf16-fast")
+    with pytest.raises(ValueError, match="TINY_DIT_PRECISION_PROBE must be bf16-faster or bf16-slower"):
+        measure_precision("cpu")
 
 
 def test_train_simple_computes_the_loss_in_the_resolved_precision_and_records_it(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ The DiT itself is this folder's modules, the ones to open first:
     pipeline_checks.py    its checks of a call's arguments (check_inputs)
     conditions.py         known frames: animate an image, extend or connect clips
     schedulers.py         diffusers' flow-matching solvers by name
+    guiders.py            diffusers' guidance methods by name, and how each departs from plain CFG
     text_encoder.py       the CLIP (open_clip) that conditions the DiT
     autoencoder.py        frames <-> latents
     video.py              mp4 files, frames as uint8, grids

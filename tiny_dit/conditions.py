@@ -135,18 +135,26 @@ def condition_frames(condition: TinyDiTCondition, name: str) -> torch.Tensor:
         raise ValueError(f"{name} needs exactly one of image and video, got "
                          f"{'both' if condition.image is not None else 'neither'}")
     if condition.image is not None:
-        frames = _to_uint8(condition.image, f"{name}.image", dims=3)[None]  # (1, H, W, 3)
+        return _to_uint8(condition.image, f"{name}.image", dims=3)[None]  # (1, H, W, 3)
+    return clip_frames(condition.video, f"{name}.video")  # (L, H, W, 3) uint8
+
+
+def clip_frames(video, name: str) -> torch.Tensor:
+    """A clip as uint8 (T, H, W, 3): a list of PIL images (or of (H, W, 3) arrays), or an array/tensor
+    (T, H, W, 3), uint8 or float in [0, 1]. `name` (e.g. "conditions[1].video", "video") is for errors."""
+    if isinstance(video, (list, tuple)):
+        if not video:
+            raise ValueError(f"{name} is an empty list: give at least one frame")
+        frames = [_to_uint8(f, f"{name}[{i}]", dims=3) for i, f in enumerate(video)]
+        sizes = sorted({tuple(f.shape[:2]) for f in frames})
+        if len(sizes) > 1:
+            raise ValueError(f"{name} has frames of different sizes (height, width) {sizes}: give frames of one size")
+        frames = torch.stack(frames)
     else:
-        video = condition.video
-        if isinstance(video, (list, tuple)):
-            if not video:
-                raise ValueError(f"{name}.video is an empty list: give at least one frame")
-            frames = torch.stack([_to_uint8(f, f"{name}.video[{i}]", dims=3) for i, f in enumerate(video)])
-        else:
-            frames = _to_uint8(video, f"{name}.video", dims=4)
-        if len(frames) == 0:
-            raise ValueError(f"{name}.video has no frames")
-    return frames  # (L, H, W, 3) uint8
+        frames = _to_uint8(video, name, dims=4)
+    if len(frames) == 0:
+        raise ValueError(f"{name} has no frames")
+    return frames
 
 
 def _to_uint8(value, name: str, dims: int) -> torch.Tensor:

@@ -76,7 +76,9 @@ def is_guided(guidance_scale: float) -> bool:
 
 def guided_velocity(v_uncond: torch.Tensor, v_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """Classifier-free guidance: v = v_uncond + w * (v_cond - v_uncond). w = 1 is the conditional
-    velocity; a larger w pushes away from the prompt-free prediction, towards the prompt."""
+    velocity; a larger w pushes away from the prompt-free prediction, towards the prompt. The pipeline
+    runs it as diffusers' ClassifierFreeGuidance (the same equation); the other guidance methods, and
+    how each departs from this one, are in tiny_dit/guiders.py."""
     return v_uncond + guidance_scale * (v_cond - v_uncond)
 
 

@@ -16,20 +16,26 @@ subfolder per component; `push_to_hub` uploads the same folder):
     transformer   TinyDiT: predicts the rectified-flow velocity v = noise - x0
     scheduler     the ODE solver: diffusers' FlowMatchEulerDiscreteScheduler (Euler steps), or
                   FlowMatchHeun, DPM-Solver++ or UniPC (tiny_dit.schedulers.make_scheduler)
+    guider        how the two velocities are mixed: a diffusers guider (ClassifierFreeGuidance, or one of
+                  tiny_dit.guiders.GUIDERS), saved like the scheduler; optional (plain CFG)
 
 Generation, step by step (`__call__`):
   1. encode the prompts, and for classifier-free guidance (CFG) the negative
      prompts (default: the empty prompt, which the model learned through
      label dropout);
-  2. draw Gaussian noise x at noise level s = 1, in latent space;
+  2. draw Gaussian noise x at noise level s = 1, in latent space (to edit a clip: noise its latents x0
+     to the schedule's level s_k nearest `strength`, x = (1 - s_k) x0 + s_k noise, and start there);
   3. for each noise level s_i of the schedule (1, 1 - 1/N, ..., 1/N; flow.sampling_noise_levels):
         v  = transformer(x, 1000 * s_i, text)                 one batched pass on [uncond; cond]
                                                               (+ the known frames, if it was trained on them)
-        v  = v_uncond + guidance_scale * (v_cond - v_uncond)  (CFG if w > 1: flow.guided_velocity)
+        v  = guider(v_cond, v_uncond)                         CFG if w > 1: v_uncond + w (v_cond - v_uncond)
+                                                              (flow.guided_velocity; other guiders depart
+                                                              from it, tiny_dit.guiders)
         x0 = x - s_i * v                                      the current guess (flow.predicted_x0)
         x  = x + (s_{i+1} - s_i) * v                          the scheduler's Euler step
         x[known] = (1 - s_{i+1}) * x0_known + s_{i+1} * noise   only with conditions (flow.add_noise)
-  4. decode the final latents to frames with the autoencoder (and cut them to num_frames).
+  4. decode the final latents to frames with the autoencoder (and cut them to num_frames; a loop
+     appends the way back, the same frames in reverse).
 
 To watch a clip form, ask the step callback for the current guess of the clean clip:
 
@@ -64,6 +70,12 @@ clip forwards or backwards, connect two clips. See tiny_dit.conditions:
     pipe(prompt, conditions=[TinyDiTCondition(image=img, frame_index=0)])
     pipe(prompt, num_frames=32, conditions=[TinyDiTCondition(video=clip)])   # extend forwards
 
+Editing a clip by prompt (`video`, `strength`, as diffusers' video-to-video pipelines take them;
+SDEdit) and loops (`loop=True`: an outward clip and the way back). See tiny_dit.edit_and_loop:
+
+    pipe("a blue circle moving right on a black background", video=clip, strength=0.7)
+    pipe(prompt, loop=True)
+
 With the default scheduler (shift=1) this is exactly `tiny_dit.flow.euler_sample`,
 the teaching sampler; the pipeline adds input checks, batching over prompts,
 seeds, callbacks and decoding. Two of its parts are ideas of their own, each in its
@@ -96,6 +108,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.guiders import BaseGuidance
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -104,7 +117,10 @@ from tiny_dit.autoencoder import decode_latents as decode_to_frames
 from tiny_dit.autoencoder import spatial_downsample
 from tiny_dit.conditions import (KnownFrames, TinyDiTCondition, encode_known_frames, hold_known_frames,
                                  place_conditions)
-from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS, guided_velocity, is_guided, predicted_x0
+from tiny_dit.edit_and_loop import (DEFAULT_STRENGTH, edit_start_index, encode_video_to_edit, loop_num_frames,
+                                    outward_num_frames, there_and_back, video_frames)
+from tiny_dit.flow import DEFAULT_NUM_INFERENCE_STEPS, add_noise, is_guided, predicted_x0
+from tiny_dit.guiders import DEFAULT_GUIDER, check_guider, guider_for_run, make_guider
 from tiny_dit.model import TinyDiT
 from tiny_dit.pipeline_checks import InputChecksMixin
 from tiny_dit.pipeline_prompts import NEGATIVE_EMBEDDING_NAMES, PROMPT_EMBEDDING_NAMES, PromptEncodingMixin
@@ -138,9 +154,12 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         transformer: the TinyDiT velocity model.
         scheduler: a FlowMatchEulerDiscreteScheduler (shift=1.0 reproduces the training noise levels), or
             another flow solver of tiny_dit.schedulers.SCHEDULERS (made by make_scheduler).
+        guider: the default guidance method and scale of a call (a diffusers guider); None: plain CFG at
+            tiny_dit.flow.DEFAULT_GUIDANCE_SCALE (what a folder saved before guiders gets).
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _optional_components = ["guider"]
     # What `callback_on_step_end` may ask for (see __call__); each one works on its own.
     _callback_tensor_inputs = ["latents", "pred_x0", "attentions", "start_latents", "sigma", "sigma_next",
                                "model_timestep", *PROMPT_EMBEDDING_NAMES, *NEGATIVE_EMBEDDING_NAMES]
@@ -152,11 +171,17 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         tokenizer: OpenCLIPTokenizer,
         transformer: TinyDiT,
         scheduler: FlowScheduler,
+        guider: BaseGuidance | None = None,
     ):
         super().__init__()
+        # Always a guider, so that `pipe.guider = ...` is saved by save_pretrained (diffusers does not record
+        # a component set later in place of one registered as None); folders saved before guiders get plain CFG.
+        guider = make_guider(DEFAULT_GUIDER) if guider is None else guider
+        check_guider(guider)
         # vae first: with no component on an accelerator, pipe.device is that of the first registered one.
         self.register_modules(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, scheduler=scheduler
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, scheduler=scheduler,
+            guider=guider,
         )
 
     # -- building and loading ---------------------------------------------------
@@ -165,7 +190,8 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
     def from_components(cls, transformer: TinyDiT, text_encoder: CLIPEncoder, vae: AutoencoderTiny | AutoencoderKL,
                         shift: float = 1.0, progress_bar: bool = False) -> "TinyDiTPipeline":
         """A pipeline from its models: the tokenizer is the text encoder's, the scheduler Euler with
-        `shift` (sample at the noise levels training emphasised: its noise shift). How a training run
+        `shift` (sample at the noise levels training emphasised: its noise shift), the guider the
+        project's default (tiny_dit.guiders.DEFAULT_GUIDER at DEFAULT_GUIDANCE_SCALE). How a training run
         and the app's untrained stand-in build one; a saved pipeline is loaded with from_pretrained."""
         pipe = cls(vae=vae, text_encoder=text_encoder, tokenizer=text_encoder.tokenizer, transformer=transformer,
                    scheduler=FlowMatchEulerDiscreteScheduler(shift=shift))
@@ -320,9 +346,18 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         return self._guidance_scale
 
     @property
+    def default_guider(self) -> BaseGuidance:
+        """The guider a call uses when it is given none: the pipeline's `guider` component (plain CFG at
+        tiny_dit.flow.DEFAULT_GUIDANCE_SCALE in a folder saved before guiders), checked."""
+        check_guider(self.guider)
+        return self.guider
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
-        """Whether this step runs the unconditional pass too (guidance_scale > 1)."""
-        return is_guided(self._guidance_scale)
+        """Whether this step runs the unconditional pass too: guidance_scale > 1 and the run's guider guides
+        at this step (an interval guider does not in its last steps)."""
+        guider = getattr(self, "_guider", None)
+        return is_guided(self._guidance_scale) and (guider is None or guider.num_conditions > 1)
 
     @property
     def num_timesteps(self) -> int:
@@ -348,7 +383,7 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
         num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        guidance_scale: float | None = None,
         num_videos_per_prompt: int = 1,
         num_frames: int | None = None,
         height: int | None = None,
@@ -367,6 +402,10 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         capture_attention_layers: list[int] | None = None,
+        guider: BaseGuidance | None = None,
+        video=None,
+        strength: float | None = None,
+        loop: bool = False,
     ) -> TinyDiTPipelineOutput | tuple:
         """Generate clips for one or more prompts, or for prompt embeddings.
 
@@ -379,9 +418,10 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             guidance_scale: classifier-free guidance weight w, 0 to 30: v = v_uncond + w (v_cond - v_uncond).
                 w <= 1 turns guidance off (diffusers' convention): the conditional model alone, one pass
                 per step instead of two, and negative_prompt is not used. Read from `pipe._guidance_scale`
-                at every step, so a callback may change it during the run.
+                at every step, so a callback may change it during the run. Default: the guider's scale.
             num_videos_per_prompt: clips per prompt (at most 36 clips per call in all).
-            num_frames, height, width: clip size in pixels; default: what the transformer was trained on.
+            num_frames, height, width: clip size in pixels; default: what the transformer was trained on (an
+                edit: the clip's; a loop: see loop).
                 num_frames: 1 (an image) to 64; a length that is not a multiple of the transformer's
                 patch_size_t is sampled at the next multiple and cut, and one frame is the first of a
                 one-tubelet clip (what the model learned as a still image). Height and width: multiples
@@ -410,20 +450,24 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             callback_on_step_end: `fn(pipe, step_index, timestep, callback_kwargs) -> dict`, called after
                 every transformer pass (a step; Heun makes two a step), or a diffusers PipelineCallback /
                 MultiPipelineCallbacks (whose tensor_inputs
-                then replace callback_on_step_end_tensor_inputs). callback_kwargs holds the entries named in
+                then replace callback_on_step_end_tensor_inputs). step_index counts the passes of this run
+                from 0; an edit (`video`) skips the schedule's first pipe.scheduler.begin_index of them, so
+                below, k = pipe.scheduler.begin_index + step_index (k = step_index without `video`).
+                callback_kwargs holds the entries named in
                 callback_on_step_end_tensor_inputs, any of `pipe._callback_tensor_inputs`:
                   "latents":    x after this step, (B, C, T, h, w) float32, at noise level
-                                pipe.scheduler.sigmas[step_index + 1] (0 after the last step), with the
+                                pipe.scheduler.sigmas[k + 1] (0 after the last step), with the
                                 known frames of `conditions` already held at that level; T is num_frames
-                                rounded up to whole tubelets;
+                                rounded up to whole tubelets (for a loop: those of the outward clip);
                   "pred_x0":    the clean latents predicted at this step, x_t - sigma_t * v (guided v),
                                 where x_t is the input of the step and sigma_t =
-                                pipe.scheduler.sigmas[step_index] (at known frames too: the model's own
+                                pipe.scheduler.sigmas[k] (at known frames too: the model's own
                                 guess of them, not the condition);
                   "attentions": {block: attention probabilities} of the blocks in capture_attention_layers
                                 (default: all blocks), for the conditional pass only (shapes: see
                                 tiny_dit.model.Attention);
-                  "start_latents": the starting noise of the run (B, C, T, h, w), x at noise level 1;
+                  "start_latents": the latents the run started from (B, C, T, h, w): the starting noise
+                                (noise level 1), or for an edit the clip noised to its first level;
                   "sigma", "sigma_next", "model_timestep": (B,) float32, the same for every clip: the noise
                                 level of this step's input, that of "latents" after it (0 after the last
                                 step), and the timestep the transformer was given (1000 * sigma). What a
@@ -438,6 +482,25 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             callback_on_step_end_tensor_inputs: see callback_on_step_end; default ["latents"].
             capture_attention_layers: transformer blocks whose attention maps to capture for the callback;
                 default: all of them when the callback asks for "attentions", else none.
+            guider: how the conditional and unconditional velocities are mixed, a diffusers guider
+                (ClassifierFreeGuidance(guidance_scale=5, stop=0.5), AdaptiveProjectedGuidance(...), ...; see
+                tiny_dit.guiders); default: the pipeline's `guider` component. guidance_scale, if given,
+                replaces its scale. The run uses a copy: the guider given is left as it was. Its start/stop
+                fractions count the steps this run makes (an edit's, from where it starts).
+            video: a clip to edit by the prompt (SDEdit; tiny_dit.edit_and_loop), as diffusers' video-to-video
+                pipelines take it: a uint8 or [0, 1] float array/tensor (T, H, W, 3) or a list of PIL images.
+                num_frames, height and width default to its length and size (and must match it if given;
+                sides: multiples of the token size). `latents`, if given, is the noise it is noised with.
+            strength: with `video`, how far into the noise the clip goes, in (0, 1] (default
+                edit_and_loop.DEFAULT_STRENGTH, 0.7): the run starts at the scheduler's step whose noise
+                level is nearest it, from x = (1 - s) x0 + s noise at that level s (with shift 1, about
+                strength x num_inference_steps steps run; edit_and_loop.edit_schedule says how many). Low keeps
+                more of the clip, 1 keeps nothing (text-to-video).
+            loop: make clips whose last frame leads into the first as smoothly as any two neighbouring
+                frames: the outward clip (num_frames // 2 + 1 frames) is sampled and the way back is its
+                frames in reverse (tiny_dit.edit_and_loop: why there and back). num_frames defaults to twice
+                the trained length less 2 (30 for the bundle): a way out as long as the clips it learned.
+                Not with video or conditions.
 
         Returns:
             TinyDiTPipelineOutput with `.frames` (see output_type), num_frames of them per clip (latents
@@ -449,22 +512,35 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             prompt_embeds, prompt_attention_mask, pooled_prompt_embeds,
             negative_prompt_embeds, negative_prompt_attention_mask, negative_pooled_prompt_embeds)))
 
-        # 0. Sizes: from the given latents, else the transformer's training size.
+        # 0. Sizes: from the clip to edit, else the given latents, else the transformer's training size.
         complete = self.vae is not None and self.transformer is not None  # else check_inputs says what is missing
         default_frames, default_height, default_width = self.default_size() if complete else (None, None, None)
-        if torch.is_tensor(latents) and latents.dim() == 5 and complete:
+        if torch.is_tensor(latents) and latents.dim() == 5 and complete and not loop:
             ds = self.vae_scale_factor
             default_frames, default_height, default_width = (
                 latents.shape[2], latents.shape[3] * ds, latents.shape[4] * ds)
+        if video is not None:
+            video = video_frames(video)  # uint8 (T, H, W, 3); a ValueError naming `video` if it is none
+            default_frames, default_height, default_width = video.shape[:3]
+        if loop and default_frames is not None:  # by default a loop's way out is as long as a trained clip
+            default_frames = loop_num_frames(default_frames)
         num_frames = default_frames if num_frames is None else num_frames
         height = default_height if height is None else height
         width = default_width if width is None else width
 
-        # 1. Check everything before any work is done.
+        # 1. Check everything before any work is done. The run's guider is a copy of the given (or the
+        #    pipeline's) one at the run's guidance scale: guiders keep the state of a run.
+        if guider is not None:
+            check_guider(guider)
+        guider = guider if guider is not None else self.default_guider
+        guidance_scale = guider.guidance_scale if guidance_scale is None else guidance_scale
+        self._guider = None  # the previous run's: do_classifier_free_guidance reads it
         self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, num_videos_per_prompt,
                           num_frames, height, width, generator, output_type, callback_on_step_end_tensor_inputs,
-                          capture_attention_layers, **given_embeddings, conditions=conditions)
+                          capture_attention_layers, **given_embeddings, conditions=conditions, video=video,
+                          strength=strength, loop=loop)
         self._guidance_scale = guidance_scale
+        self._guider = guider_for_run(guider, guidance_scale)
         self._interrupt = False
         self._current_timestep = None
         device = self._execution_device
@@ -473,7 +549,9 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         batch_size = num_prompts * num_videos_per_prompt
 
         # 2. Starting noise, at noise level 1: (B, C, T, h, w), T = num_frames rounded up to whole tubelets.
-        latents = self.prepare_latents(batch_size, num_frames, height, width, generator, device, latents)
+        #    A loop samples its outward clip (edit_and_loop: there and back), and makes the way back at step 6.
+        sampled_frames = outward_num_frames(num_frames) if loop else num_frames
+        latents = self.prepare_latents(batch_size, sampled_frames, height, width, generator, device, latents)
         noise = latents  # the known frames are held on the line from this noise to their clean latents
 
         # 2b. Known frames, encoded once: (1, C, T, h, w) latents and a (1, 1, T, 1, 1) mask (see conditions.py).
@@ -495,8 +573,23 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         #    and the SD3/Flux pipelines (DPM-Solver++ and Heun: their own flow grids, see
         #    set_flow_timesteps). One timestep per transformer pass: Heun repeats them (2 passes a step).
         timesteps = set_flow_timesteps(self.scheduler, num_inference_steps, device)
-        self._num_timesteps = len(timesteps)
         num_train_timesteps = self.scheduler.config.num_train_timesteps
+
+        # 4b. Editing a clip (SDEdit, edit_and_loop): start at the step whose noise level is nearest
+        #     strength, from the clip noised to that level on the forward process, x = (1 - s) x0 + s noise.
+        #     When that is the first step (strength 1) the run starts from the noise itself: text-to-video.
+        begin = 0
+        if video is not None:
+            begin = edit_start_index(self.scheduler, DEFAULT_STRENGTH if strength is None else strength)
+            self.scheduler.set_begin_index(begin)
+            timesteps = timesteps[begin:]
+            if begin > 0:
+                clip_latents = encode_video_to_edit(self.vae, video, latents.shape[2], device)  # (1, C, T, h, w)
+                latents = add_noise(clip_latents, noise, self.scheduler.sigmas[begin].to(device))
+                if known is not None:  # known frames start on their own line, as they are held below
+                    latents = hold_known_frames(latents, known, noise, self.scheduler.sigmas[begin])
+        start_latents = latents
+        self._num_timesteps = len(timesteps)
 
         # 5. The denoising loop. Whether to guide, and how much, is read at every step (callbacks may
         #    change it); with CFG the transformer sees one batch [uncond; cond] of 2B rows.
@@ -511,6 +604,8 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
+                self._guider.guidance_scale = self._guidance_scale  # a callback may have changed it
+                self._guider.set_state(step=i, num_inference_steps=len(timesteps), timestep=t)
                 do_cfg = self.do_classifier_free_guidance
                 if do_cfg and embeddings["negative_prompt_embeds"] is None:  # a callback turned guidance on
                     embeddings.update(zip(NEGATIVE_EMBEDDING_NAMES, self._negative_embeddings(
@@ -522,7 +617,8 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
                                 for name, row in zip(PROMPT_EMBEDDING_NAMES, rows)]
                     text, text_guided = self.transformer_text_inputs(*rows), do_cfg
                 model_input = torch.cat([latents, latents]) if do_cfg else latents  # (2B or B, C, T, h, w)
-                sigma = self.scheduler.sigmas[i]  # the noise level of latents (Heun too: sigmas repeat with t)
+                # The noise level of latents (Heun too: sigmas repeat with t), and that of the step's output.
+                sigma, sigma_next = self.scheduler.sigmas[begin + i], self.scheduler.sigmas[begin + i + 1]
                 # The model's timestep is 1000 * sigma. FlowMatch schedulers give it as a float; the multistep
                 # ones round it down to an integer (999 for sigma 0.9999), so it is recomputed from sigma.
                 model_t = t if t.is_floating_point() else (sigma * num_train_timesteps).to(device)
@@ -536,18 +632,18 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
                 v = output.sample.float()
                 if do_cfg:
                     v_uncond, v_cond = v.chunk(2)
-                    v = guided_velocity(v_uncond, v_cond, self._guidance_scale)
+                    v = self._guider.forward(pred_cond=v_cond, pred_uncond=v_uncond).pred
                 pred_x0 = predicted_x0(latents, sigma, v)  # where the straight line through x_t ends at s = 0
                 # Euler: x + (s_next - s) v. Every scheduler's output is at noise level sigmas[i + 1].
                 latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
                 if known is not None:  # the known frames, put back at the next noise level (0 after the last step)
-                    latents = hold_known_frames(latents, known, noise, self.scheduler.sigmas[i + 1])
+                    latents = hold_known_frames(latents, known, noise, sigma_next)
 
                 if callback_on_step_end is not None:
                     rows = latents.shape[0]
-                    available = {"latents": latents, "pred_x0": pred_x0, "start_latents": noise, **embeddings,
-                                 "sigma": sigma.float().to(device).expand(rows),
-                                 "sigma_next": self.scheduler.sigmas[i + 1].float().to(device).expand(rows),
+                    available = {"latents": latents, "pred_x0": pred_x0, "start_latents": start_latents,
+                                 **embeddings, "sigma": sigma.float().to(device).expand(rows),
+                                 "sigma_next": sigma_next.float().to(device).expand(rows),
                                  "model_timestep": model_t.float().to(device).expand(rows)}
                     if "attentions" in tensor_inputs:
                         available["attentions"] = {
@@ -561,8 +657,11 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
                 progress_bar.update()
         self._current_timestep = None
 
-        # 6. Latents -> frames, in diffusers' layouts; the frames sampled beyond num_frames are cut.
-        latents = latents[:, :, :num_frames]  # (B, C, num_frames, h, w)
+        # 6. Latents -> frames, in diffusers' layouts; the frames sampled beyond num_frames are cut. A loop is
+        #    its outward clip and the way back, the same frames in reverse (frame by frame, so in latent space).
+        latents = latents[:, :, :sampled_frames]  # (B, C, sampled_frames, h, w)
+        if loop:
+            latents = there_and_back(latents, num_frames)  # (B, C, num_frames, h, w)
         if output_type == "latent":
             frames = latents
         else:

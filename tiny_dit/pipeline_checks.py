@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from tiny_dit.conditions import place_conditions
+from tiny_dit.edit_and_loop import video_frames
 from tiny_dit.flow import is_guided
 from tiny_dit.pipeline_prompts import PROMPT_EMBEDDING_NAMES
 from tiny_dit.schedulers import check_flow_scheduler
@@ -29,7 +30,8 @@ class InputChecksMixin:
                      num_frames, height, width, generator, output_type, callback_on_step_end_tensor_inputs,
                      capture_attention_layers, prompt_embeds=None, prompt_attention_mask=None,
                      pooled_prompt_embeds=None, negative_prompt_embeds=None, negative_prompt_attention_mask=None,
-                     negative_pooled_prompt_embeds=None, conditions=None) -> None:
+                     negative_pooled_prompt_embeds=None, conditions=None, video=None, strength=None,
+                     loop=False) -> None:
         """Raise a ValueError that says what is wrong with the arguments of __call__."""
         missing = [name for name in ("transformer", "vae", "scheduler") if getattr(self, name, None) is None]
         if missing:
@@ -91,6 +93,7 @@ class InputChecksMixin:
                              f"at most {MAX_VIDEOS} per call")
         p = self.transformer.config.patch_size
         ds = self.vae_scale_factor
+        self._check_edit_and_loop(video, strength, loop, conditions, num_frames, height, width, ds * p)
         if not _is_int(num_frames) or not 1 <= num_frames <= MAX_NUM_FRAMES:
             raise ValueError(f"num_frames must be an integer from 1 (an image) to {MAX_NUM_FRAMES}, "
                              f"got {num_frames!r}")
@@ -137,6 +140,42 @@ class InputChecksMixin:
             raise ValueError("guidance_scale > 1 needs an unconditional input and this pipeline has no text_encoder "
                              "to embed the empty prompt: pass negative_prompt_embeds, negative_prompt_attention_mask "
                              "and negative_pooled_prompt_embeds (from encode_prompt), or guidance_scale=1")
+
+    @staticmethod
+    def _check_edit_and_loop(video, strength, loop, conditions, num_frames, height, width, side) -> None:
+        """The clip to edit (video, strength) and loop (tiny_dit.edit_and_loop)."""
+        if not isinstance(loop, (bool, np.bool_)):
+            raise ValueError(f"loop must be True or False, got {loop!r:.100}")
+        if loop:
+            if video is not None or conditions:
+                raise ValueError("loop=True makes a clip of its own (an outward clip and the way back): it takes no "
+                                 f"{'video' if video is not None else 'conditions'}. To loop a given clip, play it "
+                                 "forwards then backwards (tiny_dit.edit_and_loop.there_and_back)")
+            if _is_int(num_frames) and num_frames < 2:
+                raise ValueError(f"a loop needs num_frames of at least 2 (an image does not move), got {num_frames}")
+        if video is None:
+            if strength is not None:
+                raise ValueError("strength goes with video (how far into the noise the clip to edit goes): pass "
+                                 "video=clip too, or leave strength out")
+            return
+        number = isinstance(strength, (int, float, np.integer, np.floating)) and not isinstance(strength, bool)
+        if strength is not None and not (number and math.isfinite(strength) and 0 < strength <= 1):
+            raise ValueError(f"strength must be a number in (0, 1]: how far into the noise the clip goes (1 = all "
+                             f"the way: text-to-video), got {strength!r:.100}")
+        frames = video_frames(video)  # uint8 (T, H, W, 3), or a ValueError naming `video`
+        length, clip_height, clip_width = frames.shape[:3]
+        if clip_height % side or clip_width % side:
+            raise ValueError(f"video frames are {clip_width}x{clip_height} (width x height): this model takes sides "
+                             f"that are multiples of {side} px; resize the clip")
+        if (clip_height, clip_width) != (height, width):
+            raise ValueError(f"video frames are {clip_width}x{clip_height} (width x height) but height and width ask "
+                             f"for {width}x{height}: leave height and width out (the clip's size is the default), "
+                             "or resize the clip")
+        if length > MAX_NUM_FRAMES:
+            raise ValueError(f"video has {length} frames; at most {MAX_NUM_FRAMES} can be edited")
+        if length != num_frames:
+            raise ValueError(f"video has {length} frames but num_frames is {num_frames}: leave num_frames out (the "
+                             "clip's length is the default), or cut the clip")
 
     @staticmethod
     def _check_embeddings(prefix: str, embeds, mask, pooled) -> int:

@@ -21,6 +21,18 @@ Any length and size, and known frames (tiny_dit.conditions):
 --frame-index places the n-th of them, in command-line order (default: all at frame 0; negative
 counts from the end). Without --width and --height the clip takes the size of their frames.
 
+Edit a clip by prompt, and loops (tiny_dit.edit_and_loop):
+
+    python -m tiny_dit.sample --prompt "a blue circle moving right on a black background" \
+        --video-to-edit red-circle.mp4 --strength 0.7                                       # edit (SDEdit)
+    python -m tiny_dit.sample --prompt "a red circle moving right on a black background" --loop  # loops
+
+--video-to-edit noises the clip part of the way (--strength, 0 to 1: how far into the noise; 1 keeps
+nothing of it) and denoises it with the prompt: the path and motion stay, what the prompt changes
+changes. The result has the clip's length and size (--num-frames N edits its first N frames).
+--loop makes clips whose last frame leads into the first: an outward clip and the way back (30 frames
+for the bundled model, unless --num-frames: a way out of 16, as long as the clips it learned).
+
 Writes DIR/sample-00.mp4, sample-01.mp4, ... (one per clip) and DIR/grid.mp4
 (all clips tiled in a near-square grid), H.264 at 8 frames per second; with
 --num-frames 1, PNG images instead (sample-00.png, ..., grid.png).
@@ -39,7 +51,9 @@ DEFAULT_MODEL = "assets/tiny-dit-shapes"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+    from tiny_dit.edit_and_loop import DEFAULT_STRENGTH
+    from tiny_dit.guiders import GUIDERS
+    from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_NUM_INFERENCE_STEPS
     from tiny_dit.schedulers import SCHEDULERS
 
     parser = argparse.ArgumentParser(prog="python -m tiny_dit.sample", description=__doc__,
@@ -59,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ODE solver (default: the model's saved scheduler, Euler for the bundled one)")
     parser.add_argument("--shift", type=float, default=None,
                         help="noise shift of the solver's levels, > 0 (default: the model's; 1 = as trained)")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE,
-                        help=f"classifier-free guidance scale, 1 = none (default {DEFAULT_GUIDANCE_SCALE:g})")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale, 1 = none (default: the model's saved guider's)")
+    parser.add_argument("--guider", choices=list(GUIDERS), default=None,
+                        help="guidance method (tiny_dit.guiders: " + "; ".join(
+                            f"{name}: {label}" for name, (_, _, label) in GUIDERS.items())
+                        + "; default: the model's saved guider)")
     parser.add_argument("--num-frames", type=int, default=None,
                         help="frames per clip, 1 (an image) to 64 (default: the model's, 16 for the bundled one)")
     parser.add_argument("--height", type=int, default=None, help="frame height in pixels (default: the model's)")
@@ -73,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-index", type=int, action="append", default=None,
                         help="where the matching --image/--video goes, in their order (default 0; "
                              "negative: from the end)")
+    parser.add_argument("--video-to-edit", type=Path, default=None, metavar="PATH",
+                        help="a clip (mp4, or anything ffmpeg reads) to edit with the prompt (SDEdit): noised to "
+                             "--strength and denoised; the result has its length and size")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="with --video-to-edit: how far into the noise the clip goes, in (0, 1]; low keeps more "
+                             f"of it, 1 keeps nothing (text-to-video) (default {DEFAULT_STRENGTH:g})")
+    parser.add_argument("--loop", action="store_true",
+                        help="make clips that loop: the last frame leads into the first (an outward clip of "
+                             "--num-frames // 2 + 1 frames, then the way back; default length: twice the model's "
+                             "less 2, 30 for the bundled one)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same clips")
     parser.add_argument("--out", type=Path, default=Path("samples"), help="output folder (default samples/)")
     parser.add_argument("--gif", type=Path, default=None,
@@ -88,11 +116,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
     import torch
 
     from tiny_dit.data.shapes import FPS
+    from tiny_dit.edit_and_loop import DEFAULT_STRENGTH
+    from tiny_dit.guiders import guider_name, make_guider
     from tiny_dit.pipeline import TinyDiTPipeline
     from tiny_dit.schedulers import choose_scheduler, describe_scheduler, transformer_passes
     from tiny_dit.video import make_grid, to_uint8, write_gif, write_mp4
 
     conditions = load_conditions(args.conditions or [], args.frame_index)
+    video_to_edit = load_video_to_edit(args.video_to_edit, args.num_frames, args.strength)
     if conditions and args.height is None and args.width is None:  # the size of the given frames
         first = conditions[0].image if conditions[0].image is not None else conditions[0].video[0]
         args.height, args.width = first.shape[:2]
@@ -108,6 +139,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise SystemExit(f"error: {error}") from error
     try:
         pipe.scheduler = choose_scheduler(pipe.scheduler, args.scheduler, args.shift)
+        if args.guider is not None:
+            pipe.guider = make_guider(args.guider, pipe.default_guider.guidance_scale)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
@@ -117,10 +150,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
         frames = pipe(args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,
                       guidance_scale=args.guidance, num_videos_per_prompt=args.num_videos,
                       num_frames=args.num_frames, height=args.height, width=args.width, conditions=conditions,
+                      video=video_to_edit, strength=args.strength, loop=args.loop,
                       generator=torch.Generator().manual_seed(args.seed)).frames  # (N, T, H, W, 3) in [0, 1]
-    except ValueError as error:  # name the option behind conditions[i]
+    except ValueError as error:  # name the option behind conditions[i], video and strength
         named = sorted({int(i) for i in re.findall(r"conditions\[(\d+)\]", str(error)) if int(i) < len(conditions)})
         where = ", ".join("conditions[{}] is --{} {}".format(i, *args.conditions[i]) for i in named)
+        if re.search(r"(?<![.\w])video\b", str(error)) and video_to_edit is not None:
+            where = ", ".join(filter(None, [where, f"video is --video-to-edit {args.video_to_edit}"]))
         raise SystemExit(f"error: {error}" + (f" ({where})" if where else "")) from error
     generated = time.time()
 
@@ -147,10 +183,33 @@ def main(argv: list[str] | None = None) -> list[Path]:
         print(f"wrote {n} clips ({t} frames of {w}x{h} at {FPS} fps) to {args.out}/: "
               f"sample-00.mp4 ... sample-{n - 1:02d}.mp4 and grid.mp4")
     print(f"sampler: {describe_scheduler(pipe.scheduler)}, {args.steps} steps = "
-          f"{transformer_passes(pipe.scheduler, args.steps)} transformer passes")
+          f"{transformer_passes(pipe.scheduler, args.steps)} transformer passes; guidance: "
+          f"{guider_name(pipe.default_guider) or type(pipe.default_guider).__name__} at {pipe.guidance_scale:g}")
+    if video_to_edit is not None:  # where the edit started: the level nearest --strength, on the sampler's grid
+        level, strength = float(pipe.scheduler.sigmas[pipe.scheduler.begin_index]), args.strength or DEFAULT_STRENGTH
+        print(f"edit: {args.video_to_edit} noised to level {level:.2f} (strength {strength:g}), "
+              f"then {pipe.num_timesteps} of the {transformer_passes(pipe.scheduler, args.steps)} passes")
     print(f"time: {time.time() - start:.1f} s (loading {loaded - start:.1f} s, "
           f"generating {generated - loaded:.1f} s, writing {time.time() - generated:.1f} s)")
     return paths
+
+
+def load_video_to_edit(path: Path | None, num_frames: int | None, strength: float | None):
+    """The frames of --video-to-edit, uint8 (T, H, W, 3), its first --num-frames of them if given; None without
+    it (then --strength has nothing to go with)."""
+    from tiny_dit.video import read_mp4
+
+    if path is None:
+        if strength is not None:
+            raise SystemExit("error: --strength goes with --video-to-edit (how far into the noise the clip goes)")
+        return None
+    if not path.is_file():
+        raise SystemExit(f"error: --video-to-edit {path}: no such file")
+    try:
+        frames = read_mp4(path)[0]
+    except (OSError, RuntimeError, ValueError) as error:
+        raise SystemExit(f"error: --video-to-edit {path} could not be read: {error}") from error
+    return frames[:num_frames] if num_frames is not None and num_frames >= 1 else frames
 
 
 def load_conditions(inputs: list[tuple[str, Path]], frame_indices: list[int] | None) -> list:

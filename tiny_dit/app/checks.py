@@ -25,6 +25,7 @@ import traceback
 import gradio as gr
 import numpy as np
 
+from tiny_dit.guiders import GUIDERS
 from tiny_dit.pipeline_checks import MAX_VIDEOS
 
 log = logging.getLogger("tiny-dit-app")
@@ -181,6 +182,8 @@ SAMPLES_MIN, SAMPLES_MAX, SAMPLES_DEFAULT = 1, MAX_VIDEOS, 4  # the pipeline's l
 SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 1000
 MAX_GUIDANCE_COMPARE = 8
+OWN_GUIDER = "own"  # the guidance method "the loaded pipeline's own guider" (one that is none of GUIDERS)
+COMPARE_MODES = ("methods", "scales")  # what the guidance comparison varies
 
 
 def check_prompt(prompt) -> str:
@@ -197,6 +200,14 @@ def check_steps(steps) -> int:
 
 def check_seed(seed) -> int:
     return check_number(seed, "Seed", 0, SEED_MAX, integer=True)
+
+
+def check_guidance_method(guider, what: str = "Guidance method") -> str | None:
+    """A name of tiny_dit.guiders.GUIDERS, or None for the loaded pipeline's own guider (OWN_GUIDER, or
+    nothing sent: API callers that predate the choice)."""
+    if guider is None:
+        return None
+    return check_choice(guider, what, {**{name: name for name in GUIDERS}, OWN_GUIDER: None})
 
 
 def check_scales(scales) -> list[float]:

@@ -13,16 +13,21 @@ from types import SimpleNamespace
 import gradio as gr
 
 from tiny_dit.app import sora_tasks
-from tiny_dit.app.checks import (GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, SEED_MAX, STEPS_MAX, STEPS_MIN,
-                                 side_max)
+from tiny_dit.app.checks import (COMPARE_MODES, GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, OWN_GUIDER, SEED_MAX,
+                                 STEPS_MAX, STEPS_MIN, side_max)
+from tiny_dit.edit_and_loop import DEFAULT_STRENGTH
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE
+from tiny_dit.guiders import GUIDERS, guider_name
 from tiny_dit.inside import training_history
 from tiny_dit.inside.teaching import MATRIX_TEXT, SORA_TEXT, VIEW_TEXT
 from tiny_dit.inside.views.patch_grid import token_arithmetic
-from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS
 from tiny_dit.pipeline_checks import MAX_NUM_FRAMES
 
 GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
 GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
+COMPARE_LABELS = {"methods": "each guidance method, at the scale above",
+                  "scales": "several scales w, of the method above"}
 SORA_FRAMES_MAX = MAX_NUM_FRAMES  # the pipeline's longest clip
 SORA_KEEP_DEFAULT = 4  # frames taken from each clip (one tubelet of the bundled model)
 
@@ -46,8 +51,20 @@ def iteration_slider(passes: int, value: int, minimum: int = 1) -> gr.Slider:
                      interactive=passes > minimum)
 
 
-def guidance_slider(**kwargs) -> gr.Slider:
-    return gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=DEFAULT_GUIDANCE_SCALE, step=GUIDANCE_STEP, **kwargs)
+def guidance_slider(value: float, **kwargs) -> gr.Slider:
+    """The class guidance scale, starting at `value`: the served pipeline's (its guider's scale)."""
+    return gr.Slider(GUIDANCE_MIN, GUIDANCE_MAX, value=value, step=GUIDANCE_STEP, **kwargs)
+
+
+def guider_choices(guider) -> tuple[list[tuple[str, str]], str]:
+    """The guidance methods to choose from, (label, name) for each of GUIDERS, and the one chosen first:
+    the served pipeline's `guider` (its default changes with the model), or, when it is none of GUIDERS
+    (other settings), OWN_GUIDER, a choice of its own named by its class."""
+    choices = [(label, name) for name, (_, _, label) in GUIDERS.items()]
+    name = guider_name(guider)
+    if name is None:
+        choices.insert(0, (f"the model's own: {type(guider).__name__}", OWN_GUIDER))
+    return choices, name or OWN_GUIDER
 
 
 def steps_slider(**kwargs) -> gr.Slider:
@@ -68,10 +85,12 @@ def view_step_slider(value: int = DEFAULT_NUM_INFERENCE_STEPS, minimum: int = 1,
 # ----------------------------------------------------------------------------
 
 
-def sora_tab(g) -> SimpleNamespace:
-    """The Sora tasks tab, for a model of geometry `g` (a ModelGeometry): its inputs and results."""
+def sora_tab(g, guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> SimpleNamespace:
+    """The Sora tasks tab, for a model of geometry `g` (a ModelGeometry) whose guider guides at
+    `guidance_scale` by default: its inputs and results."""
     with gr.Tab("Sora tasks", id="sora", elem_id="tab-sora"):
         gr.Markdown(SORA_TEXT)
+        gr.Markdown(sora_tasks.EDIT_AND_LOOP_TEXT)
         with gr.Row(elem_id="sora-panel"):
             with gr.Column(scale=2, min_width=320):
                 task = gr.Radio([(t.label, name) for name, t in sora_tasks.TASKS.items()], value="animate",
@@ -83,32 +102,37 @@ def sora_tab(g) -> SimpleNamespace:
                 image = gr.Image(label="Image (to animate)", type="filepath", height=150,
                                  sources=["upload", "clipboard"], elem_id="sora-image")
                 with gr.Row():
-                    clip = gr.Video(label="Clip A (to extend, or the start)", sources=["upload"], height=150,
+                    clip = gr.Video(label="Clip A (to extend or edit, or the start)", sources=["upload"], height=150,
                                     elem_id="sora-clip")
                     clip_b = gr.Video(label="Clip B (the end, to connect)", sources=["upload"], height=150,
                                       elem_id="sora-clip-b")
                 with gr.Row():
                     frames = gr.Slider(1, SORA_FRAMES_MAX, value=g.num_frames, step=1, label="Number of frames")
                     keep = gr.Slider(1, 32, value=SORA_KEEP_DEFAULT, step=1, label="Frames taken from each clip")
+                    strength = gr.Slider(sora_tasks.STRENGTH_MIN, 1.0, value=DEFAULT_STRENGTH,
+                                         step=sora_tasks.STRENGTH_STEP, label="Edit strength (noise level s)",
+                                         info="How far into the noise the clip goes: 0 keeps it, 1 keeps nothing.",
+                                         elem_id="sora-strength")
                 with gr.Row():
                     side = g.patch_pixels
                     height = gr.Slider(side, side_max(g.height, side), value=g.height, step=side, label="Height (px)")
                     width = gr.Slider(side, side_max(g.width, side), value=g.width, step=side, label="Width (px)")
                 with gr.Row():
-                    guidance = guidance_slider(label="Class guidance (w)")
+                    guidance = guidance_slider(guidance_scale, label="Class guidance (w)")
                     steps = steps_slider(label="Iterations")
                     seed = seed_number(label="Seed")
                 button = gr.Button("Generate", variant="primary", elem_id="sora-generate")
                 gr.Examples(sora_tasks.example_rows(), label="Examples: rendered shapes-world frames and clips",
-                            inputs=[task, prompt, image, clip, clip_b, frames])
+                            inputs=[task, prompt, image, clip, clip_b, frames, strength])
             with gr.Column(scale=3, min_width=360, elem_id="sora-result"):
-                video = gr.Video(label="Result (the given frames have a blue border)", autoplay=True, loop=True,
-                                 interactive=False, elem_id="sora-video", height=360)
+                video = gr.Video(label="Result (the given frames have a blue border; an edit shows the clip beside "
+                                       "it)", autoplay=True, loop=True, interactive=False, elem_id="sora-video",
+                                 height=360)
                 strip = image_output("The frames: given (bordered) and new", elem_id="sora-strip")
                 md = gr.Markdown(elem_id="sora-info")
     return SimpleNamespace(task=task, how=how, prompt=prompt, image=image, clip=clip, clip_b=clip_b, frames=frames,
-                           keep=keep, height=height, width=width, guidance=guidance, steps=steps, seed=seed,
-                           button=button, video=video, strip=strip, md=md)
+                           keep=keep, strength=strength, height=height, width=width, guidance=guidance, steps=steps,
+                           seed=seed, button=button, video=video, strip=strip, md=md)
 
 
 # ----------------------------------------------------------------------------
@@ -158,16 +182,20 @@ def trajectory_tab() -> SimpleNamespace:
 
 
 def guidance_tab() -> SimpleNamespace:
+    """The same prompt and seed under each guidance method, or at several scales of one (`mode`)."""
     with gr.Tab("Guidance side by side", id="guidance", elem_id="tab-guidance"):
         gr.Markdown(VIEW_TEXT["guidance"])
         with gr.Row():
+            mode = gr.Radio([(COMPARE_LABELS[m], m) for m in COMPARE_MODES], value="methods",
+                            elem_id="guidance-compare",
+                            label="Compare (prompt, seed, iterations, scale and method from the controls above)")
             scales = gr.CheckboxGroup(GUIDANCE_COMPARE_CHOICES, value=GUIDANCE_COMPARE_DEFAULT,
-                                      label="Class guidance scales w to compare (prompt, seed and iterations from "
-                                            "the controls above)")
+                                      label="Class guidance scales w (when comparing scales)")
             compare = gr.Button("Compare", variant="primary")
-        video = gr.Video(label="Same prompt and seed, growing w", autoplay=True, loop=True, interactive=False)
-        md = gr.Markdown(label="CLIP scores per guidance scale")
-    return SimpleNamespace(scales=scales, compare=compare, video=video, md=md)
+        video = gr.Video(label="Same prompt and seed, one clip per method or scale", autoplay=True, loop=True,
+                         interactive=False)
+        md = gr.Markdown(label="CLIP scores and stray pixels per clip", elem_id="guidance-info")
+    return SimpleNamespace(mode=mode, scales=scales, compare=compare, video=video, md=md)
 
 
 def text_tab() -> SimpleNamespace:

@@ -196,14 +196,15 @@ class ActiveRuns:
 
     def sample(self, session: str, pipe, prompt: str, *, seed: int, guidance_scale: float,
                num_inference_steps: int, num_videos: int, lock: threading.Lock,
-               make_preview: Callable) -> Iterator[StepEvent | RunRecord]:
-        """`session`'s run under way (tiny_dit.inside.recorder.iter_run, ~5 previews): yields a StepEvent
+               make_preview: Callable, guider: str | None = None) -> Iterator[StepEvent | RunRecord]:
+        """`session`'s run under way (tiny_dit.inside.recorder.iter_run, ~5 previews; `guider`: a name of
+        tiny_dit.guiders.GUIDERS, None: the pipeline's own): yields a StepEvent
         after every transformer pass, then the RunRecord. Stop (`stop`) or closing this generator
         stops the sampler within one DiT block; a stopped run raises a gr.Error titled "Stopped"."""
         run = self.start(session, transformer_passes(pipe.scheduler, num_inference_steps))
         preview_every = max(1, round(num_inference_steps / 5))  # each preview is decoded, sent and drawn
         try:
-            for event in iter_run(pipe, prompt, seed=seed, guidance_scale=guidance_scale,
+            for event in iter_run(pipe, prompt, seed=seed, guidance_scale=guidance_scale, guider=guider,
                                   num_inference_steps=num_inference_steps, num_videos=num_videos,
                                   preview_every=preview_every, lock=lock, cancel=run.cancel, done=run.done,
                                   make_preview=make_preview):

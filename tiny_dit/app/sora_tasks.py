@@ -1,5 +1,5 @@
 """Sora's other tasks, for the app's "Sora tasks" tab: an image, animate an image, extend a clip
-forwards or backwards, connect two clips, at any length and size.
+forwards or backwards, connect two clips, edit a clip by prompt, a loop, at any length and size.
 
     from tiny_dit.app.sora_tasks import build_conditions, mark_known_frames
 
@@ -14,6 +14,10 @@ the right places, resized to the output's size, and checks them first with Value
 the field of the page ("Clip A", "Frames taken from each clip", ...), so that the app's error
 wrapper shows them as they are. It also renders the example inputs (shapes-world frames and clips,
 `write_examples`; shipped in assets/examples/) and marks the known frames of a result.
+
+The last two tasks take no known frames (tiny_dit.edit_and_loop): "edit" gives the pipeline Clip A as
+`video=` with a `strength` (edit_video reads and fits it; edit_result_views shows it beside the edit),
+and "loop" asks for `loop=True` (loop_result_views labels the way out and back).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 
 from tiny_dit.conditions import TinyDiTCondition, place_conditions
+from tiny_dit.edit_and_loop import DEFAULT_STRENGTH
 from tiny_dit.video import resize_frames, to_uint8
 
 
@@ -50,9 +55,25 @@ TASKS: dict[str, SoraTask] = {
     "connect": SoraTask("Connect two clips", ("clip", "clip_b"), "a yellow circle moving down on a gray background",
                         "Clip A's last frames start the result, clip B's first frames end it; the model fills "
                         "the frames between."),
+    "edit": SoraTask("Edit a clip by prompt", ("clip",), "a blue circle moving right on a black background",
+                     "Clip A is noised to the Edit strength s on the forward process, x_s = (1 - s) x0 + s noise, "
+                     "and denoised with the prompt: what survives that much noise (where the object is, how it "
+                     "moves) is kept; what the prompt says anew (a colour, a shape, a background) is redrawn."),
+    "loop": SoraTask("A loop", (), "a yellow star growing on a white background",
+                     "The model makes the way out (half the frames and one); the way back is the same frames "
+                     "in reverse, so the last frame leads into the first. Motions here are one-way, so a loop "
+                     "turns around. 30 frames: a way out as long as a trained clip."),
 }
 FIELDS = {"image": "The image", "clip": "Clip A", "clip_b": "Clip B"}
 KNOWN_COLOR = (0, 220, 255)  # the border of a given (known) frame: drawing.HIGHLIGHT
+STRENGTH_MIN, STRENGTH_STEP = 0.05, 0.05  # the Edit strength slider (to 1: text-to-video)
+EDIT_AND_LOOP_TEXT = (
+    "**Edit a clip** (SDEdit) is the *Forward process* view put to work: the clip is noised to the level s you "
+    "set, x_s = (1 - s) x0 + s noise, and the sampler starts there instead of at s = 1, denoising with your "
+    "prompt. At s = 0.3 most of the clip survives and little changes; at 0.7 its colour and outline are "
+    "mostly noise but where the object is and how it moves still show, so a new colour or shape is drawn on "
+    "the old path; at 1 nothing survives (text-to-video). **A loop** ends where it starts: every motion "
+    "here is one-way, so the model makes the way out and the way back is the same frames in reverse.")
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
 
@@ -174,6 +195,10 @@ def build_conditions(task: str, num_frames: int, height: int, width: int, *, ima
     the field of the page."""
     if task not in TASKS:
         raise ValueError(f"The task must be one of {', '.join(repr(t) for t in TASKS)}; got {task!r}.")
+    if task in ("edit", "loop"):  # no known frames: the clip to edit is edit_video's, the loop the pipeline's
+        if task == "loop" and num_frames < 2:
+            raise ValueError("Number of frames: a loop needs at least 2 frames; got 1.")
+        return [], np.zeros(num_frames, dtype=bool)
     if task == "image":
         if num_frames != 1:
             raise ValueError(f"An image is one frame: set the Number of frames to 1 (got {num_frames}), or "
@@ -216,6 +241,63 @@ def build_conditions(task: str, num_frames: int, height: int, width: int, *, ima
     for start, frames in positions:
         known[start:start + len(frames)] = True
     return conditions, known
+
+
+def edit_video(clip, num_frames: int, height: int, width: int) -> np.ndarray:
+    """The clip to edit: Clip A's first num_frames frames (all of them if it has fewer), fitted to
+    height x width: uint8 (T, height, width, 3). ValueErrors name the field."""
+    frames = load_clip(clip, FIELDS["clip"])
+    return fit_frames(frames[:num_frames], height, width)
+
+
+def edit_result_views(clip: np.ndarray, frames: np.ndarray):
+    """(the clip and its edit side by side, a filmstrip of both rows): uint8 clips (T, H, W, 3) of one size."""
+    from tiny_dit.inside.views.drawing import filmstrip, spread
+
+    gap = np.full((*frames.shape[:2], max(2, frames.shape[2] // 32), 3), 255, np.uint8)  # a white bar between
+    side_by_side = np.concatenate([clip, gap, frames], axis=2)
+    strip = filmstrip(np.stack([clip, frames]), spread(min(16, len(frames)), len(frames)), cell=80,
+                      row_labels=["the clip", "edited"])
+    return side_by_side, strip
+
+
+def loop_result_views(frames: np.ndarray):
+    """(the loop as it is, a filmstrip of its frames labelled "out" and "back"): uint8 frames (T, H, W, 3)
+    made by loop=True (edit_and_loop.loop_frame_order)."""
+    from PIL import Image, ImageDraw
+
+    from tiny_dit.edit_and_loop import outward_num_frames
+    from tiny_dit.inside.views.drawing import BACKGROUND, INK, MUTED, filmstrip, font, spread, stack
+
+    cell, idx = 80, spread(min(16, len(frames)), len(frames))
+    strip = filmstrip(frames[None], idx, cell=cell, show_frame_numbers=False)
+    header = Image.new("RGB", (strip.width, 30), BACKGROUND)
+    draw = ImageDraw.Draw(header)
+    outward = outward_num_frames(len(frames))
+    for j, f in enumerate(idx):
+        x = j * (cell + 2) + 2
+        draw.text((x, 1), f"frame {f + 1}", fill=MUTED, font=font(11))
+        draw.text((x, 15), "out" if f < outward else "back", fill=INK if f < outward else (0, 150, 190),
+                  font=font(11))
+    return frames, stack([header, strip], gap=0)
+
+
+def describe_edit(num_frames: int, strength: float, level: float, passes: int, total_passes: int) -> str:
+    """One line about an edit: how far into the noise the clip went, and how much of the sampler ran."""
+    return (f"Edit a clip by prompt: the clip's {num_frames} frames were noised to s = {level:.2f} (the sampler's "
+            f"noise level nearest the strength {strength:g}) on the forward process, x_s = (1 - s) x0 + s noise, "
+            f"and denoised with the prompt in {passes} of the {total_passes} passes (left: the clip, right: the "
+            "edit).")
+
+
+def describe_loop(num_frames: int) -> str:
+    """One line about a loop: where the way out ends and the way back starts."""
+    from tiny_dit.edit_and_loop import outward_num_frames
+
+    outward = outward_num_frames(num_frames)
+    return (f"A loop: frames 1-{outward} were generated (the way out), frames {outward + 1}-{num_frames} are "
+            "frames of the way out in reverse (the way back), so the last frame leads into the first as any two "
+            "neighbouring frames do.")
 
 
 def mark_known_frames(frames: np.ndarray, known: np.ndarray, color=KNOWN_COLOR, border: int | None = None
@@ -288,12 +370,14 @@ EXAMPLE_FILES = {  # name -> (color, shape, motion, background, frames of the 16
     "blue-square-right-start.mp4": ("blue", "square", "right", "black", range(0, 8), 2),
     "yellow-circle-down-start.mp4": ("yellow", "circle", "down", "gray", range(0, 4), 3),
     "yellow-circle-down-end.mp4": ("yellow", "circle", "down", "gray", range(12, 16), 3),
+    "red-circle-right.mp4": ("red", "circle", "right", "black", range(0, 16), 1),  # the still's clip, to edit
 }
 
 
-def write_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
+def write_examples(folder: str | Path = EXAMPLES_DIR, names=None) -> list[Path]:
     """Render the example inputs of the Sora tasks tab into `folder` (PNG frames, mp4 clips, 128 x 128,
-    a few KB each): a still to animate, a clip to extend, the start and end of one clip to connect."""
+    a few KB each): a still to animate, a clip to extend, the start and end of one clip to connect, a
+    clip to edit. `names`: only these files of EXAMPLE_FILES (default: all)."""
     import PIL.Image
 
     from tiny_dit.data.shapes import FPS
@@ -303,6 +387,8 @@ def write_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (color, shape, motion, background, frames, seed) in EXAMPLE_FILES.items():
+        if names is not None and name not in names:
+            continue
         clip = example_clip(color, shape, motion, background, frames, seed)
         path = folder / name
         if name.endswith(".png"):
@@ -314,20 +400,25 @@ def write_examples(folder: str | Path = EXAMPLES_DIR) -> list[Path]:
 
 
 def example_rows(folder: str | Path = EXAMPLES_DIR) -> list[list]:
-    """Rows for the tab's gr.Examples: (task, prompt, image, clip A, clip B, number of frames);
-    the files are written first if they are missing (write_examples)."""
+    """Rows for the tab's gr.Examples: (task, prompt, image, clip A, clip B, number of frames, edit
+    strength); the files that are missing are written first (write_examples; the others are left as they are)."""
     folder = Path(folder)
-    if not all((folder / name).is_file() for name in EXAMPLE_FILES):
-        write_examples(folder)
+    missing = [name for name in EXAMPLE_FILES if not (folder / name).is_file()]
+    if missing:
+        write_examples(folder, missing)
     f = {name: str(folder / name) for name in EXAMPLE_FILES}
+    strength = DEFAULT_STRENGTH
     return [
-        ["image", TASKS["image"].example_prompt, None, None, None, 1],
-        ["animate", TASKS["animate"].example_prompt, f["red-circle.png"], None, None, 16],
-        ["extend_forward", TASKS["extend_forward"].example_prompt, None, f["blue-square-right-start.mp4"], None, 16],
+        ["image", TASKS["image"].example_prompt, None, None, None, 1, strength],
+        ["animate", TASKS["animate"].example_prompt, f["red-circle.png"], None, None, 16, strength],
+        ["extend_forward", TASKS["extend_forward"].example_prompt, None, f["blue-square-right-start.mp4"], None, 16,
+         strength],
         ["extend_backward", TASKS["extend_backward"].example_prompt, None, f["blue-square-right-start.mp4"], None,
-         16],
+         16, strength],
         ["connect", TASKS["connect"].example_prompt, None, f["yellow-circle-down-start.mp4"],
-         f["yellow-circle-down-end.mp4"], 16],
+         f["yellow-circle-down-end.mp4"], 16, strength],
+        ["edit", TASKS["edit"].example_prompt, None, f["red-circle-right.mp4"], None, 16, strength],
+        ["loop", TASKS["loop"].example_prompt, None, None, None, 30, strength],
     ]
 
 

@@ -1,6 +1,6 @@
 """What each view of the app shows, as pictures (PIL) and Markdown, from checked values: the
 "Inside the model" views of one recorded run (tiny_dit.inside.recorder.RunRecord, clip 1), the two
-comparisons (guidance scales, the forward process) and a Sora task's run. app.py checks the inputs
+comparisons (guidance methods or scales, the forward process) and a Sora task's run. app.py checks the inputs
 (tiny_dit.app.checks) and calls these; the drawing is tiny_dit.inside.views, the words tiny_dit.inside.teaching.
 
     frames, channels, md = patch_grid(record)
@@ -16,6 +16,7 @@ import torch
 
 from tiny_dit.app import sora_tasks
 from tiny_dit.data.shapes import attributes_clip, shapes_attributes
+from tiny_dit.guiders import GUIDERS
 from tiny_dit.inside import teaching
 from tiny_dit.inside import word_attention as word_maps
 from tiny_dit.inside.views.adaln import adaln_plot
@@ -26,6 +27,7 @@ from tiny_dit.inside.views.text_path import clip_score_chart, tokens_image
 from tiny_dit.inside.views.trajectory import forward_process_images
 from tiny_dit.inside.views.words import word_heatmap_image
 from tiny_dit.text_encoder import tokenize
+from tiny_dit.training.evaluate import stray_pixel_share
 from tiny_dit.video import to_uint8
 
 DEFAULT_ATTRIBUTES = {"color": "red", "shape": "circle", "motion": "left", "background": "black"}
@@ -124,17 +126,28 @@ def forward_process(pipe, geometry, prompt: str, level: float, seed: int):
     return strip, ladder, teaching.forward_process_summary(attributes, named, level, geometry.num_frames)
 
 
-def guidance_grid(pipe, clips: list[np.ndarray], prompt: str, scales: list[float]):
-    """The guidance comparison's clips (one per scale) as one labelled grid clip, and their CLIP scores."""
+def guidance_runs(compare: str, scales: list[float], scale: float, guider: str | None) -> list[tuple]:
+    """The clips a guidance comparison samples, (method: a name of GUIDERS or None for the pipeline's own,
+    scale w) each: every method at `scale` (`compare` "methods"), or method `guider` at each of `scales`."""
+    if compare == "methods":
+        return [(name, scale) for name in GUIDERS]
+    return [(guider, w) for w in scales]
+
+
+def guidance_grid(pipe, clips: list[np.ndarray], prompt: str, compare: str, methods: list[str], scales: list[float]):
+    """The guidance comparison's clips (one per method or scale) as one labelled grid clip, their CLIP
+    scores, and their stray-pixel shares (0 to 1: the fringes too much guidance paints)."""
     with torch.no_grad():
         scores = pipe.text_encoder.clip_score(torch.from_numpy(np.stack(clips)), prompt).tolist()
-    return labelled_grid(clips, [f"w = {w:g}" for w in scales]), scores
+    labels = methods if compare == "methods" else [f"w = {w:g}" for w in scales]
+    return labelled_grid(clips, labels), scores, [stray_pixel_share(clip) for clip in clips]
 
 
 def run_sora_task(pipe, prompt: str, conditions, *, num_frames: int, height: int, width: int, steps: int,
-                  guidance: float, seed: int, lock, on_pass=None):
-    """Sample one clip with the task's known frames (sora_tasks.build_conditions), under `lock`;
-    `on_pass(i)` after each transformer pass. Returns (uint8 frames (T, H, W, 3), seconds)."""
+                  guidance: float, seed: int, lock, on_pass=None, video=None, strength=None, loop: bool = False):
+    """Sample one clip with the task's known frames (sora_tasks.build_conditions), or the clip to edit
+    (`video`, `strength`), or a loop, under `lock`; `on_pass(i)` after each transformer pass. Returns
+    (uint8 frames (T, H, W, 3), seconds)."""
     def on_step(_pipe, i, t, kwargs):
         if on_pass is not None:
             on_pass(i)
@@ -144,7 +157,8 @@ def run_sora_task(pipe, prompt: str, conditions, *, num_frames: int, height: int
     with lock:
         frames = pipe(prompt, num_frames=num_frames, height=height, width=width, conditions=conditions or None,
                       num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed),
-                      output_type="np", callback_on_step_end=on_step).frames[0]
+                      output_type="np", callback_on_step_end=on_step, video=video, strength=strength,
+                      loop=loop).frames[0]
     return to_uint8(frames), time.perf_counter() - start
 
 

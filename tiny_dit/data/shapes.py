@@ -112,6 +112,12 @@ def caption(color: str | None, shape: str | None, motion: str | None, background
                            background=background)
 
 
+def motion_phrase(motion: str, words: int = 0) -> str:
+    """How the captions' word set `words` (0 to 3) says a motion: "moving left", "moves to the left",
+    "slides left", "going to the left". For prompts in phrasings the captions never use (the evaluation's)."""
+    return _MOTION_WORDS[words][motion]
+
+
 @lru_cache(maxsize=1)
 def _motion_phrases() -> list[tuple[str, str]]:
     """(phrase, motion) of every phrasing, longest first: "moves to the left" before "left"."""

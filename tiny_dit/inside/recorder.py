@@ -11,7 +11,8 @@
 
 Everything per step is recorded per transformer pass (`record.num_passes`): one a step for Euler,
 DPM-Solver++ and UniPC, 2N - 1 for Heun's N steps (tiny_dit.schedulers.transformer_passes), so
-every solver can be looked inside; record a run with `pipe.with_scheduler(name)` as `pipe`.
+every solver can be looked inside; record a run with `pipe.with_scheduler(name)` as `pipe`. The
+guidance method is a name of tiny_dit.guiders.GUIDERS (`guider="interval"`), None for the pipeline's own.
 
 One run of `TinyDiTPipeline` is recorded, nothing is run twice:
   * x_t and pred_x0 of the first clip, the noise levels and the model's timesteps come from the
@@ -54,6 +55,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from tiny_dit.guiders import guider_name, make_guider
 from tiny_dit.inside.attention_maps import attention_at
 from tiny_dit.inside.geometry import ModelGeometry
 from tiny_dit.schedulers import scheduler_name, transformer_passes
@@ -102,6 +104,7 @@ class RunRecord:
     notices: list[str] = field(default_factory=list)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this run in the attention cache
     scheduler: str = "euler"  # the solver (a name of tiny_dit.schedulers.SCHEDULERS, else its class name)
+    guider: str = "cfg"  # the guidance method (a name of tiny_dit.guiders.GUIDERS, else its class name)
 
     @property
     def num_passes(self) -> int:
@@ -190,19 +193,23 @@ class _Recorder:
 
 
 def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None = None,
-               num_inference_steps: int | None = None, num_videos: int = 1,
+               num_inference_steps: int | None = None, num_videos: int = 1, guider: str | None = None,
                on_step: Callable[[int, int, float, torch.Tensor], None] | None = None,
                cancel: threading.Event | None = None) -> RunRecord:
     """Sample `num_videos` clips for `prompt` and record the run (see the module docstring).
+
+    guider: the guidance method, a name of tiny_dit.guiders.GUIDERS made at `guidance_scale`; None: the
+    pipeline's own guider. guidance_scale None: the pipeline's guider's scale (the model's default).
 
     on_step(step, num_steps, sigma, pred_x0) is called after every denoising step, in this
     thread, with the predicted clean latents of all clips (B, C, T, h, w): the live preview.
     Setting `cancel` stops the run with RunCancelled within one DiT block (the check runs
     before every block and after every step).
     Invalid arguments raise the pipeline's ValueError before any work is done."""
-    from tiny_dit.pipeline import DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS
+    from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS
 
-    guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+    guidance_scale = pipe.default_guider.guidance_scale if guidance_scale is None else guidance_scale
+    run_guider = None if guider is None else make_guider(guider, guidance_scale)  # ValueError for a bad name
     steps = DEFAULT_NUM_INFERENCE_STEPS if num_inference_steps is None else num_inference_steps
     t_start = time.perf_counter()
     geometry = ModelGeometry.of(pipe)
@@ -232,7 +239,7 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
         return {}
 
     with recorder:
-        frames = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
+        frames = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, guider=run_guider,
                       num_videos_per_prompt=num_videos, generator=torch.Generator().manual_seed(int(seed)),
                       output_type="np", callback_on_step_end=callback,
                       callback_on_step_end_tensor_inputs=RECORDED_INPUTS).frames
@@ -255,7 +262,13 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
         timings={"prepare": first - t_start, "denoise": step_ends[-1] - first,
                  "decode": t_decoded - step_ends[-1], "clip_score": t_end - t_decoded, "total": t_end - t_start},
         tokens=tokens, clip_scores=scores, notices=notices,
-        scheduler=scheduler_name(pipe.scheduler) or type(pipe.scheduler).__name__)
+        scheduler=scheduler_name(pipe.scheduler) or type(pipe.scheduler).__name__,
+        guider=guider or method_name(pipe.default_guider))
+
+
+def method_name(guider) -> str:
+    """A guider's name for the page: its GUIDERS name, else its class name."""
+    return guider_name(guider) or type(guider).__name__
 
 
 # ----------------------------------------------------------------------------
@@ -324,10 +337,12 @@ def iter_run(pipe, prompt: str, *, preview_every: int = 0,
 
 
 def sample_clips(pipe, prompt: str, *, seed: int, guidance_scale: float, num_inference_steps: int,
-                 num_videos: int = 1) -> np.ndarray:
+                 num_videos: int = 1, guider: str | None = None) -> np.ndarray:
     """Plain sampling (no recording), uint8 clips (N, T, H, W, 3). The same seed gives the same
-    starting noise as record_run, so clip 0 here is clip 0 there at the same guidance scale."""
+    starting noise as record_run, so clip 0 here is clip 0 there at the same guidance scale and method
+    (`guider`: a name of GUIDERS, None: the pipeline's own)."""
     frames = pipe(prompt, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                  guider=None if guider is None else make_guider(guider, guidance_scale),
                   num_videos_per_prompt=num_videos, generator=torch.Generator().manual_seed(int(seed)),
                   output_type="np").frames
     return to_uint8(frames)

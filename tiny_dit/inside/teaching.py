@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tiny_dit.flow import is_guided
+from tiny_dit.guiders import GUIDERS
 
 
 INTRO = """# tiny-dit: Sora in miniature
@@ -39,8 +40,13 @@ VIEW_TEXT = {
         "Class guidance (classifier-free guidance) runs the model with and without the prompt at every step and "
         "pushes the result away from the prompt-free prediction: **v = v_uncond + w (v_cond - v_uncond)**. "
         "w = 1 (or less) is the conditional model alone; a larger w follows the prompt more closely, at the cost "
-        "of variety and, eventually, artifacts. Same prompt, seed and starting noise; only w changes (one clip per "
-        "scale; this comparison runs the sampler again)."),
+        "of variety and, eventually, burnt edges: the formula extrapolates *past* the conditional prediction, and "
+        "in the last, low-noise steps, where the model only sharpens the outline, that overshoot paints coloured "
+        "fringes around the object (interval guidance stops guiding there). Compare the **methods** (each of "
+        "interval, rescale, APG and CFG-Zero* changes the formula in one way) at the scale above, or several "
+        "**scales** of the method above: same prompt, seed and starting noise, one clip each (this comparison "
+        "runs the sampler again). Beside each clip's CLIP score (does it follow the prompt?) stand its **stray "
+        "pixels**: the share of the frame far from the background but outside the object, the fringes."),
     "text": (
         "The prompt reaches the DiT through CLIP: it is cut into tokens (with start and end markers, padded to "
         "CLIP's fixed context length), and CLIP's text transformer turns them into one vector per token plus a "
@@ -111,6 +117,8 @@ CONTROLS = {
                    info="A shape (circle, square, triangle, star), a colour, a motion and a background."),
     "guidance": dict(label="Class guidance (classifier-free guidance scale, w)",
                      info="How hard to follow the prompt. 0 and 1: no guidance."),
+    "guider": dict(label="Guidance method",
+                   info="How the push towards the prompt is applied; Guidance side by side (below) compares them."),
     "steps": dict(label="Iterations (sampling steps)",
                   info="Solver steps from noise to clip; a step is one pass through the transformer (Heun: two)."),
     "sampler": dict(label="Sampler (solver)", info="Higher-order solvers correct for the bends in the path: fewer "
@@ -131,9 +139,11 @@ INSIDE_TEXT = ("## Inside the model\nEverything below is computed from the run y
 # ----------------------------------------------------------------------------
 
 
-def guidance_state(w: float) -> str:
-    """Whether guidance ran at weight w, in words (the rule is flow.is_guided)."""
-    return "on" if is_guided(w) else "off (w <= 1: the conditional model alone)"
+def guidance_state(w: float, method: str | None = None) -> str:
+    """Whether guidance ran at weight w, in words (the rule is flow.is_guided), and by which method."""
+    if not is_guided(w):
+        return "off (w <= 1: the conditional model alone)"
+    return "on" if method is None else f"on ({method})"
 
 
 def model_summary(model_name: str, g, notices: list[str]) -> str:
@@ -151,7 +161,7 @@ def run_summary(record, total: float) -> str:
     passes = f", {record.num_passes} transformer passes" if record.num_passes != steps else ""
     lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s** ({steps} iterations{passes} of the "
              f"{record.scheduler} sampler, class guidance {record.guidance_scale:g} = "
-             f"{guidance_state(record.guidance_scale)}, seed {record.seed}).",
+             f"{guidance_state(record.guidance_scale, _literal(record.guider))}, seed {record.seed}).",
              f"Prompt and noise {t['prepare']:.2f} s, denoising {t['denoise']:.1f} s ({per_step:.2f} s per "
              f"iteration), decoding {t['decode']:.2f} s, CLIP scores {t['clip_score']:.2f} s, writing mp4 "
              f"{t.get('write_mp4', 0):.2f} s."]
@@ -172,13 +182,35 @@ def attention_caption(record, layer: int, head: int | None, shown: int) -> str:
             f"{record.num_passes} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
 
 
-def guidance_table(prompt: str, seed: int, steps: int, sampler: str, seconds: float, scales: list[float],
-                   scores: list[float]) -> str:
-    """The guidance comparison: one row per weight w, whether guidance ran, and the CLIP score."""
-    rows = "\n".join(f"| {w:g} | {'on' if is_guided(w) else 'off: the conditional model alone'} | {s:.3f} |"
-                     for w, s in zip(scales, scores))
-    return (f"Prompt \"{prompt}\", seed {seed}, {steps} iterations of the {sampler} sampler, {seconds:.1f} s.\n\n"
-            f"| class guidance w | guidance | CLIP score |\n|---:|---|---:|\n{rows}")
+STRAY_PIXELS_NOTE = ("Stray pixels: the share of the frame's pixels far from the background outside the object's "
+                     "body (tiny_dit.training.evaluate.stray_pixel_share), the dots, stripes and halos that too much "
+                     "guidance paints; a clean clip has none.")
+
+
+def guidance_table(prompt: str, seed: int, steps: int, sampler: str, seconds: float, compare: str,
+                   methods: list[str], scales: list[float], scores: list[float], strays: list[float]) -> str:
+    """The guidance comparison, one row per clip: its method (`compare` "methods") or its weight w and whether
+    guidance ran ("scales"), its CLIP score and its stray pixels (`strays`: shares, 0 to 1)."""
+    stray = [f"{100 * s:.2f}%" for s in strays]
+    if compare == "methods":
+        what = f"class guidance w = {scales[0]:g} by each method"
+        header = "| method | what it changes | CLIP score | stray pixels |\n|---|---|---:|---:|"
+        rows = [f"| {_literal(m)} | {_literal(GUIDERS[m][2])} | {c:.3f} | {p} |"
+                for m, c, p in zip(methods, scores, stray)]
+        if not is_guided(scales[0]):
+            rows.append("\nAt w <= 1 no method guides: the conditional model alone, the same clip each time.")
+    else:
+        what = f"{_literal(methods[0])} guidance at each scale"
+        header = "| class guidance w | guidance | CLIP score | stray pixels |\n|---:|---|---:|---:|"
+        rows = [f"| {w:g} | {'on' if is_guided(w) else 'off: the conditional model alone'} | {c:.3f} | {p} |"
+                for w, c, p in zip(scales, scores, stray)]
+    return (f"Prompt \"{prompt}\", seed {seed}, {steps} iterations of the {sampler} sampler, {what}, "
+            f"{seconds:.1f} s.\n\n{header}\n" + "\n".join(rows) + f"\n\n{STRAY_PIXELS_NOTE}")
+
+
+def _literal(text: str) -> str:
+    """A method's name or label shown as written: the star of CFG-Zero* starts no emphasis."""
+    return text.replace("*", "\\*")
 
 
 def text_path_summary(tokens, clip_scores: list[float], reference: float | None) -> str:

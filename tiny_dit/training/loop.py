@@ -217,11 +217,27 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tens
 # avx512_bf16 in its flags, bf16 ran the linear probe 1.5-1.7x, the small DiT's training step 2.1x and the
 # autoencoder's 1.15x slower than fp32, and its encoding of 64-256 frames 1.1x faster. So each command
 # times a short probe of its kind of work in both and keeps the faster.
+#
+# TINY_DIT_PRECISION_PROBE=bf16-faster or bf16-slower fixes the probe's answer instead (every probe, nothing is
+# timed): the tests set it, so that what they check does not depend on the CPU they run on, and a child process
+# (torchrun, a notebook's kernel) inherits it. The figures it gives are 10 and 20 ms: a clear 2x.
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CLEAR_MARGIN = 1.25  # a forced precision this much slower than the other is warned about
 _FP32_NAMES = ("fp32", "no")  # "no" is accelerate's name for it (tiny_dit.training.train --mixed-precision)
 _MEASURED: dict[str, dict[str, float]] = {}  # device -> the default probe's figures: measured once per process
+PROBE_ENV = "TINY_DIT_PRECISION_PROBE"
+FIXED_PROBE_FIGURES = {"bf16-faster": {"fp32": 20.0, "bf16": 10.0}, "bf16-slower": {"fp32": 10.0, "bf16": 20.0}}
+
+
+def fixed_probe_figures() -> dict[str, float] | None:
+    """The figures $TINY_DIT_PRECISION_PROBE fixes (a copy), or None where it is not set."""
+    answer = os.environ.get(PROBE_ENV, "").strip()
+    if not answer:
+        return None
+    if answer not in FIXED_PROBE_FIGURES:
+        raise ValueError(f"${PROBE_ENV} must be {' or '.join(FIXED_PROBE_FIGURES)} (or unset), got {answer!r}")
+    return dict(FIXED_PROBE_FIGURES[answer])
 
 
 def linear_probe(device: torch.device | str = "cpu") -> Callable[[], torch.Tensor]:
@@ -249,7 +265,10 @@ def measure_precision(device: torch.device | str = "cpu", probe: Callable[[], to
     it. The default is linear_probe (about 0.1 s in all on a 2-core CPU), measured once per device and
     process. Each precision gets one warm-up run and up to `repeats` timed ones, alternated so that another
     job's load falls on both; the fastest counts. A precision whose runs pass budget_s gets no more (an
-    emulated bfloat16 run can take 30x as long), and one whose warm-up alone passed it is timed by that."""
+    emulated bfloat16 run can take 30x as long), and one whose warm-up alone passed it is timed by that.
+    With $TINY_DIT_PRECISION_PROBE set, its fixed figures instead (fixed_probe_figures)."""
+    if (fixed := fixed_probe_figures()) is not None:
+        return fixed
     device = torch.device(device)
     if probe is None:
         if str(device) not in _MEASURED:

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import broadcast_object_list, gather_object, parse_flag_from_env
 from diffusers.optimization import get_scheduler
 
@@ -277,7 +278,7 @@ def load_frozen_components(cache_info: dict, args: argparse.Namespace):
 
 def make_pipeline(ema: TinyDiT, clip, vae, noise_shift: float = 1.0):
     """The pipeline of a run. Its sampler visits the noise levels training emphasised (the same shift):
-    the bundle of session 3 trained with shift 3 and sampled with 1, and lost shape to it."""
+    bundle v0.3 trained with shift 3 and sampled with 1, and lost shape to it."""
     from tiny_dit.pipeline import TinyDiTPipeline
 
     return TinyDiTPipeline.from_components(ema, clip, vae, shift=noise_shift)
@@ -319,6 +320,8 @@ def evaluate_run(pipe, clip, args: argparse.Namespace) -> dict:
         results = evaluate_pipeline(pipe, clip, num_prompts=args.eval_prompts, still=still, progress=False)
     scores = {f"{split}/{attribute}": round(value, 4) for split in ("seen", "held-out")
               for attribute, value in results[split]["frame_judge"].items()}
+    scores.update({f"{split}/{measure}": round(results[split][measure], 6) for split in ("seen", "held-out")
+                   for measure in ("stray_pixels", "object_in_every_frame")})
     return {"eval": scores, "eval_still": still, "eval_seconds": round(time.time() - start, 1)}
 
 
@@ -346,6 +349,19 @@ def resolve_mixed_precision(args: argparse.Namespace) -> str:
     return broadcast_object_list(chosen)[0]
 
 
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """The run's Accelerator, in `mixed_precision` whatever ran before it in this process.
+
+    accelerate keeps one mixed precision per process (AcceleratorState is shared by every Accelerator) and
+    refuses another ("restart your runtime"), so a notebook that trains twice, or a test suite, would fail
+    on its second run when auto or the option resolves otherwise than the first. A state left in another
+    precision is reset first, as accelerate's own test script does between precisions: the
+    AcceleratorState only, so the processes and the device (PartialState, the process group) stay."""
+    if is_initialized() and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run (or resume) a training run as described by the command-line arguments. Returns a summary."""
     started = time.time()  # --max-minutes counts from here
@@ -371,7 +387,7 @@ def train(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
 
     args.mixed_precision = resolve_mixed_precision(args)  # recorded in args.json as resolved
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    accelerator = make_accelerator(args.mixed_precision)
     if (launch_warning := check_process_count(accelerator.num_processes)) is not None:
         accelerator.print(launch_warning)
     elif accelerator.num_processes > 1:
@@ -701,7 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-every", type=int, default=0,
                      help="steps between evaluations of the EMA weights (the frame and CLIP judges of "
                           "tiny_dit.training.evaluate, logged to log.jsonl), 0 = never")
-    run.add_argument("--eval-prompts", type=int, default=24, help="prompts per split for --eval-every (default 24)")
+    run.add_argument("--eval-prompts", type=int, default=24,
+                     help="prompts per split for --eval-every: the evaluation's small set (default 24; the full "
+                          "evaluation is python -m tiny_dit.training.evaluate's default)")
     run.add_argument("--eval-still", action=argparse.BooleanOptionalAction, default=None,
                      help="--eval-every judges still images (default: when --batch-size is 0)")
     run.add_argument("--seed", type=int, default=0, help="seed of the weights, batches, noise and samples")
