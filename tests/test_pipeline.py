@@ -296,7 +296,8 @@ def test_guiders_by_name_and_a_saved_pipeline_keeps_its_guider(pipe, tmp_path):
     old = TinyDiTPipeline.from_pretrained(tmp_path / "pipe")
     old.set_progress_bar_config(disable=True)
     assert guider_name(old.guider) == DEFAULT_GUIDER and old.guider.guidance_scale == DEFAULT_GUIDANCE_SCALE
-    torch.testing.assert_close(old(PROMPT, **kwargs).frames, pipe(PROMPT, guider=make_guider(DEFAULT_GUIDER), **kwargs).frames)
+    torch.testing.assert_close(old(PROMPT, **kwargs).frames,
+                               pipe(PROMPT, guider=make_guider(DEFAULT_GUIDER), **kwargs).frames)
 
 
 def test_interval_guider_runs_the_unconditional_pass_only_in_its_interval(pipe):
