@@ -17,7 +17,7 @@ subfolder per component; `push_to_hub` uploads the same folder):
     scheduler     the ODE solver: diffusers' FlowMatchEulerDiscreteScheduler (Euler steps), or
                   FlowMatchHeun, DPM-Solver++ or UniPC (tiny_dit.schedulers.make_scheduler)
     guider        how the two velocities are mixed: a diffusers guider (ClassifierFreeGuidance, or one of
-                  tiny_dit.guiders.GUIDERS), saved like the scheduler; optional (plain CFG)
+                  tiny_dit.guiders.GUIDERS), saved like the scheduler; optional (tiny_dit.guiders.DEFAULT_GUIDER)
 
 Generation, step by step (`__call__`):
   1. encode the prompts, and for classifier-free guidance (CFG) the negative
@@ -154,8 +154,9 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         transformer: the TinyDiT velocity model.
         scheduler: a FlowMatchEulerDiscreteScheduler (shift=1.0 reproduces the training noise levels), or
             another flow solver of tiny_dit.schedulers.SCHEDULERS (made by make_scheduler).
-        guider: the default guidance method and scale of a call (a diffusers guider); None: plain CFG at
-            tiny_dit.flow.DEFAULT_GUIDANCE_SCALE (what a folder saved before guiders gets).
+        guider: the default guidance method and scale of a call (a diffusers guider); None: the project's
+            default, tiny_dit.guiders.DEFAULT_GUIDER at tiny_dit.flow.DEFAULT_GUIDANCE_SCALE (what a folder
+            saved before guiders gets).
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
@@ -175,7 +176,7 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
     ):
         super().__init__()
         # Always a guider, so that `pipe.guider = ...` is saved by save_pretrained (diffusers does not record
-        # a component set later in place of one registered as None); folders saved before guiders get plain CFG.
+        # a component set later in place of one registered as None); folders saved before guiders get the default.
         guider = make_guider(DEFAULT_GUIDER) if guider is None else guider
         check_guider(guider)
         # vae first: with no component on an accelerator, pipe.device is that of the first registered one.
@@ -347,8 +348,8 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
 
     @property
     def default_guider(self) -> BaseGuidance:
-        """The guider a call uses when it is given none: the pipeline's `guider` component (plain CFG at
-        tiny_dit.flow.DEFAULT_GUIDANCE_SCALE in a folder saved before guiders), checked."""
+        """The guider a call uses when it is given none: the pipeline's `guider` component (the project's
+        default in a folder saved before guiders), checked: `pipe.guider = ...` bypasses __init__'s check."""
         check_guider(self.guider)
         return self.guider
 
