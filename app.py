@@ -3,6 +3,7 @@
     python app.py                                  # the bundled model, assets/tiny-dit-shapes
     TINY_DIT_MODEL=runs/dit-small/pipeline python app.py    # another pipeline folder or Hub repo id
     GRADIO_SERVER_PORT=7861 python app.py          # another port (GRADIO_SERVER_NAME=0.0.0.0: the network)
+    TINY_DIT_QUEUE_SIZE=200 TINY_DIT_RUNS_PER_SESSION=1 python app.py   # the queue of a class (the defaults)
 
 "Generate" samples clips with a live preview of the model's current guess of the clean
 clip; "Inside the model" shows that very run from the inside (patches, attention,
@@ -16,7 +17,8 @@ This file is layout and wiring: each event function checks its inputs (tiny_dit.
 values, as API callers send them, become a gr.Error that names the field), calls the library and
 returns. The views are tiny_dit.app.view_contents (pictures: tiny_dit.inside.views, words:
 tiny_dit.inside.teaching), the mp4 files tiny_dit.app.outputs, the runs kept per session and Stop
-tiny_dit.app.sessions. The page's shared controls and the tabs that only show (Sora tasks, each view)
+tiny_dit.app.sessions, the queue's limits for a whole class (its size, one run at a time per session)
+tiny_dit.app.queue_limits. The page's shared controls and the tabs that only show (Sora tasks, each view)
 are built by tiny_dit.app.layout; their labels and teaching text are in tiny_dit.inside.teaching.
 `build_demo(pipe)` builds the app without launching it (the tests do that).
 """
@@ -44,6 +46,7 @@ from tiny_dit.app.checks import (COMPARE_MODES, SAMPLES_DEFAULT, SAMPLES_MAX, SA
                                  check_word_view, user_errors)
 from tiny_dit.app.layout import SORA_FRAMES_MAX, iteration_slider
 from tiny_dit.app.outputs import OUTPUT_MAX_AGE_S
+from tiny_dit.app.queue_limits import ENVIRONMENT_HELP, SAMPLER, Admission, QueueLimits, waiting_runs
 from tiny_dit.app.sessions import ActiveRuns, RunStore, release_free_memory, session_of
 from tiny_dit.edit_and_loop import DEFAULT_STRENGTH, edit_schedule, loop_num_frames
 from tiny_dit.inside import teaching, training_history
@@ -83,8 +86,10 @@ class TinyDiTApp:
     """The functions behind the page, bound to one pipeline. Each one checks its inputs."""
 
     def __init__(self, pipe: TinyDiTPipeline, model_name: str = "", notices: list[str] | None = None,
-                 output_dir: str | Path | None = None):
+                 output_dir: str | Path | None = None, limits: QueueLimits | None = None):
         self.pipe, self.model_name, self.notices = pipe, model_name, list(notices or [])
+        self.limits = QueueLimits() if limits is None else limits
+        self.waiting_runs = lambda: 0  # sampling runs waiting in the queue (build_demo reads Gradio's)
         self.geometry = g = ModelGeometry.of(pipe)
         self.output_root = Path(output_dir or Path(tempfile.gettempdir()) / "tiny-dit-app")
         self.output_root.mkdir(parents=True, exist_ok=True)
@@ -142,6 +147,10 @@ class TinyDiTApp:
         samples = check_number(samples, "Number of samples", SAMPLES_MIN, SAMPLES_MAX, integer=True)
         seed, run_pipe, guider = check_seed(seed), self.sampler_pipe(sampler), check_guidance_method(guider)
         notices, session, start = self.warn_about(prompt), session_of(request), time.perf_counter()
+        samples, busy = self.limits.samples_now(samples, self.waiting_runs())  # fewer clips while the queue is long
+        if busy:
+            gr.Info(busy)
+            notices.append(busy)
         record = preview = None
         yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
         with closing(self.active.sample(session, run_pipe, prompt, seed=seed, guidance_scale=guidance, guider=guider,
@@ -327,12 +336,14 @@ class TinyDiTApp:
 # ----------------------------------------------------------------------------
 
 
-def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notices: list[str] | None = None
-               ) -> tuple[gr.Blocks, TinyDiTApp]:
-    """The Gradio app on `pipe` (default: load_pipeline()), not launched, and its functions."""
+def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notices: list[str] | None = None,
+               limits: QueueLimits | None = None) -> tuple[gr.Blocks, TinyDiTApp]:
+    """The Gradio app on `pipe` (default: load_pipeline()), not launched, and its functions. `limits`: the
+    queue's (default: from the environment, tiny_dit.app.queue_limits)."""
     if pipe is None:
         pipe, model_name, notices = load_pipeline()
-    app = TinyDiTApp(pipe, model_name, notices)
+    limits = QueueLimits.from_env() if limits is None else limits
+    app = TinyDiTApp(pipe, model_name, notices, limits=limits)
     g, controls = app.geometry, teaching.CONTROLS
 
     with gr.Blocks(title="tiny-dit: Sora in miniature", delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
@@ -390,14 +401,19 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
 
         # -- wiring ------------------------------------------------------------------
         wrap = user_errors  # input errors become a gr.Error that names the field
-        sampler = dict(concurrency_limit=1, concurrency_id="sampler")  # one sampling run at a time (2 vCPU)
+        sampler = dict(concurrency_limit=1, concurrency_id=SAMPLER)  # one sampling run at a time (2 vCPU)
+        # A sampling run joins the queue only within its limits (its size, one at a time per session), else a
+        # message that names the limit (tiny_dit.app.queue_limits).
+        admit = Admission(limits, lambda: getattr(demo, "_queue", None))
+        app.waiting_runs = lambda: waiting_runs(getattr(demo, "_queue", None))
         raw = dict(preprocess=False)  # raw JSON values: tiny_dit.app.checks checks them, nothing is coerced
         minimal, private = dict(show_progress="minimal"), dict(api_visibility="private")
         randomise.click(app.random_seed, None, seed, api_name="random_seed", queue=False, **private)
-        gen_event = gr.on([generate.click, prompt.submit], wrap(app.generate),
-                          [prompt, guidance, steps, samples, seed, sampler_choice, guider],
+        generate_inputs = [prompt, guidance, steps, samples, seed, sampler_choice, guider]
+        gen_event = gr.on([generate.click, prompt.submit], wrap(app.generate), generate_inputs,
                           [preview, grid_video, clips, info, run_state], api_name="generate",
-                          show_progress_on=[grid_video], **sampler, **raw)
+                          show_progress_on=[grid_video], validator=admit.validator(len(generate_inputs), "generate"),
+                          **sampler, **raw)
         # Stop: Gradio cancels the event (the generator yields every iteration, so within one), and
         # app.stop stops the sampler within one DiT block and says so on the page, with the last preview.
         stop.click(wrap(app.stop), None, [preview, info], cancels=[gen_event], queue=False, api_name="stop",
@@ -417,15 +433,16 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
               api_name="pick_patch", **private, **minimal, **raw)
         traj.step.release(wrap(app.trajectory), [run_state, traj.step], [traj.latent, traj.frames, traj.md],
                           api_name="trajectory", **minimal, **raw)
-        compared.compare.click(wrap(app.compare_guidance), [prompt, seed, steps, compared.scales, sampler_choice,
-                                                            compared.mode, guidance, guider],
-                               [compared.video, compared.md], api_name="compare_guidance", **sampler, **raw)
+        compare_inputs = [prompt, seed, steps, compared.scales, sampler_choice, compared.mode, guidance, guider]
+        compared.compare.click(wrap(app.compare_guidance), compare_inputs, [compared.video, compared.md],
+                               api_name="compare_guidance",
+                               validator=admit.validator(len(compare_inputs), "compare_guidance"), **sampler, **raw)
         sora.task.change(wrap(app.sora_task_changed), [sora.task, sora.frames], [sora.frames, sora.how],
                          queue=False, show_progress="hidden", **private, **raw)
-        sora.button.click(wrap(app.sora_task), [sora.task, sora.prompt, sora.image, sora.clip, sora.clip_b,
-                                                sora.frames, sora.keep, sora.height, sora.width, sora.guidance,
-                                                sora.steps, sora.seed, sampler_choice, sora.strength],
-                          [sora.video, sora.strip, sora.md], api_name="sora_task", **sampler, **raw)
+        sora_inputs = [sora.task, sora.prompt, sora.image, sora.clip, sora.clip_b, sora.frames, sora.keep,
+                       sora.height, sora.width, sora.guidance, sora.steps, sora.seed, sampler_choice, sora.strength]
+        sora.button.click(wrap(app.sora_task), sora_inputs, [sora.video, sora.strip, sora.md], api_name="sora_task",
+                          validator=admit.validator(len(sora_inputs), "sora_task"), **sampler, **raw)
         gr.on([forward.button.click, forward.level.release, demo.load], wrap(app.forward_process),
               [prompt, forward.level, seed], [forward.clip, forward.ladder, forward.md], api_name="forward_process",
               **minimal, **raw)
@@ -443,7 +460,8 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         gr.on([training.snapshot.release, demo.load], wrap(app.training), [training.snapshot],
               [training.curve, training.samples, training.md], api_name="training", **minimal, **raw)
 
-    demo.queue(max_size=16, default_concurrency_limit=2)
+    # Every event, views included, is bounded too (a backstop: sampling runs meet their own limit first).
+    demo.queue(max_size=limits.gradio_max_size, default_concurrency_limit=limits.view_concurrency)
     return demo, app
 
 
@@ -456,24 +474,32 @@ CSS = """
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="tiny-dit's teaching app (Gradio).")
+    parser = argparse.ArgumentParser(
+        description="tiny-dit's teaching app (Gradio).", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{ENVIRONMENT_HELP}\nother settings: {MODEL_ENV} (the model), TINY_DIT_THREADS (torch threads), "
+               f"TINY_DIT_DTYPE (bfloat16, float32 or auto), {MAX_RUNS_MB_ENV} (finished runs kept, all sessions; "
+               f"default {MAX_RUNS_MB}), GRADIO_SERVER_PORT, GRADIO_SERVER_NAME")
     parser.add_argument("--model", default=None, help=f"pipeline folder or Hub repo id (default: ${MODEL_ENV}, "
                                                       f"else {BUNDLED_MODEL})")
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--host", default=None, help="address (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        limits = QueueLimits.from_env()  # a mistyped setting stops the start, before the model loads
+    except ValueError as error:
+        parser.error(str(error))
     threads = int(os.environ.get("TINY_DIT_THREADS", "0") or 0)
     if threads > 0:
         torch.set_num_threads(threads)
     pipe, name, notices = load_pipeline(args.model)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
-    demo, _ = build_demo(pipe, name, notices)
+    demo, _ = build_demo(pipe, name, notices, limits)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, show_error=False,
                 css=CSS)
-    print(f"tiny-dit app on {name} ({str(pipe.transformer.dtype).replace('torch.', '')}): {demo.local_url}",
-          flush=True)
+    print(f"tiny-dit app on {name} ({str(pipe.transformer.dtype).replace('torch.', '')}): {demo.local_url}\n"
+          f"{limits.describe()}", flush=True)
     demo.block_thread()
 
 

@@ -7,6 +7,7 @@ on the tiny pipeline and calls it through gradio_client and raw HTTP: input erro
 job.cancel(), and what a session keeps.
 """
 
+import copy
 import re
 import sys
 import threading
@@ -85,9 +86,10 @@ def test_demo_has_named_endpoints_and_a_bounded_queue(built):
     demo, _ = built
     names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert {"generate", "attention", "trajectory", "compare_guidance", "forward_process", "sora_task"} <= names
-    assert demo._queue.max_size == 16
+    assert demo._queue.max_size >= 200  # a class of 100 (tiny_dit.app.queue_limits; tests/test_app_load.py)
     sampling = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "compare_guidance", "sora_task")]
     assert len(sampling) == 3 and all(fn.concurrency_limit == 1 and fn.concurrency_id == "sampler" for fn in sampling)
+    assert all(fn.validator is not None for fn in sampling)  # one run at a time per session, a bounded queue
     config = str(demo.config)
     assert "a notice for the page" in config and "tiny test model" in config
 
@@ -189,6 +191,20 @@ def test_state_is_released_with_the_session(built):
     assert tiny_app.runs.get(handle) is None
     with pytest.raises(gr.Error, match="no longer kept"):
         tiny_app.trajectory(handle, 1)
+
+
+def test_copying_the_page_config_copies_no_run(built, record):
+    """Gradio deep-copies its page config for every GET /config and page load, and the config holds gr.State's
+    delete_callback, the run store's `drop`: the copy shares the store, it does not copy the kept runs and the
+    transformer they point to (a class connecting at once did that in parallel: 1.07 -> 3.4 GB at 30 users)."""
+    demo, tiny_app = built
+    handle = tiny_app.runs.put("config-copy", record)
+    copied = gr.utils.safe_deepcopy(demo.config)
+    callbacks = [c["props"]["delete_callback"] for c in copied["components"] if "delete_callback" in c.get("props", {})]
+    assert any(getattr(callback, "__self__", None) is tiny_app.runs for callback in callbacks)
+    assert copy.deepcopy(tiny_app.runs) is tiny_app.runs and copy.copy(tiny_app.runs) is tiny_app.runs
+    assert tiny_app.runs.get(handle) is record
+    tiny_app.runs.drop(handle)
 
 
 class FakeRequest:

@@ -310,6 +310,34 @@ def test_cross_attention_flag():
     torch.testing.assert_close(masked, reference, atol=1e-6, rtol=1e-5)
 
 
+def test_without_pooled_conditioning_the_text_comes_in_through_cross_attention_only():
+    latents, timestep, cond = make_inputs()
+    model = perturb(make_model(cross_attention=True, pooled_conditioning=False))
+    assert model.pooled_embed is None and not any("pooled" in name for name, _ in model.named_parameters())
+    reference = model(latents, timestep, **cond).sample
+    other_pooled = {**cond, "pooled_projections": torch.randn_like(cond["pooled_projections"])}
+    assert torch.equal(model(latents, timestep, **other_pooled).sample, reference)  # adaLN: noise level alone
+    assert torch.equal(model(latents, timestep, **{**cond, "pooled_projections": None}).sample, reference)
+    other_states = {**cond, "encoder_hidden_states": torch.randn_like(cond["encoder_hidden_states"])}
+    assert (model(latents, timestep, **other_states).sample - reference).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="cross_attention"):
+        make_model(cross_attention=False, pooled_conditioning=False)
+
+
+def test_folding_the_pooled_path_keeps_what_the_model_did_with_the_empty_prompt():
+    from tiny_dit.training.train import fold_pooled_conditioning
+
+    trained = perturb(make_model(cross_attention=True))
+    latents, timestep, cond = make_inputs()
+    empty_pooled = torch.randn(TEXT_DIM)
+    folded = make_model(cross_attention=True, pooled_conditioning=False)
+    folded.load_state_dict(fold_pooled_conditioning(trained.state_dict(), trained, empty_pooled))
+    with_empty_pooled = {**cond, "pooled_projections": empty_pooled.expand(len(latents), -1)}
+    torch.testing.assert_close(folded(latents, timestep, **cond).sample,
+                               trained(latents, timestep, **with_empty_pooled).sample, atol=1e-5, rtol=1e-5)
+    assert (folded(latents, timestep, **cond).sample - trained(latents, timestep, **cond).sample).abs().max() > 1e-3
+
+
 # --- saving, loading, checkpointing ------------------------------------------
 
 

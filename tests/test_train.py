@@ -350,6 +350,7 @@ def test_stills_only_training_with_evaluation_and_matched_sampler(cache_dir, tmp
     evals = [r for r in records if "eval" in r]
     assert len(evals) == 1 and evals[0]["eval_still"] and evals[0]["step"] == 2
     assert {"seen/shape", "held-out/shape", "seen/color", "seen/all"} <= set(evals[0]["eval"])
+    assert any(key.startswith("held-out/color/") for key in evals[0]["eval"])  # each colour apart
     pipe = TinyDiTPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert pipe.scheduler.config.shift == 2
     with pytest.raises(ValueError, match="--batch-size"):
@@ -369,6 +370,28 @@ def test_init_from_adds_a_zero_initialised_conv_mlp(cache_dir, tmp_path):
     with pytest.raises(ValueError, match="another shape"):
         run(cache_dir, tmp_path / "third", "--steps", "1", "--model", "depth=3",
             "--init-from", str(tmp_path / "first" / "pipeline"))
+
+
+def test_init_from_folds_the_pooled_path_into_the_timestep_embedder(cache_dir, tmp_path):
+    """--model pooled_conditioning=false from a model trained with it: the pooled path is gone, its output
+    for the empty prompt sits in the timestep embedder's bias, everything else as trained (lr 0)."""
+    run(cache_dir, tmp_path / "first", "--steps", "2", "--sample-every", "0")
+    trained = TinyDiT.from_pretrained(tmp_path / "first" / "pipeline" / "transformer")
+    run(cache_dir, tmp_path / "second", "--steps", "1", "--sample-every", "0", "--lr", "0", "--model",
+        "pooled_conditioning=false", "--init-from", str(tmp_path / "first" / "pipeline"))
+    state = torch.load(tmp_path / "second" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert not state["model_config"]["pooled_conditioning"]
+    assert not any(name.startswith("pooled_embed.") for name in state["model"])
+    empty_pooled = LatentCache.load(cache_dir).uncond.pooled.float().reshape(1, -1)
+    with torch.no_grad():
+        constant = trained.pooled_embed(empty_pooled)[0]
+    bias = "time_embed.mlp.2.bias"
+    torch.testing.assert_close(state["model"][bias], trained.state_dict()[bias] + constant)
+    assert all(torch.equal(value, trained.state_dict()[name]) for name, value in state["model"].items() if name != bias)
+    pipe = TinyDiTPipeline.from_pretrained(tmp_path / "second" / "pipeline")  # it samples
+    assert pipe("a red circle", num_inference_steps=2, output_type="latent").frames.shape[0] == 1
+    with pytest.raises(ValueError, match="pooled_conditioning"):
+        run(cache_dir, tmp_path / "third", "--steps", "1", "--init-from", str(tmp_path / "second" / "pipeline"))
 
 
 def test_init_from_widens_the_patch_embedding_for_known_frames(cache_dir, tmp_path):

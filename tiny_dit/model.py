@@ -17,6 +17,14 @@ regressed from a conditioning vector `c` ("adaLN"). `c` summarises everything
 that is the same for the whole clip: the noise level and the pooled CLIP
 embedding of the prompt. The gates start at zero ("adaLN-Zero"), so every
 block starts as the identity and the untrained network outputs exactly zero.
+With `pooled_conditioning=False`, `c` is the noise level alone and the prompt
+reaches the network only through cross-attention, as in PixArt-alpha. Why that
+can matter: one pooled vector for the whole prompt is a point the DiT learned
+only near the captions it saw. For a colour-shape pair it never saw, adaLN
+reads an unseen point and draws something it learned (measured: "a blue star"
+sits nearest "a purple star" and came out green), and two captions that differ
+in one word can sit so close that the word is lost ("moving left" against a
+still's caption with no motion at all: cosine 0.90).
 
 Optionally a cross-attention layer in every block lets each video token look
 at the individual CLIP token states, which carries more detail about the
@@ -529,6 +537,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
         mlp_ratio: MLP hidden width as a multiple of D.
         text_embed_dim: width of the CLIP token states (`encoder_hidden_states`).
         pooled_embed_dim: width of the pooled/projected CLIP embedding (`pooled_projections`).
+        pooled_conditioning: add the pooled embedding to the noise level's in `c`, which every block's
+            adaLN reads (DiT, SD3). False: `c` is the noise level alone and the text is read only by
+            cross-attention (PixArt-alpha); `pooled_projections` is then ignored.
         cross_attention: add a cross-attention layer to CLIP token states in every block.
         word_embeddings: with cross_attention, the context is 2L tokens, CLIP's final token states
             followed by each token's context-free embedding (`CLIPEncoder.encode_text`'s
@@ -578,6 +589,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         centre_space: bool = False,
         known_frames_input: bool = False,
         word_embeddings: bool = False,
+        pooled_conditioning: bool = True,
     ):
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -588,6 +600,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"attention_type must be 'full' or 'factorized', got {attention_type!r}")
         if word_embeddings and not cross_attention:
             raise ValueError("word_embeddings are read by cross-attention: set cross_attention=True too")
+        if not pooled_conditioning and not cross_attention:
+            raise ValueError("pooled_conditioning=False leaves cross-attention as the only way in for the text: "
+                             "set cross_attention=True too")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         self.out_channels = in_channels if out_channels is None else out_channels
@@ -605,7 +620,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
         self.time_embed = TimestepEmbedder(hidden_size)
         self.pooled_embed = nn.Sequential(
             nn.Linear(pooled_embed_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
-        )
+        ) if pooled_conditioning else None
 
         # The two kinds of text tokens with word_embeddings: which half a token is in (0: CLIP's final
         # states, 1: the words' own embeddings), and a projection of the words into the states' space.
@@ -656,7 +671,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
             nn.init.normal_(self.text_type_embed.weight, std=0.02)
 
         # Conditioning MLPs: small normal weights, as DiT does for its timestep and label embedders.
-        for mlp in (self.time_embed.mlp, self.pooled_embed):
+        for mlp in [m for m in (self.time_embed.mlp, self.pooled_embed) if m is not None]:
             nn.init.normal_(mlp[0].weight, std=0.02)
             nn.init.normal_(mlp[2].weight, std=0.02)
 
@@ -714,9 +729,9 @@ class TinyDiT(ModelMixin, ConfigMixin):
             encoder_hidden_states: CLIP token states, (B, L, text_embed_dim). Required
                 if the model has cross-attention, ignored otherwise. With word_embeddings,
                 (B, 2L, text_embed_dim): the states, then the words' embeddings (`text_context`).
-            pooled_projections: pooled CLIP embedding, (B, pooled_embed_dim). Required:
-                for the unconditional branch of classifier-free guidance pass the
-                embedding of the empty prompt.
+            pooled_projections: pooled CLIP embedding, (B, pooled_embed_dim). Required with
+                pooled_conditioning (ignored without): for the unconditional branch of
+                classifier-free guidance pass the embedding of the empty prompt.
             encoder_attention_mask: (B, L), True (or 1) for real prompt tokens, False
                 for padding. Only used by cross-attention.
             capture_attention_layers: indices of blocks whose self-attention
@@ -728,7 +743,7 @@ class TinyDiT(ModelMixin, ConfigMixin):
             return_dict: return a `TinyDiTOutput` (default) or a tuple, `(sample,)`,
                 or `(sample, attentions)` when capturing (diffusers' `to_tuple` convention).
         """
-        if pooled_projections is None:
+        if pooled_projections is None and self.config.pooled_conditioning:
             raise ValueError("pooled_projections is required (use the empty-prompt embedding for 'unconditional')")
         if self.config.cross_attention and encoder_hidden_states is None:
             raise ValueError("this model has cross-attention: pass encoder_hidden_states")
@@ -762,9 +777,11 @@ class TinyDiT(ModelMixin, ConfigMixin):
         pos = get_3d_sincos_pos_embed(self.config.hidden_size, grid, time_span, space_span)  # (N, D), cached on CPU
         x = x + pos.to(device=x.device, dtype=x.dtype)
 
-        # 2. One conditioning vector per clip: noise level + pooled prompt.
+        # 2. One conditioning vector per clip: noise level (+ pooled prompt, with pooled_conditioning).
         timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(B)  # (B,)
-        c = self.time_embed(timestep) + self.pooled_embed(pooled_projections.to(x.dtype))  # (B, D)
+        c = self.time_embed(timestep)  # (B, D)
+        if self.pooled_embed is not None:
+            c = c + self.pooled_embed(pooled_projections.to(x.dtype))  # (B, D)
 
         context = context_mask = None
         if self.config.cross_attention:

@@ -2,6 +2,7 @@
 
     checks.py          every input checked on the server, raw, with a message that names the field
     sessions.py        what the app keeps per session (bounded), and Stop
+    queue_limits.py    the queue of a whole class: its size, one run at a time per session, the messages
     startup.py         loading the model at start, with a fallback and the compute dtype
     layout.py          each tab's controls
     view_contents.py   what each view shows, from a recorded run (pictures from tiny_dit.inside)

@@ -80,6 +80,18 @@ class RunStore:
         self._by_session: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    def __deepcopy__(self, memo):
+        """The store itself: there is one, the server's, and a copy of it is never wanted. Gradio deep-copies
+        its page config for every GET /config and page load (gradio.utils.safe_deepcopy), and that config
+        holds gr.State's delete_callback, this store's bound `drop`: a deepcopy of a bound method copies its
+        object, so each connection copied every kept run and the transformer their records point to (~80 MB
+        for the bundled model) before failing at the lock and starting over shallow. A class connecting at
+        once did that tens of times in parallel (benchmarks/app_load.py, 30 users: peak RSS 3.4 GB, 1.3 GB without)."""
+        return self
+
+    def __copy__(self):
+        return self
+
     def put(self, session: str, record) -> RunHandle:
         """Keep `record` as `session`'s run (replacing its previous one); returns its handle."""
         key = uuid.uuid4().hex

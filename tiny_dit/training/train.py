@@ -191,6 +191,18 @@ def widen_patch_embed(trained_weight: torch.Tensor, model: TinyDiT) -> torch.Ten
     return weight
 
 
+def fold_pooled_conditioning(weights: dict, trained: TinyDiT, uncond_pooled: torch.Tensor) -> dict:
+    """The weights of a model trained with pooled_conditioning, for one without (adaLN from the noise level
+    alone, PixArt-alpha): the pooled path's output for the empty prompt, a constant vector, moves into the
+    bias of the timestep embedder's last layer. The new model then computes exactly what the trained one
+    did with the empty prompt's pooled embedding, while cross-attention still reads the real prompt."""
+    with torch.no_grad():
+        constant = trained.pooled_embed(uncond_pooled.float().reshape(1, -1))[0]  # (D,)
+    weights = {k: v for k, v in weights.items() if not k.startswith("pooled_embed.")}
+    weights["time_embed.mlp.2.bias"] = weights["time_embed.mlp.2.bias"] + constant
+    return weights
+
+
 def warmup_stable_decay(optimizer: torch.optim.Optimizer, warmup: int, steps: int, decay_steps: int):
     """The learning rate warms up linearly, holds, and falls linearly to 0 over the last decay_steps of
     `steps` (WSD: one run can end with a decay whenever it is stopped, docs/recipe-study.md). It can be begun
@@ -322,6 +334,10 @@ def evaluate_run(pipe, clip, args: argparse.Namespace) -> dict:
               for attribute, value in results[split]["frame_judge"].items()}
     scores.update({f"{split}/{measure}": round(results[split][measure], 6) for split in ("seen", "held-out")
                    for measure in ("stray_pixels", "object_in_every_frame")})
+    # Each motion and colour apart: one value failing half the time hides in an attribute's mean.
+    scores.update({f"{split}/{attribute}/{value}": round(share, 4) for split in ("seen", "held-out")
+                   for attribute in ("motion", "color")
+                   for value, share in results[split]["per_value"]["frame_judge"][attribute].items()})
     return {"eval": scores, "eval_still": still, "eval_seconds": round(time.time() - start, 1)}
 
 
@@ -445,8 +461,9 @@ def train(args: argparse.Namespace) -> dict:
         folder = folder / "transformer" if (folder / "transformer").is_dir() else folder
         trained = TinyDiT.from_pretrained(folder)
         shape, new_parts = model_shape(trained.config), ZERO_INIT_ADDITIONS
-        if {k: v for k, v in shape.items() if k not in new_parts} != \
-                {k: v for k, v in model_shape(model.config).items() if k not in new_parts}:
+        changeable = {*new_parts, "pooled_conditioning"}
+        if {k: v for k, v in shape.items() if k not in changeable} != \
+                {k: v for k, v in model_shape(model.config).items() if k not in changeable}:
             raise ValueError(f"--init-from {args.init_from} is a model of another shape ({shape}); "
                              f"pick the --preset it was trained with and a cache of the same sizes")
         # Parts the trained model lacks (e.g. --conv-mlp) keep their zero initialisation: the
@@ -454,6 +471,11 @@ def train(args: argparse.Namespace) -> dict:
         weights = trained.state_dict()
         if model.config.known_frames_input and not trained.config.known_frames_input:
             weights["patch_embed.weight"] = widen_patch_embed(weights["patch_embed.weight"], model)
+        if trained.config.pooled_conditioning != model.config.pooled_conditioning:
+            if model.config.pooled_conditioning:
+                raise ValueError(f"--init-from {args.init_from} reads no pooled embedding; this model would "
+                                 "(pooled_conditioning): train it with --model pooled_conditioning=false")
+            weights = fold_pooled_conditioning(weights, trained, cache.uncond.pooled)
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if unexpected or any(not any(part in key for part in new_parts.values()) for key in missing):
             raise ValueError(f"--init-from {args.init_from}: weights do not fit (missing {missing}, "
