@@ -10,6 +10,9 @@ slower, as on most CPUs. The tests whose behaviour depends on the answer take `p
 once with each answer, on every machine.
 """
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +41,16 @@ def precision_probe(request, monkeypatch) -> str:
     "bf16-faster" or "bf16-slower"."""
     monkeypatch.setenv(PROBE_ENV, request.param)
     return request.param
+
+
+@pytest.fixture
+def load_benchmark():
+    """A script of benchmarks/ imported as a module by its name (benchmarks/ is not a package): its
+    measuring functions run in a test on a tiny pipeline."""
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -3,7 +3,6 @@
 The tiny pipeline: 32 x 32 frames, 4 x 8 x 8 latents per frame, tubelets of patch_size_t = 2 frames.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -269,16 +268,8 @@ def test_pipeline_gives_a_known_frames_model_its_known_frames(pipe):
 # --- the measurement script runs -------------------------------------------------------
 
 
-def load_benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sora_tasks.py"
-    spec = importlib.util.spec_from_file_location("sora_tasks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sora_tasks_benchmark_runs_on_a_tiny_pipeline(pipe, capsys):
-    bench = load_benchmark()
+def test_sora_tasks_benchmark_runs_on_a_tiny_pipeline(pipe, capsys, load_benchmark):
+    bench = load_benchmark("sora_tasks")
     tasks = bench.measure_tasks(pipe, num_inputs=2, steps=1, guidance_scale=1.0)
     bench.print_tasks(tasks)
     for task in bench.TASKS:
@@ -292,13 +283,10 @@ def test_sora_tasks_benchmark_runs_on_a_tiny_pipeline(pipe, capsys):
     assert "extend-backwards" in printed and "3x32x48" in printed
 
 
-def test_space_positions_benchmark_centred_is_the_models_own(pipe):
+def test_space_positions_benchmark_centred_is_the_models_own(pipe, load_benchmark):
     """benchmarks/space_positions.py: its "centred" positions are exactly centre_space's, the others stay in
     (stretched, fitted) or run past (run-on) the trained range, and a run swaps the model's positions back."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "space_positions.py"
-    spec = importlib.util.spec_from_file_location("space_positions", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("space_positions")
     embed = bench.use_positions(bench.VARIANTS["centred"], 8)
     assert torch.equal(embed(36, (2, 8, 12)), get_3d_sincos_pos_embed(36, (2, 8, 12), None, 8))
     for name in ("stretched", "fitted"):
@@ -311,8 +299,8 @@ def test_space_positions_benchmark_centred_is_the_models_own(pipe):
     assert model_module.get_3d_sincos_pos_embed is original and set(rows) == {"1x32x48"}
 
 
-def test_seam_changes_compare_boundaries_with_the_rest():
-    bench = load_benchmark()
+def test_seam_changes_compare_boundaries_with_the_rest(load_benchmark):
+    bench = load_benchmark("sora_tasks")
     clips = np.zeros((1, 4, 2, 2, 3), dtype=np.uint8)
     clips[0, 1:] = 10  # a jump of 10 between frames 0 and 1, nothing elsewhere
     assert bench.seam_changes(clips, np.array([True, False, False, False])) == (10.0, 0.0)

@@ -4,7 +4,6 @@ the CLI, the Sora tab's helpers and the measurement script, on the tiny random p
 runs the issue's two targets on the bundled model.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -291,16 +290,8 @@ def test_sora_tab_edit_and_loop_helpers(clip, tmp_path):
 # --- the measurement script runs ------------------------------------------------------------------------
 
 
-def load_benchmark():
-    path = ROOT / "benchmarks" / "edit_and_loop.py"
-    spec = importlib.util.spec_from_file_location("edit_and_loop_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_edit_and_loop_benchmark_runs_on_a_tiny_pipeline(pipe, capsys):
-    bench = load_benchmark()
+def test_edit_and_loop_benchmark_runs_on_a_tiny_pipeline(pipe, capsys, load_benchmark):
+    bench = load_benchmark("edit_and_loop")
     edits = bench.measure_edits(pipe, num_inputs=2, seeds=2, strengths=[0.5], steps=2, guidance_scale=1.0)
     bench.print_edits(edits)
     assert set(edits) >= {"color@0.5", "shape@0.5", "background@0.5"}
@@ -316,8 +307,8 @@ def test_edit_and_loop_benchmark_runs_on_a_tiny_pipeline(pipe, capsys):
     assert "there-and-back" in printed and "background" in printed
 
 
-def test_benchmark_path_and_targets():
-    bench = load_benchmark()
+def test_benchmark_path_and_targets(load_benchmark):
+    bench = load_benchmark("edit_and_loop")
     clip = np.zeros((3, 64, 64, 3), np.uint8)
     for k in range(3):
         clip[k, 10:20, 10 + 5 * k:20 + 5 * k] = 255
@@ -335,7 +326,7 @@ BUNDLE = ROOT / "assets" / "tiny-dit-shapes"
 
 
 @pytest.mark.skipif(not (BUNDLE / "model_index.json").is_file(), reason="no bundled model")
-def test_the_bundle_edits_a_red_circle_blue_and_loops_seamlessly(monkeypatch):
+def test_the_bundle_edits_a_red_circle_blue_and_loops_seamlessly(monkeypatch, load_benchmark):
     from tiny_dit.data.shapes import random_clip_spec, render_clips
     from tiny_dit.pipeline import TinyDiTPipeline
     from tiny_dit.training.evaluate import judge_frames
@@ -344,7 +335,7 @@ def test_the_bundle_edits_a_red_circle_blue_and_loops_seamlessly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bundle = TinyDiTPipeline.from_pretrained(BUNDLE)
     bundle.set_progress_bar_config(disable=True)
-    bench = load_benchmark()
+    bench = load_benchmark("edit_and_loop")
     spec = random_clip_spec(np.random.default_rng(0), "red", "circle", "right", "black", phrasing=0)
     clip = render_clips([spec]).numpy()[0]
     edits = to_uint8(bundle("a blue circle moving right on a black background", video=clip, strength=0.7,
