@@ -81,6 +81,23 @@ def gen(seed: int) -> torch.Generator:
 # --- saving and loading ------------------------------------------------------
 
 
+def test_a_folder_keeps_its_default_number_of_steps(pipe, tmp_path):
+    """A distilled folder samples in its few steps when a call names none; a folder saved before the setting
+    existed samples in 20."""
+    fast = TinyDiTPipeline(**pipe.components, default_num_inference_steps=3)
+    fast.save_pretrained(tmp_path / "fast")
+    loaded = TinyDiTPipeline.from_pretrained(tmp_path / "fast")
+    loaded.set_progress_bar_config(disable=True)
+    steps = []
+    loaded(PROMPT, num_frames=2, height=16, width=16, generator=gen(0),
+           callback_on_step_end=lambda p, i, t, kw: steps.append(i) or {})
+    assert loaded.default_num_inference_steps == 3 and steps == [0, 1, 2]
+    index = json.loads((tmp_path / "fast" / "model_index.json").read_text())
+    del index["default_num_inference_steps"]
+    (tmp_path / "fast" / "model_index.json").write_text(json.dumps(index))
+    assert TinyDiTPipeline.from_pretrained(tmp_path / "fast").default_num_inference_steps == DEFAULT_NUM_INFERENCE_STEPS
+
+
 def test_save_pretrained_from_pretrained_round_trip(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
@@ -197,7 +214,9 @@ def test_defaults():
     import inspect
 
     params = inspect.signature(TinyDiTPipeline.__call__).parameters
-    assert params["num_inference_steps"].default == DEFAULT_NUM_INFERENCE_STEPS
+    assert params["num_inference_steps"].default is None  # the pipeline's default_num_inference_steps
+    assert inspect.signature(TinyDiTPipeline.__init__).parameters["default_num_inference_steps"].default == \
+        DEFAULT_NUM_INFERENCE_STEPS
     assert params["guidance_scale"].default is None  # the guider's own scale
     assert params["guider"].default is None  # the pipeline's guider component
     assert params["output_type"].default == "np"

@@ -514,7 +514,7 @@ def test_the_gpu_long_run_script_asks_the_training_script_for_what_it_has():
 def test_warmup_stable_decay_can_begin_its_decay_on_resume(cache_dir, tmp_path):
     """--lr-schedule warmup_stable_decay: warm-up, a constant rate, a linear fall to 0 over --decay-steps. A
     constant-rate run resumed with --steps N + D --decay-steps D falls from its own rate at step N, without a jump."""
-    from tiny_dit.training.train import warmup_stable_decay
+    from tiny_dit.training.loop import warmup_stable_decay
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = warmup_stable_decay(optimizer, warmup=4, steps=20, decay_steps=8)

@@ -119,6 +119,8 @@ def flow_matching_loss(
     noise_shift: float = 1.0,
     known_mask: torch.Tensor | None = None,
     loss_weight: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    s: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rectified-flow training loss for a batch of clean latents x0 (B, C, T, H, W).
 
@@ -130,10 +132,14 @@ def flow_matching_loss(
     given to it clean (they are noised in x_s like the rest, as the sampler holds them).
     loss_weight: (B, 1, T, H, W), how much each latent pixel's error counts (e.g. more on the object, whose
     outline is a small share of the pixels): a weighted mean, so the loss keeps its scale.
+    noise, s: the noise (B, C, T, H, W) and noise levels (B,) to use instead of fresh draws: a distilled student
+    learns the line from the noise its teacher started from to the clip it made (tiny_dit.training.distill).
     """
     B = x0.shape[0]
-    s = sample_noise_levels(B, generator, x0.device, shift=noise_shift)  # (B,)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if s is None:
+        s = sample_noise_levels(B, generator, x0.device, shift=noise_shift)  # (B,)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     s_ = s.to(x0.dtype).view(B, *[1] * (x0.dim() - 1))  # (B, 1, 1, 1, 1): one level per clip
     x_s = add_noise(x0, noise, s_)
     target = velocity_target(x0, noise)

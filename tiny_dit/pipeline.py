@@ -99,6 +99,7 @@ those already imported (it will not import code a folder names), and this
 module imports all of them, so `TinyDiTPipeline.from_pretrained` always works.
 """
 
+import inspect
 import os
 import time
 from dataclasses import dataclass
@@ -173,6 +174,7 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         transformer: TinyDiT,
         scheduler: FlowScheduler,
         guider: BaseGuidance | None = None,
+        default_num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
     ):
         super().__init__()
         # Always a guider, so that `pipe.guider = ...` is saved by save_pretrained (diffusers does not record
@@ -184,6 +186,9 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, scheduler=scheduler,
             guider=guider,
         )
+        # Saved in model_index.json (as SDXL saves force_zeros_for_empty_prompt): a distilled folder samples in
+        # its few steps by default, as sd-turbo's users expect of theirs.
+        self.register_to_config(default_num_inference_steps=default_num_inference_steps)
 
     # -- building and loading ---------------------------------------------------
 
@@ -354,6 +359,12 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         return self.guider
 
     @property
+    def default_num_inference_steps(self) -> int:
+        """The steps of a call that names none: 20 (flow.DEFAULT_NUM_INFERENCE_STEPS), or the few a distilled
+        student was trained for (its folder's model_index.json says so; a folder saved before has none)."""
+        return self.config.get("default_num_inference_steps", DEFAULT_NUM_INFERENCE_STEPS)
+
+    @property
     def do_classifier_free_guidance(self) -> bool:
         """Whether this step runs the unconditional pass too: guidance_scale > 1 and the run's guider guides
         at this step (an interval guider does not in its last steps)."""
@@ -383,7 +394,7 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         self,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
-        num_inference_steps: int = DEFAULT_NUM_INFERENCE_STEPS,
+        num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         num_videos_per_prompt: int = 1,
         num_frames: int | None = None,
@@ -415,7 +426,8 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             negative_prompt: replaces the empty prompt as the unconditional input of classifier-free
                 guidance: a string for all prompts, or a list with one per prompt.
             num_inference_steps: steps of the scheduler, 1 to 200: one transformer pass each (Heun: two,
-                except the last; see tiny_dit.schedulers.transformer_passes).
+                except the last; see tiny_dit.schedulers.transformer_passes). Default: the pipeline's
+                `default_num_inference_steps` (20; a distilled fast folder's: its few).
             guidance_scale: classifier-free guidance weight w, 0 to 30: v = v_uncond + w (v_cond - v_uncond).
                 w <= 1 turns guidance off (diffusers' convention): the conditional model alone, one pass
                 per step instead of two, and negative_prompt is not used. Read from `pipe._guidance_scale`
@@ -535,6 +547,8 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             check_guider(guider)
         guider = guider if guider is not None else self.default_guider
         guidance_scale = guider.guidance_scale if guidance_scale is None else guidance_scale
+        if num_inference_steps is None:
+            num_inference_steps = self.default_num_inference_steps
         self._guider = None  # the previous run's: do_classifier_free_guidance reads it
         self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, num_videos_per_prompt,
                           num_frames, height, width, generator, output_type, callback_on_step_end_tensor_inputs,
@@ -600,6 +614,9 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
             capture = range(self.transformer.config.depth)
         capture = list(capture) if capture else None
         text, text_guided = None, None  # the transformer's text inputs, built when the conditioning changes
+        # A scheduler that draws noise in its step (LCM's fresh noise) draws it from the run's generator.
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters \
+            else {}
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
@@ -636,7 +653,7 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
                     v = self._guider.forward(pred_cond=v_cond, pred_uncond=v_uncond).pred
                 pred_x0 = predicted_x0(latents, sigma, v)  # where the straight line through x_t ends at s = 0
                 # Euler: x + (s_next - s) v. Every scheduler's output is at noise level sigmas[i + 1].
-                latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+                latents = self.scheduler.step(v, t, latents, return_dict=False, **step_kwargs)[0]
                 if known is not None:  # the known frames, put back at the next noise level (0 after the last step)
                     latents = hold_known_frames(latents, known, noise, sigma_next)
 

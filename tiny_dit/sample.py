@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what to steer away from (replaces the empty prompt in guidance)")
     parser.add_argument("--num-videos", type=int, default=4,
                         help="clips per prompt (default 4; at most 36 clips in all)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_NUM_INFERENCE_STEPS,
-                        help=f"sampler steps (default {DEFAULT_NUM_INFERENCE_STEPS}); Heun makes 2 transformer passes "
-                             "a step")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"sampler steps (default: the model's, {DEFAULT_NUM_INFERENCE_STEPS} for the bundled one, "
+                             "4 for its fast student); Heun makes 2 transformer passes a step")
     parser.add_argument("--scheduler", choices=list(SCHEDULERS), default=None,
                         help="ODE solver (default: the model's saved scheduler, Euler for the bundled one)")
     parser.add_argument("--shift", type=float, default=None,
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise SystemExit(f"error: {error}") from error
     pipe.to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_dtype(args.dtype)
+    args.steps = pipe.default_num_inference_steps if args.steps is None else args.steps
     loaded = time.time()
     try:
         frames = pipe(args.prompt, negative_prompt=args.negative_prompt, num_inference_steps=args.steps,

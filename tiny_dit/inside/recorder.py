@@ -206,11 +206,9 @@ def record_run(pipe, prompt: str, *, seed: int = 0, guidance_scale: float | None
     Setting `cancel` stops the run with RunCancelled within one DiT block (the check runs
     before every block and after every step).
     Invalid arguments raise the pipeline's ValueError before any work is done."""
-    from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS
-
     guidance_scale = pipe.default_guider.guidance_scale if guidance_scale is None else guidance_scale
     run_guider = None if guider is None else make_guider(guider, guidance_scale)  # ValueError for a bad name
-    steps = DEFAULT_NUM_INFERENCE_STEPS if num_inference_steps is None else num_inference_steps
+    steps = pipe.default_num_inference_steps if num_inference_steps is None else num_inference_steps
     t_start = time.perf_counter()
     geometry = ModelGeometry.of(pipe)
     frames_, height, width = pipe.default_size()

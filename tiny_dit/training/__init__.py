@@ -5,6 +5,7 @@
     train.py               the DiT:         python -m tiny_dit.training.train
     train_clip.py          the tiny CLIP:   python -m tiny_dit.training.train_clip
     train_autoencoder.py   the autoencoder: python -m tiny_dit.training.train_autoencoder
+    distill.py             a fast student of the DiT (1-4 passes, guidance built in): python -m tiny_dit.training.distill
     evaluate.py            the project's quality measures: python -m tiny_dit.training.evaluate
 
 Layer: imports the DiT, data and training; nothing from inside or app (the views of a

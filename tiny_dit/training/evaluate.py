@@ -51,7 +51,7 @@ from tiny_dit.data.shapes import (BACKGROUNDS, COLORS, FPS, HELD_OUT_PAIRS, MOTI
                                   ClipSpec, all_attribute_combinations, caption, motion_phrase, random_clip_spec,
                                   render_clips, render_dataset)
 from tiny_dit.guiders import GUIDERS, guider_name, make_guider
-from tiny_dit.pipeline import COMPUTE_DTYPES, DEFAULT_NUM_INFERENCE_STEPS, TinyDiTPipeline
+from tiny_dit.pipeline import COMPUTE_DTYPES, TinyDiTPipeline
 from tiny_dit.schedulers import SCHEDULERS, choose_scheduler, config_shift, scheduler_name, transformer_passes
 from tiny_dit.text_encoder import CLIPEncoder
 from tiny_dit.video import make_grid, to_uint8, write_mp4
@@ -560,7 +560,7 @@ def evaluate_pipeline(pipe: TinyDiTPipeline, clip: CLIPEncoder, num_prompts: int
     (`patch_size_t` frames, one tubelet deep) from prompts without a motion."""
     from tqdm import tqdm
 
-    steps = steps or DEFAULT_NUM_INFERENCE_STEPS
+    steps = steps or pipe.default_num_inference_steps
     guider = pipe.default_guider
     guidance_scale = guider.guidance_scale if guidance_scale is None else guidance_scale
     num_frames = pipe.transformer.config.patch_size_t if still else None
@@ -588,6 +588,19 @@ def evaluate_pipeline(pipe: TinyDiTPipeline, clip: CLIPEncoder, num_prompts: int
         results[split] = summarize(verdicts, prompts)
     results["num_clips"] = sum(results[split]["num_clips"] for split in SPLITS)
     return results
+
+
+def eval_scores(results: dict) -> dict[str, float]:
+    """An evaluation (evaluate_pipeline's results) as flat log fields: "seen/shape", "held-out/stray_pixels", ..."""
+    scores = {f"{split}/{attribute}": round(value, 4) for split in ("seen", "held-out")
+              for attribute, value in results[split]["frame_judge"].items()}
+    scores.update({f"{split}/{measure}": round(results[split][measure], 6) for split in ("seen", "held-out")
+                   for measure in ("stray_pixels", "object_in_every_frame")})
+    # Each motion and colour apart: one value failing half the time hides in an attribute's mean.
+    scores.update({f"{split}/{attribute}/{value}": round(share, 4) for split in ("seen", "held-out")
+                   for attribute in ("motion", "color")
+                   for value, share in results[split]["per_value"]["frame_judge"][attribute].items()})
+    return scores
 
 
 def evaluation_batches(pipe: TinyDiTPipeline, prompts: list[dict], seed: int = 0, batch_size: int = 8, **call):

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from tiny_dit.autoencoder import encode_clips, load_autoencoder, spatial_downsample
 from tiny_dit.data.videofolder import VideoFolder
-from tiny_dit.text_encoder import CLIPEncoder, TextEmbeddings
+from tiny_dit.text_encoder import CLIPEncoder, TextEmbeddings, text_context
 from tiny_dit.training.loop import PRECISIONS, resolve_precision
 
 DEFAULT_CLIP = "assets/tiny-clip"
@@ -203,6 +203,22 @@ class LatentCache:
 
     def __len__(self) -> int:
         return len(self.latents)
+
+
+def text_inputs(emb, config, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the model's cross-attention reads of each caption, kept on the device in half precision: CLIP's token
+    states (and with word_embeddings the words' own embeddings after them: text_context, as the pipeline does),
+    the pooled embeddings and the mask: (N, L, W), (N, E), (N, L)."""
+    context, mask = text_context(emb.hidden_states, emb.mask, emb.word_embeddings, config.word_embeddings)
+    return context.half().to(device), emb.pooled.half().to(device), mask.to(device)
+
+
+def conditioning(text: tuple[torch.Tensor, torch.Tensor, torch.Tensor], idx: torch.Tensor | None = None) -> dict:
+    """The transformer's text keyword arguments for rows `idx` (all: None) of text_inputs' tensors, float32."""
+    context, pooled, mask = text if idx is None else (part[idx] for part in text)
+    return {"encoder_hidden_states": context.float(),  # (B, L, W)
+            "pooled_projections": pooled.float(),  # (B, E)
+            "encoder_attention_mask": mask}  # (B, L)
 
 
 def encoding_probe(vae, args: argparse.Namespace, num_frames: int = 64):

@@ -134,6 +134,18 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         ema_p.lerp_(p.detach().to(ema_p.dtype), 1.0 - decay)
 
 
+def warmup_stable_decay(optimizer: torch.optim.Optimizer, warmup: int, steps: int, decay_steps: int):
+    """The learning rate warms up linearly, holds, and falls linearly to 0 over the last decay_steps of
+    `steps` (WSD: one run can end with a decay whenever it is stopped, docs/recipe-study.md). It can be begun
+    late: a constant-rate run resumed with --steps = its step + D and --decay-steps D (at least 1) decays from
+    where it is, with no jump."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return min(1.0, max(0.0, (steps - step) / decay_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def ema_decay_at(step: int, max_decay: float) -> float:
     """EMA warm-up: a short memory at first, so the average does not stay stuck near the initial weights."""
     return min(max_decay, (1 + step) / (10 + step))

@@ -57,10 +57,9 @@ from tiny_dit.autoencoder import load_autoencoder
 from tiny_dit.conditions import random_known_mask
 from tiny_dit.flow import flow_matching_loss
 from tiny_dit.model import TINY_DIT_PRESETS, TinyDiT, token_grid
-from tiny_dit.text_encoder import text_context
-from tiny_dit.training.latent_cache import LatentCache, embed_prompts
+from tiny_dit.training.latent_cache import LatentCache, conditioning, embed_prompts, text_inputs
 from tiny_dit.training.loop import (JsonlLog, has_checkpoint, load_checkpoint, refuse_to_overwrite, resolve_precision,
-                                    restore_training_state, save_training_state, train_loop)
+                                    restore_training_state, save_training_state, train_loop, warmup_stable_decay)
 
 # A preset is the model's shape (tiny_dit.model.TINY_DIT_PRESETS: TinyDiT keyword arguments; the input
 # sizes come from the cache) plus the training defaults that suit it, kept here.
@@ -203,18 +202,6 @@ def fold_pooled_conditioning(weights: dict, trained: TinyDiT, uncond_pooled: tor
     return weights
 
 
-def warmup_stable_decay(optimizer: torch.optim.Optimizer, warmup: int, steps: int, decay_steps: int):
-    """The learning rate warms up linearly, holds, and falls linearly to 0 over the last decay_steps of
-    `steps` (WSD: one run can end with a decay whenever it is stopped, docs/recipe-study.md). It can be begun
-    late: a constant-rate run resumed with --steps = its step + D and --decay-steps D (at least 1) decays from
-    where it is, with no jump."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return min(1.0, max(0.0, (steps - step) / decay_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def model_shape(config) -> dict:
     """A model config without diffusers' bookkeeping keys ("_class_name", "_use_default_values", ...,
     whose contents vary from process to process): what must match to load weights into a model."""
@@ -324,21 +311,13 @@ def model_overrides(args: argparse.Namespace) -> dict:
 def evaluate_run(pipe, clip, args: argparse.Namespace) -> dict:
     """The project's evaluation (tiny_dit.training.evaluate) of the EMA weights, as log.jsonl fields: a learning
     curve."""
-    from tiny_dit.training.evaluate import evaluate_pipeline
+    from tiny_dit.training.evaluate import eval_scores, evaluate_pipeline
 
     still = args.batch_size == 0 if args.eval_still is None else args.eval_still
     start = time.time()
     with torch.no_grad():
         results = evaluate_pipeline(pipe, clip, num_prompts=args.eval_prompts, still=still, progress=False)
-    scores = {f"{split}/{attribute}": round(value, 4) for split in ("seen", "held-out")
-              for attribute, value in results[split]["frame_judge"].items()}
-    scores.update({f"{split}/{measure}": round(results[split][measure], 6) for split in ("seen", "held-out")
-                   for measure in ("stray_pixels", "object_in_every_frame")})
-    # Each motion and colour apart: one value failing half the time hides in an attribute's mean.
-    scores.update({f"{split}/{attribute}/{value}": round(share, 4) for split in ("seen", "held-out")
-                   for attribute in ("motion", "color")
-                   for value, share in results[split]["per_value"]["frame_judge"][attribute].items()})
-    return {"eval": scores, "eval_still": still, "eval_seconds": round(time.time() - start, 1)}
+    return {"eval": eval_scores(results), "eval_still": still, "eval_seconds": round(time.time() - start, 1)}
 
 
 def resolve_mixed_precision(args: argparse.Namespace) -> str:
@@ -435,24 +414,18 @@ def train(args: argparse.Namespace) -> dict:
     # Model, EMA copy, optimiser, LR schedule.
     model = build_model(cache, args.preset, **model_overrides(args))
 
-    # What the model's cross-attention reads of each caption: CLIP's token states, and with word_embeddings
-    # the words' own embeddings after them (text_context, as the pipeline does).
-    def text_inputs(emb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        context, mask = text_context(emb.hidden_states, emb.mask, emb.word_embeddings, model.config.word_embeddings)
-        return context.half().to(device), emb.pooled.half().to(device), mask.to(device)
-
-    context, pooled, mask = text_inputs(cache.uncond)
-    uncond = {"encoder_hidden_states": context.float(), "pooled_projections": pooled.float(),
-              "encoder_attention_mask": mask}
+    uncond = conditioning(text_inputs(cache.uncond, model.config, device))
     buckets = []
     for path, c in zip(args.cache, caches):
         still_text = None
         if args.image_batch_size:  # stills are captioned without a motion: embed those captions once
-            still_text = text_inputs(embed_prompts(clip, c.still_captions(args.word_dropout, args.seed), memo={}))
+            still_text = text_inputs(embed_prompts(clip, c.still_captions(args.word_dropout, args.seed), memo={}),
+                                     model.config, device)
         if args.object_weight and c.object_mask is None:
             raise ValueError(f"--object-weight needs the object masks of a shapes-world cache; {path} has none: "
                              "rebuild it with python -m tiny_dit.training.latent_cache")
-        buckets.append(Bucket(str(path), c.latents.to(device), text_inputs(c.text_embeddings), still_text,
+        buckets.append(Bucket(str(path), c.latents.to(device), text_inputs(c.text_embeddings, model.config, device),
+                              still_text,
                               c.object_mask.to(device) if args.object_weight else None))
     bucket_weights = torch.tensor(args.cache_weights or [1.0] * len(buckets), dtype=torch.float64)
     if args.init_from and not (args.resume and has_checkpoint(ckpt_path)):
@@ -568,9 +541,7 @@ def train(args: argparse.Namespace) -> dict:
                 text = bucket.text
             # --object-weight: the object's latent pixels count 1 + w times as much as the background's
             loss_weight = None if masks is None else 1 + args.object_weight * masks[:, None].float() / 255
-            cond = {"encoder_hidden_states": text[0][idx].float(),  # (B, L, W)
-                    "pooled_projections": text[1][idx].float(),  # (B, E)
-                    "encoder_attention_mask": text[2][idx]}  # (B, L)
+            cond = conditioning(text, idx)
             known_mask = None
             if config.known_frames_input:  # some clips' first or last frames given (stills: none)
                 known_mask = random_known_mask(len(x0), x0.shape[2], 0.0 if is_still else args.known_frames,
