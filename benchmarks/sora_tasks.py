@@ -152,8 +152,11 @@ def measure_sizes(pipe: TinyDiTPipeline, sizes=DEFAULT_SIZES, num_prompts: int =
         if still:  # the judge reads motion off several frames: a still held for 4 shows none
             clips = np.repeat(clips, 4, axis=1)
         aspects = [a for a in map(object_aspect, clips) if a is not None]
+        verdicts = [judge_frames(c) for c in clips]
         results[f"{num_frames}x{height}x{width}"] = {
-            "accuracy": score([judge_frames(c) for c in clips], prompts),
+            "accuracy": score(verdicts, prompts),
+            # one object: the judge found one piece of the object's colour (not "fragments": copies, pieces)
+            "one_object": float(np.mean([v["shape"] != "fragments" for v in verdicts])),
             "aspect": float(np.median(aspects)) if aspects else None, "aspects": aspects,
             "seconds": time.perf_counter() - start}
     return results
@@ -177,12 +180,13 @@ def print_tasks(results: dict) -> None:
 def print_sizes(results: dict) -> None:
     print(f"\nlength and size ({results['num_prompts']} prompts each, {results['steps']} steps): frame judge")
     print(f"{'frames x H x W':16s} " + " ".join(f"{a:>10s}" for a in (*ATTRIBUTES, "all"))
-          + f" {'w/h':>6s} {'seconds':>8s}   (w/h: the object's median width over height, 1 = not stretched)")
+          + f" {'one obj':>8s} {'w/h':>6s} {'seconds':>8s}   (one obj: clips with one piece of the object's colour; "
+          "w/h: the object's median width over height, 1 = not stretched)")
     for key, row in results.items():
         if isinstance(row, dict):
             aspect = "-" if row["aspect"] is None else f"{row['aspect']:.2f}"
             print(f"{key:16s} " + " ".join(f"{row['accuracy'][a]:10.1%}" for a in (*ATTRIBUTES, "all"))
-                  + f" {aspect:>6s} {row['seconds']:8.1f}")
+                  + f" {row['one_object']:8.1%} {aspect:>6s} {row['seconds']:8.1f}")
 
 
 def parse_sizes(text: str) -> list[tuple[int, int, int]]:
@@ -198,8 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default="assets/tiny-dit-shapes", help="pipeline folder or Hub repo id")
     parser.add_argument("--mode", choices=("tasks", "sizes", "all"), default="all")
     parser.add_argument("--num-inputs", type=int, default=8, help="inputs per task, prompts per size (default 8)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_NUM_INFERENCE_STEPS)
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE)
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale of the model's guider (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES),
                         help="FRAMESxHEIGHTxWIDTH,... (default: " + ",".join("x".join(map(str, s))
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = TinyDiTPipeline.from_pretrained(args.model).to("cuda" if torch.cuda.is_available() else "cpu")
     pipe.set_progress_bar_config(disable=True)
     dtype = pipe.set_dtype(args.dtype)
+    args.steps = pipe.default_num_inference_steps if args.steps is None else args.steps
+    args.guidance = pipe.default_guider.guidance_scale if args.guidance is None else args.guidance
     results = {"model": args.model, "dtype": str(dtype).removeprefix("torch.")}
     if args.mode in ("tasks", "all"):
         results["tasks"] = measure_tasks(pipe, args.num_inputs, args.steps, args.guidance, args.seed)

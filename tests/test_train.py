@@ -372,6 +372,24 @@ def test_init_from_adds_a_zero_initialised_conv_mlp(cache_dir, tmp_path):
             "--init-from", str(tmp_path / "first" / "pipeline"))
 
 
+def test_init_from_adds_the_word_embeddings_starting_at_zero(cache_dir, tmp_path):
+    """--model word_embeddings=true from a model without them: the trained weights as they were, the words'
+    type embedding and projection at zero (their tokens start as zeros), and the model then reads them."""
+    run(cache_dir, tmp_path / "first", "--steps", "2", "--sample-every", "0")
+    trained = TinyDiT.from_pretrained(tmp_path / "first" / "pipeline" / "transformer")
+    run(cache_dir, tmp_path / "second", "--steps", "1", "--sample-every", "0", "--lr", "0",
+        "--model", "word_embeddings=true", "--init-from", str(tmp_path / "first" / "pipeline"))
+    state = torch.load(tmp_path / "second" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["model_config"]["word_embeddings"]
+    for name, value in state["model"].items():
+        expected = trained.state_dict().get(name, torch.zeros_like(value))  # new parts: zero
+        assert torch.equal(value, expected), name
+    run(cache_dir, tmp_path / "third", "--steps", "6", "--sample-every", "0", "--checkpoint-every", "6",
+        "--model", "word_embeddings=true", "--init-from", str(tmp_path / "first" / "pipeline"))
+    state = torch.load(tmp_path / "third" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["model"]["word_proj.weight"].abs().sum() > 0  # it learns to read the words
+
+
 def test_init_from_folds_the_pooled_path_into_the_timestep_embedder(cache_dir, tmp_path):
     """--model pooled_conditioning=false from a model trained with it: the pooled path is gone, its output
     for the empty prompt sits in the timestep embedder's bias, everything else as trained (lr 0)."""

@@ -91,8 +91,11 @@ TRAINING_DEFAULTS = ("steps", "batch_size", "lr", "warmup", "ema_decay", "checkp
 
 
 # Model options whose parts start at zero (the block computes what it did without them), so that
-# --init-from can add them to a trained model: config key -> the name of the parts in the state dict.
-ZERO_INIT_ADDITIONS = {"conv_mlp": "mlp_conv", "known_frames_input": "patch_embed"}
+# --init-from can add them to a trained model: config key -> the names of the parts in the state dict.
+# word_embeddings: its type embedding and projection are zeroed when added (the CLIP states are read as before;
+# the words start as tokens of zeros, which take a little attention: close to the trained model, not exact).
+ZERO_INIT_ADDITIONS = {"conv_mlp": ("mlp_conv",), "known_frames_input": ("patch_embed",),
+                       "word_embeddings": ("text_type_embed", "word_proj")}
 
 
 def build_model(cache: LatentCache, preset: str, **overrides) -> TinyDiT:
@@ -450,9 +453,15 @@ def train(args: argparse.Namespace) -> dict:
                                  "(pooled_conditioning): train it with --model pooled_conditioning=false")
             weights = fold_pooled_conditioning(weights, trained, cache.uncond.pooled)
         missing, unexpected = model.load_state_dict(weights, strict=False)
-        if unexpected or any(not any(part in key for part in new_parts.values()) for key in missing):
+        if unexpected or any(not any(part in key for parts in new_parts.values() for part in parts)
+                             for key in missing):
             raise ValueError(f"--init-from {args.init_from}: weights do not fit (missing {missing}, "
                              f"unexpected {unexpected})")
+        if model.config.word_embeddings and not trained.config.word_embeddings:
+            with torch.no_grad():
+                for name in ZERO_INIT_ADDITIONS["word_embeddings"]:
+                    for parameter in getattr(model, name).parameters():
+                        parameter.zero_()
     if args.gradient_checkpointing:  # recompute activations in the backward pass: less memory, ~1/3 more time
         model.enable_gradient_checkpointing()
     ema = copy.deepcopy(model).requires_grad_(False).eval().to(device)
