@@ -2,6 +2,7 @@
 
     python app.py                                  # the bundled model, assets/tiny-dit-shapes
     TINY_DIT_MODEL=runs/dit-small/pipeline python app.py    # another pipeline folder or Hub repo id
+    TINY_DIT_FAST_MODEL=runs/fast-reflow/pipeline python app.py   # its fast (distilled) student beside it
     GRADIO_SERVER_PORT=7861 python app.py          # another port (GRADIO_SERVER_NAME=0.0.0.0: the network)
     TINY_DIT_QUEUE_SIZE=200 TINY_DIT_RUNS_PER_SESSION=1 python app.py   # the queue of a class (the defaults)
 
@@ -10,6 +11,9 @@ clip; "Inside the model" shows that very run from the inside (patches, attention
 trajectory, text path, adaLN-Zero) plus two comparisons (guidance methods or scales, the forward
 process). "Sora tasks" runs the pipeline's known frames (an image, animate an image, extend
 or connect clips), edits a clip by prompt (`video=`, `strength=`) and makes loops (`loop=True`).
+When a fast student is loaded ($TINY_DIT_FAST_MODEL, else assets/tiny-dit-shapes-fast beside the
+bundled model, if there; tiny_dit.training.distill makes one), the "Model" choice samples with it
+(a few steps, guidance in its weights) and the trajectory view compares it with the full model.
 The sampler dropdown picks the solver per request (`pipe.with_scheduler`), the
 guidance-method dropdown the guider (tiny_dit.guiders); both start at the loaded pipeline's own.
 
@@ -39,30 +43,34 @@ import gradio as gr
 import torch
 
 from tiny_dit.app import layout, outputs, sora_tasks, startup, view_contents
-from tiny_dit.app.checks import (COMPARE_MODES, SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED_MAX,
-                                 check_attention_view, check_choice, check_click, check_frame_size,
-                                 check_guidance, check_guidance_method, check_iteration, check_number,
-                                 check_prompt, check_query, check_scales, check_seed, check_steps,
-                                 check_word_view, user_errors)
+from tiny_dit.app.checks import (COMPARE_MODES, OWN_SAMPLER, SAMPLES_DEFAULT, SAMPLES_MAX, SAMPLES_MIN, SEED_MAX,
+                                 check_attention_view, check_choice, check_click, check_fast_steps,
+                                 check_frame_size, check_guidance, check_guidance_method, check_iteration,
+                                 check_model, check_number, check_prompt, check_query, check_scales, check_seed,
+                                 check_steps, check_word_view, user_errors)
 from tiny_dit.app.layout import SORA_FRAMES_MAX, iteration_slider
 from tiny_dit.app.outputs import OUTPUT_MAX_AGE_S
 from tiny_dit.app.queue_limits import ENVIRONMENT_HELP, SAMPLER, Admission, QueueLimits, waiting_runs
 from tiny_dit.app.sessions import ActiveRuns, RunStore, release_free_memory, session_of
 from tiny_dit.edit_and_loop import DEFAULT_STRENGTH, edit_schedule, loop_num_frames
+from tiny_dit.flow import is_guided
 from tiny_dit.inside import teaching, training_history
+from tiny_dit.inside.fast_comparison import compare_with_fast
 from tiny_dit.inside.geometry import ModelGeometry
 from tiny_dit.inside.recorder import RunRecord, method_name, sample_clips
 from tiny_dit.inside.views.attention import slot_layout
 from tiny_dit.inside.views.trajectory import preview_image, trajectory_images
 from tiny_dit.inside.word_attention import group_words
 from tiny_dit.pipeline import TinyDiTPipeline
-from tiny_dit.schedulers import SCHEDULERS, scheduler_name, transformer_passes
+from tiny_dit.schedulers import fresh_scheduler, scheduler_name, transformer_passes
 
 log = logging.getLogger("tiny-dit-app")
 
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = "assets/tiny-dit-shapes"
 MODEL_ENV = "TINY_DIT_MODEL"
+BUNDLED_FAST_MODEL = "assets/tiny-dit-shapes-fast"  # the bundled model's fast student, when it is shipped
+FAST_MODEL_ENV = "TINY_DIT_FAST_MODEL"
 
 # Limits of the controls (more in tiny_dit.app.checks), checked again on the server.
 RUN_TTL_S = 1800  # a finished run unused this long is dropped (the page's views then ask for a new one)
@@ -77,17 +85,30 @@ def load_pipeline(name: str | None = None) -> tuple[TinyDiTPipeline, str, list[s
     return startup.load_pipeline(name, MODEL_ENV, BUNDLED_MODEL, HERE / BUNDLED_MODEL)
 
 
+def load_fast_pipeline(full: TinyDiTPipeline, full_name: str, name: str | None = None):
+    """The fast student to offer beside the full pipeline `full` (loaded as `full_name`): the one named by `name`
+    (default: $TINY_DIT_FAST_MODEL), else the bundled model's (BUNDLED_FAST_MODEL) if `full` is the bundled model
+    and the folder is there, else none (tiny_dit.app.startup). Returns (pipeline or None, what was loaded,
+    notices for the page)."""
+    bundled = HERE / BUNDLED_FAST_MODEL if full_name == BUNDLED_MODEL else None  # a student goes with its teacher
+    return startup.load_fast_pipeline(name, FAST_MODEL_ENV, BUNDLED_FAST_MODEL, bundled, full)
+
+
 # ----------------------------------------------------------------------------
 # The event functions
 # ----------------------------------------------------------------------------
 
 
 class TinyDiTApp:
-    """The functions behind the page, bound to one pipeline. Each one checks its inputs."""
+    """The functions behind the page, bound to one pipeline (and its fast student `fast`, if one is loaded,
+    as `fast_name`). Each one checks its inputs."""
 
     def __init__(self, pipe: TinyDiTPipeline, model_name: str = "", notices: list[str] | None = None,
-                 output_dir: str | Path | None = None, limits: QueueLimits | None = None):
+                 output_dir: str | Path | None = None, limits: QueueLimits | None = None,
+                 fast: TinyDiTPipeline | None = None, fast_name: str = ""):
         self.pipe, self.model_name, self.notices = pipe, model_name, list(notices or [])
+        self.fast, self.fast_name = fast, fast_name
+        self.models = {"full": pipe, **({"fast": fast} if fast is not None else {})}  # the Model choice
         self.limits = QueueLimits() if limits is None else limits
         self.waiting_runs = lambda: 0  # sampling runs waiting in the queue (build_demo reads Gradio's)
         self.geometry = g = ModelGeometry.of(pipe)
@@ -102,8 +123,10 @@ class TinyDiTApp:
         self.head_choices = [("mean of all heads", "mean")] + [(f"head {h + 1}", str(h)) for h in range(g.num_heads)]
         self.layer_choices = [(f"block {b + 1} ({layout})", b) for b, layout in enumerate(g.layouts)]
         self.training_dir = training_history.pipeline_folder(pipe)  # its training_log.jsonl, training_samples/
-        self.sampler_choices = [(choice.label, name) for name, choice in SCHEDULERS.items()]
-        self.default_sampler = scheduler_name(pipe.scheduler) or "euler"
+        self.sampler_choices = layout.sampler_choices(*self.models.values())
+        # Each model starts at its own scheduler (a fast student at the one it was distilled for).
+        self.default_samplers = {name: scheduler_name(p.scheduler) or OWN_SAMPLER for name, p in self.models.items()}
+        self.default_sampler = self.default_samplers["full"]
         # The guidance controls start at the loaded pipeline's guider: a model's best method and scale are its own.
         self.default_guidance = float(pipe.default_guider.guidance_scale)
         self.guider_choices, self.default_guider = layout.guider_choices(pipe.default_guider)
@@ -118,12 +141,14 @@ class TinyDiTApp:
         self.runs.drop_session(session_of(request))
         release_free_memory()
 
-    def sampler_pipe(self, sampler) -> TinyDiTPipeline:
-        """A pipeline for one request: the shared models with a fresh scheduler of the chosen sampler (a
-        name of SCHEDULERS; None: the loaded pipeline's). The shared pipeline's scheduler never changes."""
-        name = self.default_sampler if sampler is None else check_choice(
-            sampler, "Sampler", {name: name for name in SCHEDULERS})
-        return self.pipe.with_scheduler(name)
+    def sampler_pipe(self, sampler, model: str = "full") -> TinyDiTPipeline:
+        """A pipeline for one request: the shared models of `model` (a checked name of self.models) with a fresh
+        scheduler of the chosen sampler (a name of SCHEDULERS, or OWN_SAMPLER: the model's own scheduler; None:
+        the model's default). The shared pipelines' schedulers never change."""
+        name = self.default_samplers[model] if sampler is None else check_choice(
+            sampler, "Sampler", {name: name for _, name in self.sampler_choices})
+        pipe = self.models[model]
+        return pipe.with_scheduler(fresh_scheduler(pipe.scheduler) if name == OWN_SAMPLER else name)
 
     def warn_about(self, prompt: str) -> list[str]:
         """The prompt's notices (truncated by CLIP), shown as gr.Warning, and returned."""
@@ -137,20 +162,24 @@ class TinyDiTApp:
     def random_seed(self) -> int:
         return random.randint(0, SEED_MAX)
 
-    def generate(self, prompt, guidance, steps, samples, seed, sampler=None, guider=None, request: gr.Request = None,
-                 progress=gr.Progress()):
+    def generate(self, prompt, guidance, steps, samples, seed, sampler=None, guider=None, model=None,
+                 request: gr.Request = None, progress=gr.Progress()):
         """Sample clips with a live preview (`guider`: the guidance method, a name of tiny_dit.guiders.GUIDERS;
-        None or "own": the pipeline's). Yields (preview image, grid video, clips, info, run handle):
+        None or "own": the pipeline's; `model`: "full", or "fast" when a fast student is loaded; None: "full").
+        Yields (preview image, grid video, clips, info, run handle):
         a status line after every iteration (so that Stop and job.cancel() act within one), a preview
         every ~steps/5, and finally the videos and the handle of the run (kept in self.runs)."""
         prompt, guidance, steps = check_prompt(prompt), check_guidance(guidance), check_steps(steps)
         samples = check_number(samples, "Number of samples", SAMPLES_MIN, SAMPLES_MAX, integer=True)
-        seed, run_pipe, guider = check_seed(seed), self.sampler_pipe(sampler), check_guidance_method(guider)
+        model = check_model(model, self.models)
+        seed, run_pipe, guider = check_seed(seed), self.sampler_pipe(sampler, model), check_guidance_method(guider)
         notices, session, start = self.warn_about(prompt), session_of(request), time.perf_counter()
         samples, busy = self.limits.samples_now(samples, self.waiting_runs())  # fewer clips while the queue is long
-        if busy:
-            gr.Info(busy)
-            notices.append(busy)
+        # A guided fast run is honoured, and the page says why it is unusual.
+        guided_twice = teaching.fast_guided_notice(guidance) if model == "fast" and is_guided(guidance) else None
+        for notice in filter(None, [busy, guided_twice]):
+            gr.Info(notice)
+            notices.append(notice)
         record = preview = None
         yield None, None, None, "Encoding the prompt and drawing the starting noise...", gr.skip()
         with closing(self.active.sample(session, run_pipe, prompt, seed=seed, guidance_scale=guidance, guider=guider,
@@ -168,10 +197,18 @@ class TinyDiTApp:
         grid, clips = outputs.write_run_videos(outputs.run_dir(self.output_root), record)
         record.notices = notices
         handle = self.runs.put(session, record.slim())  # the views need clip 1 only
-        info = teaching.run_summary(record, time.perf_counter() - start)
+        info = teaching.run_summary(record, time.perf_counter() - start, model if self.fast is not None else None)
         record = event = None  # only the slim copy stays (in self.runs)
         release_free_memory()
         yield preview, grid, clips, info, handle
+
+    def model_chosen(self, model):
+        """The Model choice changed: the iterations, class guidance and sampler become the model's own (the fast
+        student: its few steps, guidance 1, the scheduler it was distilled for). Returns the three controls."""
+        model = check_model(model, self.models)
+        pipe = self.models[model]
+        return (gr.Slider(value=pipe.default_num_inference_steps), gr.Slider(value=pipe.default_guider.guidance_scale),
+                gr.Dropdown(self.sampler_choices, value=self.default_samplers[model]))
 
     def stop(self, request: gr.Request = None):
         """The Stop button: stop this session's run within one DiT block, wait (a few seconds at most)
@@ -201,6 +238,16 @@ class TinyDiTApp:
         record = self.record_of(record)
         step = check_iteration(step, record.num_passes, "Iterations done (denoising steps)", lo=0)
         return trajectory_images(record, self.pipe, step)
+
+    def compare_fast(self, fast_steps, record, progress=gr.Progress()):
+        """The run's prompt and seed (clip 1's starting noise) by the full model at its defaults and by the fast
+        one in `fast_steps` steps (tiny_dit.inside.fast_comparison): (their paths, their clips, text)."""
+        record = self.record_of(record)
+        check_model("fast", self.models)  # refused, saying so, on a server without one
+        fast_steps = check_fast_steps(fast_steps, self.fast.default_num_inference_steps)
+        full, fast = (p.with_scheduler(fresh_scheduler(p.scheduler)) for p in (self.pipe, self.fast))
+        return compare_with_fast(full, fast, record.prompt, record.seed, fast_steps, lock=self.sampling_lock,
+                                 on_start=lambda i, what: progress((i, 2), desc=f"sampling {what}"))
 
     def text_path(self, record):
         return view_contents.text_path(self.record_of(record), self.pipe)
@@ -337,18 +384,23 @@ class TinyDiTApp:
 
 
 def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notices: list[str] | None = None,
-               limits: QueueLimits | None = None) -> tuple[gr.Blocks, TinyDiTApp]:
-    """The Gradio app on `pipe` (default: load_pipeline()), not launched, and its functions. `limits`: the
-    queue's (default: from the environment, tiny_dit.app.queue_limits)."""
+               limits: QueueLimits | None = None, fast: TinyDiTPipeline | None = None,
+               fast_name: str = "") -> tuple[gr.Blocks, TinyDiTApp]:
+    """The Gradio app on `pipe` (default: load_pipeline(), and its fast student, load_fast_pipeline()) and the
+    fast student `fast` (loaded as `fast_name`; None: none, no Model choice), not launched, and its functions.
+    `limits`: the queue's (default: from the environment, tiny_dit.app.queue_limits)."""
     if pipe is None:
         pipe, model_name, notices = load_pipeline()
+        fast, fast_name, fast_notices = load_fast_pipeline(pipe, model_name)
+        notices = notices + fast_notices
     limits = QueueLimits.from_env() if limits is None else limits
-    app = TinyDiTApp(pipe, model_name, notices, limits=limits)
+    app = TinyDiTApp(pipe, model_name, notices, limits=limits, fast=fast, fast_name=fast_name)
     g, controls = app.geometry, teaching.CONTROLS
+    fast_steps = None if fast is None else fast.default_num_inference_steps
 
     with gr.Blocks(title="tiny-dit: Sora in miniature", delete_cache=(1800, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown(teaching.INTRO)
-        gr.Markdown(teaching.model_summary(model_name, g, app.notices), elem_id="model-info")
+        gr.Markdown(teaching.model_summary(model_name, g, app.notices, fast_name, fast_steps), elem_id="model-info")
         # The state holds a RunHandle; the run itself lives in app.runs (bounded: see tiny_dit.app.sessions).
         run_state = gr.State(None, time_to_live=RUN_TTL_S, delete_callback=app.runs.drop)
         query_state = gr.State(None)
@@ -362,6 +414,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
                         gr.Examples([[p] for p in teaching.SEEN_EXAMPLES], inputs=[prompt], label="Seen in training")
                         gr.Examples([[p] for p in teaching.HELD_OUT_EXAMPLES], inputs=[prompt],
                                     label=teaching.HELD_OUT_LABEL)
+                        model = layout.model_radio(pipe, fast, elem_id="model", **controls["model"])  # hidden: none
                         with gr.Row():
                             guidance = layout.guidance_slider(app.default_guidance, scale=3, elem_id="guidance",
                                                               **controls["guidance"])
@@ -391,7 +444,7 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         with gr.Tabs(elem_id="views"):  # one function per view (tiny_dit.app.layout), its teaching text first
             patch = layout.patch_tab(g)
             att = layout.attention_tab(g, app.layer_choices, app.head_choices)
-            traj = layout.trajectory_tab()
+            traj = layout.trajectory_tab(fast_steps)
             compared = layout.guidance_tab()
             text_view = layout.text_tab()
             words = layout.words_tab(app.layer_choices, app.head_choices)
@@ -409,7 +462,8 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         raw = dict(preprocess=False)  # raw JSON values: tiny_dit.app.checks checks them, nothing is coerced
         minimal, private = dict(show_progress="minimal"), dict(api_visibility="private")
         randomise.click(app.random_seed, None, seed, api_name="random_seed", queue=False, **private)
-        generate_inputs = [prompt, guidance, steps, samples, seed, sampler_choice, guider]
+        # New inputs go last, each optional, so that API callers that predate them keep working (model: "full").
+        generate_inputs = [prompt, guidance, steps, samples, seed, sampler_choice, guider, model]
         gen_event = gr.on([generate.click, prompt.submit], wrap(app.generate), generate_inputs,
                           [preview, grid_video, clips, info, run_state], api_name="generate",
                           show_progress_on=[grid_video], validator=admit.validator(len(generate_inputs), "generate"),
@@ -419,6 +473,8 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
         stop.click(wrap(app.stop), None, [preview, info], cancels=[gen_event], queue=False, api_name="stop",
                    show_progress="hidden", **private)
         demo.unload(app.close_session)  # the tab was closed: drop the session's run now
+        model.input(wrap(app.model_chosen), [model], [steps, guidance, sampler_choice], queue=False,
+                    show_progress="hidden", **private, **raw)
 
         attention_outputs = [att.picker, att.heatmap, att.matrix, att.md, query_state]
         inside_outputs = [patch.frames, patch.channels, patch.md, *attention_outputs, att.step,
@@ -433,6 +489,11 @@ def build_demo(pipe: TinyDiTPipeline | None = None, model_name: str = "", notice
               api_name="pick_patch", **private, **minimal, **raw)
         traj.step.release(wrap(app.trajectory), [run_state, traj.step], [traj.latent, traj.frames, traj.md],
                           api_name="trajectory", **minimal, **raw)
+        if fast is not None:  # the full and the fast model on the run's prompt and seed: two sampling runs
+            fast_inputs = [traj.fast_steps, run_state]  # the first input shows a queue refusal: not the state
+            traj.compare.click(wrap(app.compare_fast), fast_inputs, [traj.fast_paths, traj.fast_clips, traj.fast_md],
+                               api_name="compare_fast", validator=admit.validator(len(fast_inputs), "compare_fast"),
+                               **sampler, **raw)
         compare_inputs = [prompt, seed, steps, compared.scales, sampler_choice, compared.mode, guidance, guider]
         compared.compare.click(wrap(app.compare_guidance), compare_inputs, [compared.video, compared.md],
                                api_name="compare_guidance",
@@ -476,11 +537,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         description="tiny-dit's teaching app (Gradio).", formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"{ENVIRONMENT_HELP}\nother settings: {MODEL_ENV} (the model), TINY_DIT_THREADS (torch threads), "
+        epilog=f"{ENVIRONMENT_HELP}\nother settings: {MODEL_ENV} (the model), {FAST_MODEL_ENV} (its fast distilled "
+               f"student, offered beside it; default {BUNDLED_FAST_MODEL} with the bundled model, if there), "
+               f"TINY_DIT_THREADS (torch threads), "
                f"TINY_DIT_DTYPE (bfloat16, float32 or auto), {MAX_RUNS_MB_ENV} (finished runs kept, all sessions; "
                f"default {MAX_RUNS_MB}), GRADIO_SERVER_PORT, GRADIO_SERVER_NAME")
     parser.add_argument("--model", default=None, help=f"pipeline folder or Hub repo id (default: ${MODEL_ENV}, "
                                                       f"else {BUNDLED_MODEL})")
+    parser.add_argument("--fast-model", default=None, help=f"the fast student's pipeline folder or Hub repo id "
+                        f"(default: ${FAST_MODEL_ENV}, else {BUNDLED_FAST_MODEL} with the bundled model, if there)")
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--host", default=None, help="address (default: $GRADIO_SERVER_NAME, else 127.0.0.1)")
     args = parser.parse_args(argv)
@@ -493,12 +558,15 @@ def main(argv: list[str] | None = None) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
     pipe, name, notices = load_pipeline(args.model)
+    fast, fast_name, fast_notices = load_fast_pipeline(pipe, name, args.fast_model)
+    notices += fast_notices
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
-    demo, _ = build_demo(pipe, name, notices, limits)
+    demo, _ = build_demo(pipe, name, notices, limits, fast, fast_name)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, show_error=False,
                 css=CSS)
-    print(f"tiny-dit app on {name} ({str(pipe.transformer.dtype).replace('torch.', '')}): {demo.local_url}\n"
+    beside = f", fast model {fast_name}" if fast is not None else ""
+    print(f"tiny-dit app on {name}{beside} ({str(pipe.transformer.dtype).replace('torch.', '')}): {demo.local_url}\n"
           f"{limits.describe()}", flush=True)
     demo.block_thread()
 

@@ -414,7 +414,7 @@ def test_the_guidance_controls_start_at_the_served_pipelines_guider(guider, meth
     sora_slider = next(b for b in demo.blocks.values() if getattr(b, "label", None) == "Class guidance (w)")
     assert sora_slider.value == scale
     generate, compare = event(demo, "generate"), event(demo, "compare_guidance")
-    assert generate.inputs[1] is slider and generate.inputs[-1] is dropdown
+    assert generate.inputs[1] is slider and generate.inputs[6] is dropdown  # then the model (tests/test_app_fast.py)
     assert compare.inputs[-2:] == [slider, dropdown] and compare.inputs[-3].value == "methods"
 
 
@@ -705,15 +705,21 @@ def test_raw_http_errors_name_the_field(server):
     import httpx
 
     url = server[2].rstrip("/")
-    # Raw HTTP sends every input (the last two: the sampler and the guidance method); gradio_client fills in defaults.
-    for body, message in [('{"data": ["%s", 5, 4, 1, NaN, "euler", "cfg"]}' % PROMPT, "Seed must be a whole number"),
-                          ('{"data": ["%s", 5, 4, 1, 1e999, "euler", "cfg"]}' % PROMPT, "Seed must be a whole number"),
-                          ('{"data": ["%s", true, 4, 1, 0, "euler", "cfg"]}' % PROMPT, "got the boolean True"),
-                          ('{"data": [["%s"], 5, 4, 1, 0, "euler", "cfg"]}' % PROMPT,
+    # Raw HTTP sends every input (the last three: the sampler, the guidance method and the model); gradio_client
+    # fills in defaults.
+    for body, message in [('{"data": ["%s", 5, 4, 1, NaN, "euler", "cfg", "full"]}' % PROMPT,
+                           "Seed must be a whole number"),
+                          ('{"data": ["%s", 5, 4, 1, 1e999, "euler", "cfg", "full"]}' % PROMPT,
+                           "Seed must be a whole number"),
+                          ('{"data": ["%s", true, 4, 1, 0, "euler", "cfg", "full"]}' % PROMPT, "got the boolean True"),
+                          ('{"data": [["%s"], 5, 4, 1, 0, "euler", "cfg", "full"]}' % PROMPT,
                            "The prompt must be text (a string); got a list"),
-                          ('{"data": ["%s", 5, 4, 1, 0, ["heun"], "cfg"]}' % PROMPT, "Sampler must be one of 'euler'"),
-                          ('{"data": ["%s", 5, 4, 1, 0, "euler", 3]}' % PROMPT,
-                           "Guidance method must be one of 'cfg', 'interval'")]:
+                          ('{"data": ["%s", 5, 4, 1, 0, ["heun"], "cfg", "full"]}' % PROMPT,
+                           "Sampler must be one of 'euler'"),
+                          ('{"data": ["%s", 5, 4, 1, 0, "euler", 3, "full"]}' % PROMPT,
+                           "Guidance method must be one of 'cfg', 'interval'"),
+                          ('{"data": ["%s", 5, 4, 1, 0, "euler", "cfg", "fast"]}' % PROMPT,
+                           "Model 'fast' is not available")]:
         post = httpx.post(f"{url}/gradio_api/call/generate", content=body,
                           headers={"Content-Type": "application/json"}, timeout=30)
         assert post.status_code == 200, post.text

@@ -254,7 +254,9 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
                                        shift)
         elif shift is not None:
             raise ValueError("shift goes with a scheduler name; a scheduler object has its own")
-        pipe = type(self)(**{**self.components, "scheduler": scheduler})
+        # Its default steps too: a fast student's copy still samples in its few by default.
+        pipe = type(self)(**{**self.components, "scheduler": scheduler},
+                          default_num_inference_steps=self.default_num_inference_steps)
         pipe._progress_bar_config = dict(getattr(self, "_progress_bar_config", {}))
         return pipe
 

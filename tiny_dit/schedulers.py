@@ -103,6 +103,12 @@ def scheduler_name(scheduler) -> str | None:
     return None
 
 
+def fresh_scheduler(scheduler):
+    """A new scheduler of the same class and config, without the state of any run: one per request of a server
+    (`pipe.with_scheduler(fresh_scheduler(pipe.scheduler))`), whatever the class, LCM's included."""
+    return type(scheduler).from_config(scheduler.config)
+
+
 def describe_scheduler(scheduler) -> str:
     """A short name for tables and logs, e.g. "dpm++ (shift 3)"."""
     name = scheduler_name(scheduler) or type(scheduler).__name__
@@ -147,7 +153,7 @@ def noise_levels(scheduler, num_inference_steps: int) -> np.ndarray:
     float (passes + 1,), the input level of every transformer pass, then the final one (0). Heun
     visits each inner level twice (its second pass is at the end of its step). Does not change
     `scheduler`: a copy is set."""
-    copy = type(scheduler).from_config(scheduler.config)
+    copy = fresh_scheduler(scheduler)
     set_flow_timesteps(copy, num_inference_steps)
     return copy.sigmas.detach().float().cpu().numpy()[:len(copy.timesteps) + 1].copy()
 

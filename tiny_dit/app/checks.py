@@ -183,6 +183,9 @@ SEED_MAX = 2**32 - 1
 MAX_PROMPT_CHARS = 1000
 MAX_GUIDANCE_COMPARE = 8
 OWN_GUIDER = "own"  # the guidance method "the loaded pipeline's own guider" (one that is none of GUIDERS)
+OWN_SAMPLER = "own"  # the sampler "the model's own scheduler" (offered when a model's is none of SCHEDULERS)
+MODELS = ("full", "fast")  # the Model choice: the full model, or its fast (distilled) student when one is loaded
+FAST_STEPS_MAX = 4  # the fast model's steps in the comparison: the 1 to 4 a student is distilled for
 COMPARE_MODES = ("methods", "scales")  # what the guidance comparison varies
 
 
@@ -208,6 +211,28 @@ def check_guidance_method(guider, what: str = "Guidance method") -> str | None:
     if guider is None:
         return None
     return check_choice(guider, what, {**{name: name for name in GUIDERS}, OWN_GUIDER: None})
+
+
+def check_model(model, loaded) -> str:
+    """"full" or "fast", one of MODELS that is `loaded` (None: "full", for API callers that predate the choice);
+    "fast" on a server without a fast model is refused, saying so."""
+    if model is None:
+        return "full"
+    model = check_choice(model, "Model", {name: name for name in MODELS})
+    if model not in loaded:
+        raise user_error(f"Model {model!r} is not available: no fast (distilled) model is loaded on this server. "
+                         "Choose 'full'.")
+    return model
+
+
+def fast_steps_max(default_steps: int) -> int:
+    """The most steps the comparison offers a fast model whose default is `default_steps`: FAST_STEPS_MAX, or
+    its default if that is more."""
+    return max(FAST_STEPS_MAX, default_steps)
+
+
+def check_fast_steps(steps, default_steps: int) -> int:
+    return check_number(steps, "Fast model steps", 1, fast_steps_max(default_steps), integer=True)
 
 
 def check_scales(scales) -> list[float]:

@@ -13,16 +13,17 @@ from types import SimpleNamespace
 import gradio as gr
 
 from tiny_dit.app import sora_tasks
-from tiny_dit.app.checks import (COMPARE_MODES, GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, OWN_GUIDER, SEED_MAX,
-                                 STEPS_MAX, STEPS_MIN, side_max)
+from tiny_dit.app.checks import (COMPARE_MODES, GUIDANCE_MAX, GUIDANCE_MIN, GUIDANCE_STEP, OWN_GUIDER, OWN_SAMPLER,
+                                 SEED_MAX, STEPS_MAX, STEPS_MIN, fast_steps_max, side_max)
 from tiny_dit.edit_and_loop import DEFAULT_STRENGTH
-from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE
+from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE, is_guided
 from tiny_dit.guiders import GUIDERS, guider_name
 from tiny_dit.inside import training_history
-from tiny_dit.inside.teaching import MATRIX_TEXT, SORA_TEXT, VIEW_TEXT
+from tiny_dit.inside.teaching import FAST_TEXT, MATRIX_TEXT, SORA_TEXT, VIEW_TEXT
 from tiny_dit.inside.views.patch_grid import token_arithmetic
 from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS
 from tiny_dit.pipeline_checks import MAX_NUM_FRAMES
+from tiny_dit.schedulers import SCHEDULERS, scheduler_name
 
 GUIDANCE_COMPARE_CHOICES = [1, 2, 3, 5, 7.5, 10, 15]
 GUIDANCE_COMPARE_DEFAULT = [1, 3, 5, 10]
@@ -65,6 +66,30 @@ def guider_choices(guider) -> tuple[list[tuple[str, str]], str]:
     if name is None:
         choices.insert(0, (f"the model's own: {type(guider).__name__}", OWN_GUIDER))
     return choices, name or OWN_GUIDER
+
+
+def sampler_choices(*pipes) -> list[tuple[str, str]]:
+    """The samplers to choose from, (label, name) for each of SCHEDULERS, and OWN_SAMPLER (each model's own
+    scheduler) when one of the served `pipes` (the full model, the fast one if loaded) has a scheduler that is
+    none of them (the LCM scheduler of a consistency-distilled student)."""
+    choices = [(choice.label, name) for name, choice in SCHEDULERS.items()]
+    others = [type(pipe.scheduler).__name__ for pipe in pipes if scheduler_name(pipe.scheduler) is None]
+    if others:
+        choices.append((f"the model's own: {', '.join(others)}", OWN_SAMPLER))
+    return choices
+
+
+def model_radio(full, fast=None, **kwargs) -> gr.Radio:
+    """The Model choice: the full pipeline `full`, or its fast student `fast` (a pipeline; None: only the full
+    model, and the choice is hidden), each labelled with its default steps and whether it guides."""
+    def label(name, pipe, how):
+        return f"{name} ({pipe.default_num_inference_steps} steps, {how})"
+
+    choices = [(label("full", full, "guided" if is_guided(full.default_guider.guidance_scale) else "unguided"),
+                "full")]
+    if fast is not None:
+        choices.append((label("fast", fast, "distilled"), "fast"))
+    return gr.Radio(choices, value="full", visible=fast is not None, **kwargs)
 
 
 def steps_slider(**kwargs) -> gr.Slider:
@@ -170,7 +195,9 @@ def attention_tab(g, layer_choices: list, head_choices: list) -> SimpleNamespace
     return SimpleNamespace(layer=layer, head=head, step=step, picker=picker, heatmap=heatmap, md=md, matrix=matrix)
 
 
-def trajectory_tab() -> SimpleNamespace:
+def trajectory_tab(fast_steps: int | None = None) -> SimpleNamespace:
+    """The denoising trajectory of the run, and, when a fast model is loaded (`fast_steps`: its default steps),
+    the run's prompt and seed by the full and the fast model (without one, those parts are None)."""
     with gr.Tab("Denoising trajectory", id="trajectory", elem_id="tab-trajectory"):
         gr.Markdown(VIEW_TEXT["trajectory"])
         step = view_step_slider(DEFAULT_NUM_INFERENCE_STEPS // 2, minimum=0, label="Iterations done (0 = pure noise)")
@@ -178,7 +205,26 @@ def trajectory_tab() -> SimpleNamespace:
         with gr.Row():
             latent = image_output("The noise levels the sampler visits, and x_t in latent space", scale=2)
             frames = image_output("x_t and pred_x0, decoded", scale=3)
-    return SimpleNamespace(step=step, md=md, latent=latent, frames=frames)
+        fast = fast_comparison(fast_steps) if fast_steps is not None else SimpleNamespace(
+            fast_steps=None, compare=None, fast_md=None, fast_paths=None, fast_clips=None)
+    return SimpleNamespace(step=step, md=md, latent=latent, frames=frames, **vars(fast))
+
+
+def fast_comparison(default_steps: int) -> SimpleNamespace:
+    """The full model beside its fast student (whose default is `default_steps` steps), in the trajectory tab."""
+    with gr.Column(elem_id="fast-comparison"):
+        gr.Markdown(FAST_TEXT)
+        with gr.Row():
+            fast_steps = gr.Slider(1, fast_steps_max(default_steps), value=default_steps, step=1, scale=3,
+                                   label="Fast model steps", elem_id="fast-steps")
+            compare = gr.Button("Compare with the fast model", variant="primary", scale=1, elem_id="fast-compare")
+        fast_md = gr.Markdown(label="The full and the fast model", elem_id="fast-info")
+        with gr.Row():
+            fast_paths = image_output("Same noise, same prompt: where each model is at the fast model's noise "
+                                      "levels (middle frame)", scale=3, elem_id="fast-paths")
+            fast_clips = image_output("The finished clips", scale=3, elem_id="fast-clips")
+    return SimpleNamespace(fast_steps=fast_steps, compare=compare, fast_md=fast_md, fast_paths=fast_paths,
+                           fast_clips=fast_clips)
 
 
 def guidance_tab() -> SimpleNamespace:

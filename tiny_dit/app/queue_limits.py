@@ -2,8 +2,8 @@
 message that names the limit when one is reached.
 
 A class opens the app in the same minute. On a 2-vCPU Space the sampler runs one request at a time
-(the events that sample, Generate, the guidance comparison and a Sora task, share Gradio's
-concurrency_id "sampler" with concurrency_limit 1: batching requests gains little on 2 cores), so the
+(the events that sample, Generate, the guidance and fast-model comparisons and a Sora task, share
+Gradio's concurrency_id "sampler" with concurrency_limit 1: batching requests gains little on 2 cores), so the
 others wait in Gradio's queue, first come first served. While a run waits, the page shows its place in
 the queue and, once a run of that event has finished since the server started, the expected wait
 (Gradio's estimate: the mean time of that event's runs so far, times the runs ahead).

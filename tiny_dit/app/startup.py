@@ -2,9 +2,14 @@
 what the hardware has, not timed, and no spurious warnings at load.
 
     pipe, name, notices = load_pipeline(requested, env="TINY_DIT_MODEL", bundled="assets/tiny-dit-shapes")
+    fast, fast_name, more = load_fast_pipeline(None, "TINY_DIT_FAST_MODEL", "assets/tiny-dit-shapes-fast",
+                                               bundled_path, pipe)
 
 Loading falls back from the requested model to the bundled one to an untrained stand-in of the
-same shapes (standin_pipeline), and says why in `notices`, so the page always comes up.
+same shapes (standin_pipeline), and says why in `notices`, so the page always comes up. The fast
+(distilled) student beside it is optional: the requested one, else the bundled one if its folder is
+there, else none (the page then offers the full model alone); one that cannot be loaded is left
+out, and the notices say why.
 
 `pipe.set_dtype("auto")` times a 4-clip guided batch of the transformer in float32 and in
 bfloat16 and keeps the faster: 3.6-4.1 s of a 13 s cold start on this 2-core CPU (measured
@@ -136,3 +141,31 @@ def load_pipeline(requested: str | None, env: str, bundled: str, bundled_path: s
                        "**Running an untrained stand-in with random weights: its clips are noise.** Train a model "
                        f"(`python -m tiny_dit.training.train`) and point {env} at its `pipeline/` folder.")
     return prepare(standin_pipeline(), "standin"), "untrained stand-in (random weights)", notices
+
+
+def load_fast_pipeline(requested: str | None, env: str, bundled: str, bundled_path: str | Path | None, full):
+    """The fast student to offer beside the full pipeline `full`: the one `requested` (None: $`env`), else the
+    bundled one (`bundled`, found at `bundled_path`; None: no bundled student goes with `full`) if its folder
+    exists, else none. A student that cannot be loaded, or whose clips and tokens are not those of `full` (a
+    student keeps its teacher's sizes), is left out. Returns (pipeline or None, what was loaded, notices)."""
+    from tiny_dit.inside.geometry import ModelGeometry
+    from tiny_dit.pipeline import TinyDiTPipeline
+
+    requested = os.environ.get(env, "").strip() if requested is None else requested
+    tries = [(requested, f"`{requested}` ({env})")] if requested else []
+    if bundled_path is not None and Path(bundled_path).is_dir():
+        tries.append((str(bundled_path), f"the bundled `{bundled}`"))
+    notices = []
+    quiet_loading()
+    for i, (source, what) in enumerate(tries):
+        try:
+            pipe = TinyDiTPipeline.from_pretrained(source)
+            if ModelGeometry.of(pipe) != ModelGeometry.of(full):
+                raise ValueError("its clips or tokens are not the full model's: a student keeps its teacher's sizes.")
+        except Exception as error:  # any failure to load: say so, then the next one or none
+            then = (f"Trying the bundled `{bundled}`." if i + 1 < len(tries) else
+                    "Only the full model is offered.")
+            notices.append(f"Could not load the fast model {what}: {md_escape(short(error))} {then}")
+            continue
+        return prepare(pipe, source), (requested if source == requested else bundled), notices
+    return None, "", notices

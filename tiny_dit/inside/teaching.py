@@ -126,9 +126,24 @@ CONTROLS = {
     "samples": dict(label="Number of samples (clips, the batch size)",
                     info="Many samples are slow on a CPU: time grows with the number of clips."),
     "seed": dict(label="Seed", info="Same seed, same starting noise, same clips."),
+    "model": dict(label="Model",
+                  info="The fast model is a student distilled from the full one: a clip in a few steps, one pass "
+                       "each, its guidance built into its weights. Choosing one sets the iterations, class guidance "
+                       "and sampler to its own; you may still change them."),
 }
 HELD_OUT_LABEL = "Held out: colour-shape pairs never seen in training (does it compose?)"
 PREVIEW_LABEL = "Live preview: the model's current guess of the clean clips (pred_x0), updated every few iterations"
+
+# The denoising-trajectory view, when a fast (distilled) model is loaded beside the full one.
+FAST_TEXT = (
+    "**Beside the fast model.** This server also has a fast model: a student distilled from the full one "
+    "(`tiny_dit/training/distill.py`). *Compare with the fast model* samples your run's prompt and seed with "
+    "both, from the same starting noise: the full model at its defaults, the student in the steps chosen here. "
+    "Each column is a noise level the student visits; the full model's rows show its own pass at that level.")
+FAST_WHY = (
+    "Why a few steps are enough: the student was trained to land, in one big step, where the teacher's whole path "
+    "of small steps ends (the teacher's path bends; the line from its noise to its clip does not), and the "
+    "teacher's guidance is in its weights, so it reads the prompt alone, one transformer pass a step.")
 
 INSIDE_TEXT = ("## Inside the model\nEverything below is computed from the run you just made (clip 1), except the "
                "guidance comparison, the forward process and how the model learned.")
@@ -146,20 +161,32 @@ def guidance_state(w: float, method: str | None = None) -> str:
     return "on" if method is None else f"on ({method})"
 
 
-def model_summary(model_name: str, g, notices: list[str]) -> str:
-    """The line under the title: the model's sizes (a ModelGeometry), and the loading notices."""
+def model_summary(model_name: str, g, notices: list[str], fast_name: str = "", fast_steps: int | None = None) -> str:
+    """The line under the title: the model's sizes (a ModelGeometry), the fast model beside it (if one is
+    loaded: its name and default steps), and the loading notices."""
     line = (f"Model: `{model_name}`: {g.num_frames} frames of {g.width} x {g.height} px, "
             f"{g.num_tokens} tokens, {g.depth} blocks x {g.num_heads} heads, width {g.hidden_size}.")
+    if fast_name:
+        line += (f" Fast model: `{fast_name}`, a student distilled from it: {fast_steps} steps, guidance in its "
+                 "weights (choose it under *Model*).")
     return "\n\n".join([line] + [f"**Note:** {n}" for n in notices])
 
 
-def run_summary(record, total: float) -> str:
-    """What a Generate run did and where its time went (a RunRecord; `total`: seconds, all in)."""
+def fast_guided_notice(w: float) -> str:
+    """Why a fast-model run with class guidance on is unusual (the run goes ahead as asked)."""
+    return (f"The fast model has its guidance built into its weights: class guidance w = {w:g} guides it a second "
+            "time (two passes a step, and colours that overshoot). Set class guidance to 1 for its own.")
+
+
+def run_summary(record, total: float, model: str | None = None) -> str:
+    """What a Generate run did and where its time went (a RunRecord; `total`: seconds, all in; `model`: which
+    model made it, "full" or "fast", named when the page offers both)."""
     t = record.timings
     n, steps = record.num_videos, record.num_inference_steps
     per_step = t["denoise"] / max(steps, 1)
     passes = f", {record.num_passes} transformer passes" if record.num_passes != steps else ""
-    lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s** ({steps} iterations{passes} of the "
+    by = f" by the {model} model" if model else ""
+    lines = [f"**{n} clip{'s' if n > 1 else ''} in {total:.1f} s**{by} ({steps} iterations{passes} of the "
              f"{record.scheduler} sampler, class guidance {record.guidance_scale:g} = "
              f"{guidance_state(record.guidance_scale, _literal(record.guider))}, seed {record.seed}).",
              f"Prompt and noise {t['prepare']:.2f} s, denoising {t['denoise']:.1f} s ({per_step:.2f} s per "
@@ -180,6 +207,23 @@ def attention_caption(record, layer: int, head: int | None, shown: int) -> str:
     who = "the mean of all heads" if head is None else f"head {head + 1}"
     return (f"Block {layer + 1} ({record.geometry.layouts[layer]} attention), {who}, iteration {shown + 1} of "
             f"{record.num_passes} (noise level sigma = {float(record.sigmas[shown]):.2f}), clip 1.")
+
+
+def fast_comparison_summary(full, fast, difference: float) -> str:
+    """The full model beside its fast student on the same prompt and noise (two RunRecords; `difference`: the
+    mean absolute difference of their finished clips, in grey levels 0-255), and why the student needs so few
+    steps (FAST_WHY)."""
+    def how(record) -> str:
+        passes = f", {record.num_passes} passes" if record.num_passes != record.num_inference_steps else ""
+        return (f"{record.num_inference_steps} step{'s' if record.num_inference_steps > 1 else ''}{passes} of "
+                f"the {record.scheduler} sampler, class guidance {record.guidance_scale:g} = "
+                f"{guidance_state(record.guidance_scale, _literal(record.guider))}, denoising in "
+                f"{record.timings['denoise']:.2f} s")
+
+    return (f"Prompt \"{full.prompt}\", seed {full.seed}, the same starting noise (clip 1 of your run). "
+            f"**Full model:** {how(full)}, CLIP score {full.clip_scores[0]:.3f}. **Fast model:** {how(fast)}, CLIP "
+            f"score {fast.clip_scores[0]:.3f}. The two clips differ by {difference:.1f} grey levels per pixel on "
+            f"average (of 255).\n\n{FAST_WHY}")
 
 
 STRAY_PIXELS_NOTE = ("Stray pixels: the share of the frame's pixels far from the background outside the object's "

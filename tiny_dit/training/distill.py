@@ -25,8 +25,9 @@ Two ways to teach it, one student:
                 the path's end. It samples with LCM's scheduler: jump to the predicted clip, noise it afresh
                 to the next level.
 
-Both train the student only at the noise levels its sampler visits (--steps-trained, at the teacher's
-shift); both save the EMA weights. The run folder (--out):
+Reflow trains the student at the noise levels its sampler visits (--steps-trained at the teacher's shift: for
+1, 2 and 4 steps at shift 3, 1, 0.9, 0.75 and 0.5); consistency along the teacher's whole grid, of which those
+are points. Both save the EMA weights. The run folder (--out):
 
     pairs/                 reflow: the teacher's clips (noise, clip, cache index), in shards
     checkpoint.pt          student, EMA, optimiser, LR schedule, step, random generators

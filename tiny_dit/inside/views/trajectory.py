@@ -1,6 +1,6 @@
 """Latents decoded on the way: the denoising trajectory (x_t and pred_x0 pass by pass, and the noise
-levels the solver visits), the forward process (a clean clip noised, x_s = (1 - s) x0 + s noise) and
-the live preview while sampling."""
+levels the solver visits), the full model's path beside its fast student's, the forward process (a clean
+clip noised, x_s = (1 - s) x0 + s noise) and the live preview while sampling."""
 
 from __future__ import annotations
 
@@ -102,12 +102,50 @@ def trajectory_images(record, pipe, k: int, frames_shown: int = 8) -> tuple[Imag
                  f"{record.num_inference_steps} steps.)")
     what += "\n\n" + FEWER_STEPS_TEXT
     strip = filmstrip(decoded, None, cell=80, row_labels=labels, show_frame_numbers=False)
+    return latent_image, stack([column_header(strip, [f"frame {f + 1}" for f in idx]), strip], gap=0), what
+
+
+def column_header(strip: Image.Image, labels: list[str], cell: int = 80, gap: int = 2) -> Image.Image:
+    """A band to stack above a filmstrip of `cell`-wide columns (after its row labels): one label a column."""
     header = Image.new("RGB", (strip.width, 16), BACKGROUND)
     draw = ImageDraw.Draw(header)
-    offset = strip.width - len(idx) * 82 + 2
-    for j, f in enumerate(idx):
-        draw.text((offset + j * 82 + 2, 2), f"frame {f + 1}", fill=MUTED, font=font(11))
-    return latent_image, stack([header, strip], gap=0), what
+    left = strip.width - len(labels) * (cell + gap) + gap  # where the first column starts
+    for j, label in enumerate(labels):
+        draw.text((left + j * (cell + gap) + 2, 2), label, fill=MUTED, font=font(11))
+    return header
+
+
+def fast_comparison_images(full, fast, pipe, frames_shown: int = 8) -> tuple[Image.Image, Image.Image]:
+    """The full model's run beside its fast student's (two RunRecords from the same starting noise,
+    tiny_dit.inside.fast_comparison), decoded with `pipe`: (their paths, their finished clips).
+
+    The paths: one column per noise level the student visits (from 1, the shared noise, to 0, the clips), the
+    middle frame of x_t (where each sampler is) and of pred_x0 (where one straight step from there would land;
+    at 0, the clip itself) for each model; the full model's columns show its pass nearest that level (the same
+    level for 1, 2 or 4 student steps of a 20-step teacher at one shift)."""
+    levels = np.asarray(fast.sigmas, dtype=np.float64)
+    nearest = [int(np.abs(np.asarray(full.sigmas, dtype=np.float64) - level).argmin()) for level in levels]
+
+    def at(record, passes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """x_t and pred_x0 of clip 1 at each pass (pred_x0 after the last pass: the finished x_t)."""
+        x_t = record.x_t[passes]
+        pred = np.stack([record.pred_x0[k] if k < record.num_passes else record.x_t[k] for k in passes])
+        return x_t, pred
+
+    (full_x, full_pred), (fast_x, fast_pred) = at(full, nearest), at(fast, list(range(len(levels))))
+    rows = np.stack([full_x, fast_x, full_pred, fast_pred])  # (4, columns, C, T, h, w)
+    middle = full.geometry.num_frames // 2
+    decoded = decode(pipe, rows.reshape(-1, *rows.shape[2:]), [middle])  # (4 x columns, 1, H, W, 3)
+    decoded = decoded[:, 0].reshape(*rows.shape[:2], *decoded.shape[2:])  # (4, columns, H, W, 3)
+    where = "full (nearest pass)" if np.abs(np.asarray(full.sigmas)[nearest] - levels).max() > 1e-3 else "full"
+    strip = filmstrip(decoded, None, cell=80, show_frame_numbers=False,
+                      row_labels=[f"{where}: x_t", "fast: x_t", f"{where}: pred_x0", "fast: pred_x0"])
+    paths = stack([column_header(strip, [f"sigma = {level:.2f}" for level in levels]), strip], gap=0)
+
+    idx = spread(frames_shown, full.geometry.num_frames)
+    clips = filmstrip(np.stack([full.frames[0], fast.frames[0]]), idx, cell=80,
+                      row_labels=[f"full: {full.num_inference_steps} steps", f"fast: {fast.num_inference_steps} steps"])
+    return paths, clips
 
 
 def forward_process_images(pipe, clip: np.ndarray, level: float, seed: int = 0,
