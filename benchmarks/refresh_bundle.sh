@@ -3,6 +3,7 @@
 #
 #     benchmarks/refresh_bundle.sh runs/long-decay/pipeline v0.6             # all of it
 #     SKIP_BENCHMARKS=1 benchmarks/refresh_bundle.sh runs/long/pipeline v0.6  # the bundle, its evaluation, GIF, images
+#     EVALUATION=runs/long-eval.json benchmarks/refresh_bundle.sh ...        # reuse a full evaluation of that folder
 #
 # 1. assets/tiny-dit-shapes/ becomes a copy of the pipeline folder (weights, CLIP, autoencoder, scheduler and the
 #    run's record: training_log.jsonl and training_samples/, which the app's "How it learned" view shows),
@@ -57,7 +58,20 @@ print(f"{bundle}: {version} of {date}; rewrite {card} for it (training, evaluati
 STAMP
 
 echo "2. evaluation"
-$python -m tiny_dit.training.evaluate --model "$bundle" --json "$bundle/evaluation.json"
+if [ -n "${EVALUATION:-}" ]; then  # the full evaluation already run on the same weights and settings: reuse it
+    $python - "$EVALUATION" "$bundle" <<'REUSE'
+import json, sys
+from pathlib import Path
+
+results = json.loads(Path(sys.argv[1]).read_text())
+if results.get("prompt_set") != "full":
+    sys.exit(f"{sys.argv[1]} is not the full evaluation (prompt_set {results.get('prompt_set')!r})")
+results["evaluated_as"], results["model"] = results["model"], sys.argv[2]
+(Path(sys.argv[2]) / "evaluation.json").write_text(json.dumps(results, indent=2))
+REUSE
+else
+    $python -m tiny_dit.training.evaluate --model "$bundle" --json "$bundle/evaluation.json"
+fi
 
 echo "3. samples GIF"
 $python -m tiny_dit.sample --model "$bundle" --num-videos 4 --seed 0 \
