@@ -45,7 +45,8 @@ from tiny_dit.autoencoder import decode_latents, encode_clips
 from tiny_dit.data.shapes import NUM_FRAMES, random_clip_spec, render_clips
 from tiny_dit.flow import DEFAULT_GUIDANCE_SCALE
 from tiny_dit.pipeline import DEFAULT_NUM_INFERENCE_STEPS, TinyDiTCondition, TinyDiTPipeline
-from tiny_dit.training.evaluate import ATTRIBUTES, evaluation_prompts, judge_frames, object_aspect, score
+from tiny_dit.training.evaluate import (ATTRIBUTES, evaluation_batches, evaluation_prompts, judge_frames, object_aspect,
+                                       score)
 from tiny_dit.video import to_uint8
 
 # task -> the known pieces of the 16-frame clip, as (first, last + 1) frame ranges.
@@ -145,10 +146,10 @@ def measure_sizes(pipe: TinyDiTPipeline, sizes=DEFAULT_SIZES, num_prompts: int =
         still = num_frames == 1
         prompts = evaluation_prompts("seen", num_prompts, seed, still=still)
         start = time.perf_counter()
-        frames = pipe([p["text"] for p in prompts], num_frames=num_frames, height=height, width=width,
-                      num_inference_steps=steps, guidance_scale=guidance_scale,
-                      generator=torch.Generator().manual_seed(seed)).frames  # (N, T, H, W, 3) in [0, 1]
-        clips = to_uint8(frames)
+        # In batches of 8, each seeded by its start (the evaluation's batches): any number of prompts.
+        clips = np.concatenate([batch_clips for _, batch_clips in evaluation_batches(
+            pipe, prompts, seed, num_frames=num_frames, height=height, width=width, num_inference_steps=steps,
+            guidance_scale=guidance_scale)])  # (N, T, H, W, 3) uint8
         if still:  # the judge reads motion off several frames: a still held for 4 shows none
             clips = np.repeat(clips, 4, axis=1)
         aspects = [a for a in map(object_aspect, clips) if a is not None]
