@@ -36,24 +36,32 @@ def test_bundle_samples_offline(monkeypatch):
     assert pipe.transformer.num_tokens(16, 32, 32) == 256
 
 
+SIX_PROMPTS = ["a red circle moving left on a black background", "a yellow star growing on a white background",
+               "a green square moving up on a gray background", "a blue circle moving right on a white background",
+               "an orange triangle moving down on a black background", "a purple square shrinking on a gray background"]
+SIX_TRUTHS = [("black", "red", "left"), ("white", "yellow", "growing"), ("gray", "green", "up"),
+              ("white", "blue", "right"), ("black", "orange", "down"), ("gray", "purple", "shrinking")]
+
+
+def assert_follows_the_six_prompts(pipe, right_at_least: int, **call):
+    """The frame judge on SIX_PROMPTS (seed 0): every background right; colour and motion right in at least
+    `right_at_least` clips and wrong (another value, not "none") in at most one."""
+    frames = pipe(SIX_PROMPTS, generator=torch.Generator().manual_seed(0), **call).frames
+    judged = [judge_frames(clip) for clip in (frames * 255).round().astype(np.uint8)]
+    assert [j["background"] for j in judged] == [b for b, _, _ in SIX_TRUTHS]
+    for attribute, column in (("color", 1), ("motion", 2)):
+        right = sum(j[attribute] == t[column] for j, t in zip(judged, SIX_TRUTHS))
+        wrong = sum(j[attribute] not in (t[column], "none") for j, t in zip(judged, SIX_TRUTHS))
+        assert right >= right_at_least and wrong <= 1, (attribute, judged)
+
+
 def test_bundle_follows_background_colour_and_motion_words():
     """The frame judge on 6 clips at the default 20 steps (seed 0). Measured on bundle v0.3: 6/6
     backgrounds, 4/6 colours and motions right, nothing of the wrong colour or motion; v0.4 passes
     the same bounds (its 72-prompt evaluation: colour 92%, motion 92% on seen pairs)."""
     pipe = TinyDiTPipeline.from_pretrained(BUNDLE)
     pipe.set_progress_bar_config(disable=True)
-    prompts = ["a red circle moving left on a black background", "a yellow star growing on a white background",
-               "a green square moving up on a gray background", "a blue circle moving right on a white background",
-               "an orange triangle moving down on a black background", "a purple square shrinking on a gray background"]
-    truth = [("black", "red", "left"), ("white", "yellow", "growing"), ("gray", "green", "up"),
-             ("white", "blue", "right"), ("black", "orange", "down"), ("gray", "purple", "shrinking")]
-    frames = pipe(prompts, num_inference_steps=20, generator=torch.Generator().manual_seed(0)).frames
-    judged = [judge_frames(clip) for clip in (frames * 255).round().astype(np.uint8)]
-    assert [j["background"] for j in judged] == [b for b, _, _ in truth]
-    for attribute, column in (("color", 1), ("motion", 2)):
-        right = sum(j[attribute] == t[column] for j, t in zip(judged, truth))
-        wrong = sum(j[attribute] not in (t[column], "none") for j, t in zip(judged, truth))
-        assert right >= 3 and wrong <= 1, (attribute, judged)
+    assert_follows_the_six_prompts(pipe, right_at_least=3, num_inference_steps=20)
 
 
 @pytest.mark.parametrize("height, width", [(128, 192), (192, 128)])
@@ -126,3 +134,41 @@ def test_no_tracked_text_names_a_stretch_of_work_by_its_number():
         found += [f"{name}:{n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1)
                   if WORK_SESSION.search(line)]
     assert not found, "\n".join(found)
+
+
+FAST = "assets/tiny-dit-shapes-fast"
+
+
+def test_the_fast_bundle_samples_in_its_few_passes_without_guidance(monkeypatch):
+    """The fast student (docs/sampling.md, "A fast student"): a pipeline folder whose defaults are its own few steps
+    and no guidance, so a clip costs one transformer pass a step, the prompts alone; its weights in float16."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = TinyDiTPipeline.from_pretrained(FAST)
+    pipe.set_progress_bar_config(disable=True)
+    assert 1 <= pipe.default_num_inference_steps <= 4 and pipe.default_guider.guidance_scale == 1.0
+    weights = load_file(Path(FAST) / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float16}
+    batches = []
+    pipe.transformer.register_forward_hook(lambda module, args, kwargs, out: batches.append(len(args[0])),
+                                           with_kwargs=True)
+    frames = pipe(["a red circle moving left on a black background", "a yellow star growing on a white background"],
+                  generator=torch.Generator().manual_seed(0)).frames
+    assert batches == [2] * pipe.default_num_inference_steps and frames.shape == (2, 16, 128, 128, 3)
+
+
+def test_the_fast_bundle_shares_the_full_bundles_text_encoder_and_autoencoder_byte_for_byte():
+    """Only the transformer is the student's: the CLIP and the autoencoder are the teacher's files, byte for byte,
+    so git stores them once and the fast folder adds its half-precision transformer alone to the repository."""
+    for part in ("text_encoder", "vae"):
+        for path in (Path(BUNDLE) / part).glob("*.safetensors"):
+            assert (Path(FAST) / part / path.name).read_bytes() == path.read_bytes(), path
+
+
+def test_the_fast_bundle_follows_background_colour_and_motion_words():
+    """The frame judge on the 6 clips of the full bundle's test above, at the fast bundle's own defaults (seed 0):
+    every background, 4 of 6 colours and motions right, at most one wrong."""
+    pipe = TinyDiTPipeline.from_pretrained(FAST)
+    pipe.set_progress_bar_config(disable=True)
+    assert_follows_the_six_prompts(pipe, right_at_least=4)  # at its own defaults

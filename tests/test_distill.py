@@ -71,13 +71,16 @@ def test_teacher_pairs_are_the_teachers_clips_and_survive_a_stop(cache_dir, teac
                                                ("consistency", FlowMatchLCMScheduler)])
 def test_the_fast_folder_samples_in_its_few_steps_without_guidance(cache_dir, teacher_dir, tmp_path, method,  # noqa: F811
                                                                    scheduler):
-    distill(cache_dir, teacher_dir, tmp_path / "run", method, "--default-steps", "2")
+    distill(cache_dir, teacher_dir, tmp_path / "run", method, "--default-steps", "2", "--precision", "bf16")
     folder = tmp_path / "run" / "pipeline"
     index = json.loads((folder / "model_index.json").read_text())
     assert index["default_num_inference_steps"] == 2
     from safetensors.torch import load_file
     weights = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
     assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float16}  # half the bytes
+    for part in ("vae", "text_encoder"):  # the teacher's files, bit for bit, though the run computed in bfloat16
+        for path in (teacher_dir / part).glob("*.safetensors"):
+            assert (folder / part / path.name).read_bytes() == path.read_bytes(), path
 
     pipe = TinyDiTPipeline.from_pretrained(folder)
     assert type(pipe.scheduler) is scheduler and pipe.transformer.dtype == torch.float32
@@ -117,3 +120,38 @@ def test_a_stopped_distillation_resumes_exactly(cache_dir, teacher_dir, tmp_path
 def test_the_command_refuses_a_default_it_never_trained(cache_dir, teacher_dir, tmp_path):  # noqa: F811
     with pytest.raises(SystemExit, match="--default-steps 4 is not among --steps-trained"):
         distill(cache_dir, teacher_dir, tmp_path / "run", "reflow", "--steps-trained", "1", "2")
+
+
+def test_the_fast_benchmark_sets_the_student_beside_its_teacher_and_the_floor(cache_dir, teacher_dir, tmp_path,  # noqa: F811
+                                                                             load_benchmark):
+    """benchmarks/fast_student.py on the tiny teacher and a student of it: one row per model and step count, the
+    passes a clip costs (the teacher's guided steps count twice), each time as a share of the teacher's, and the
+    teacher's saved full evaluation reused instead of measured again."""
+    distill(cache_dir, teacher_dir, tmp_path / "run", "consistency", "--default-steps", "2", "--steps-trained", "1", "2")
+    bench = load_benchmark("fast_student")
+    rows = bench.main(["--teacher", str(teacher_dir), "--student", str(tmp_path / "run" / "pipeline"), "--baselines",
+                       "--steps", "1", "2", "--baseline-steps", "2", "--num-prompts", "1", "--repeats", "1", "--threads", "1",
+                       "--json", str(tmp_path / "rows.json"), "--markdown", str(tmp_path / "table.md")])
+    assert [(r["model"].split(" (")[0], r["sampler"], r["steps"], r["passes"]) for r in rows] == [
+        ("teacher", "FlowMatchEulerDiscrete", 20, 30),  # interval guidance: the first 10 steps take two passes
+        ("student", "FlowMatchLCM", 1, 1), ("student", "FlowMatchLCM", 2, 2),
+        ("teacher, guidance off", "FlowMatchEuler", 2, 2), ("teacher, guidance off", "FlowMatchLCM", 2, 2)]
+    for row in rows:
+        assert set(row["quality"]) == {"seen", "held-out"}
+        assert all(0 <= row["quality"][s][k] <= 1 for s in row["quality"] for k in bench.COLUMNS)
+        timed = not row["model"].startswith("teacher, guidance off")  # a baseline costs what the student costs
+        assert (row.get("bf16_s", 0) > 0 and row.get("fp32_s", 0) > 0) == timed, row
+    assert rows[0]["bf16_s_share"] == rows[0]["fp32_s_share"] == 1.0
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
+    assert (tmp_path / "table.md").read_text().count("\n| ") == len(rows) + 1  # the separator and a line a row
+
+    # A full evaluation saved beside the teacher at its own steps is read, not measured again.
+    saved = {"prompt_set": "full", "steps": 20, **{s: {"frame_judge": dict.fromkeys(bench.COLUMNS, 0.5),
+                                                        "stray_pixels": 1e-4, "object_in_every_frame": 1.0}
+                                                    for s in ("seen", "held-out")}}
+    (teacher_dir / "evaluation.json").write_text(json.dumps(saved))
+    try:
+        teacher = TinyDiTPipeline.from_pretrained(teacher_dir)
+        assert bench.teacher_quality(teacher, str(teacher_dir), None, None)["seen"]["shape"] == 0.5
+    finally:
+        (teacher_dir / "evaluation.json").unlink()

@@ -178,14 +178,17 @@ def fast_pipeline(student, teacher: TinyDiTPipeline, method: str, default_steps:
     return pipe
 
 
-def save_fast_pipeline(pipe: TinyDiTPipeline, folder: Path) -> None:
+def save_fast_pipeline(pipe: TinyDiTPipeline, folder: Path, vae=None) -> None:
     """save_pretrained with the transformer's weights in float16 (half the bytes; TinyDiTPipeline.from_pretrained
-    loads them as float32, and set_dtype picks the compute precision)."""
+    loads them as float32, and set_dtype picks the compute precision), and `vae` (default the pipeline's) in
+    float32, as the teacher's folder holds it. Pass the teacher's own float32 autoencoder when the pipeline's was
+    cast to bfloat16 for speed: casting it back does not restore the bits, and the same bits let git store the
+    file once for both folders."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    half, vae = copy.deepcopy(pipe.transformer), copy.deepcopy(pipe.vae)
+    half, vae = copy.deepcopy(pipe.transformer), copy.deepcopy(pipe.vae if vae is None else vae)
     torch.nn.Module.to(half, torch.float16)
-    torch.nn.Module.to(vae, torch.float32)  # as the teacher's folder holds it (a run may compute in bfloat16)
+    torch.nn.Module.to(vae, torch.float32)
     TinyDiTPipeline(**{**pipe.components, "transformer": half, "vae": vae},
                     default_num_inference_steps=pipe.default_num_inference_steps).save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
@@ -221,6 +224,7 @@ def distill(args: argparse.Namespace) -> dict:
     teacher = TinyDiTPipeline.from_pretrained(args.teacher)
     teacher.set_progress_bar_config(disable=True)
     student = copy.deepcopy(teacher.transformer).float().requires_grad_(True)  # float32, before the cast below
+    vae = copy.deepcopy(teacher.vae)  # float32 as in the teacher's folder, for the fast folder: a cast back is lossy
     precision = resolve_precision(args.precision)
     teacher.set_dtype("bfloat16" if precision == "bf16" else "float32")  # its sampling, and its passes below
     cache = LatentCache.load(args.cache)
@@ -283,7 +287,7 @@ def distill(args: argparse.Namespace) -> dict:
                ema=ema, ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
                every=[(args.eval_every, evaluate)], desc=f"distil ({args.method})", precision=precision,
                stop=(lambda: time.time() - started > 60 * args.max_minutes) if args.max_minutes else None)
-    save_fast_pipeline(fast_pipeline(ema, teacher, args.method, args.default_steps), out / "pipeline")
+    save_fast_pipeline(fast_pipeline(ema, teacher, args.method, args.default_steps), out / "pipeline", vae)
     print(f"saved the fast pipeline (EMA weights, {args.default_steps} steps by default) to {out / 'pipeline'}/")
     return {"pipeline": out / "pipeline", "checkpoint": ckpt_path}
 
