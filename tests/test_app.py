@@ -586,6 +586,22 @@ def test_long_prompts_are_truncated_with_a_notice(tiny_app):
     assert "truncated" in info and "CLIP reads 16" in info
 
 
+def test_a_warning_from_elsewhere_during_tokenizing_is_not_called_a_truncation(tiny_app, monkeypatch):
+    """The warnings tokenize records are the whole process's (the app tokenizes while other threads sample and
+    load): one that is not the tokenizer's does not make a short prompt "truncated"."""
+    import warnings
+    tokenizer = tiny_app.pipe.tokenizer
+    real_call = type(tokenizer).__call__
+
+    def call_while_another_thread_warns(self, *args, **kwargs):
+        warnings.warn("Guiders are currently an experimental feature", FutureWarning)
+        return real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", call_while_another_thread_warns)
+    assert view_contents.prompt_notices(tiny_app.pipe, PROMPT) == []
+    assert "truncated" in view_contents.prompt_notices(tiny_app.pipe, " ".join([PROMPT] * 4))[0]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda a, r: a.patch_grid(None), "Generate a clip first"),
     (lambda a, r: a.attention(None, 0, "mean", 1), "Generate a clip first"),

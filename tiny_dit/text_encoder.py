@@ -335,7 +335,9 @@ def tokenize(tokenizer: OpenCLIPTokenizer, prompt: str) -> tuple[TokenInfo, list
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ids = tokenizer(prompt)[0].tolist()  # (context_length,)
-    messages = [str(w.message) for w in caught]
+    # catch_warnings records the whole process's warnings, and the app tokenizes while other threads sample and
+    # load (diffusers warns there): keep the tokenizer's own, about a prompt longer than the context.
+    messages = [str(w.message) for w in caught if "token" in str(w.message) or "truncat" in str(w.message)]
     inner = tokenizer.tokenizer
     context = int(tokenizer.config.context_length)
     eot = ids.index(max(ids))  # the end-of-text token has the largest id (as CLIPEncoder.encode_text assumes)
