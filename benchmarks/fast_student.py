@@ -27,25 +27,16 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler, FlowMatchLCMScheduler
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tiny_dit import TinyDiTPipeline  # noqa: E402
-from tiny_dit.schedulers import config_shift  # noqa: E402
 from tiny_dit.text_encoder import CLIPEncoder  # noqa: E402
-from tiny_dit.training.distill import teacher_guidance  # noqa: E402
+from tiny_dit.training.distill import fast_pipeline, teacher_guidance  # noqa: E402
 from tiny_dit.training.evaluate import evaluate_pipeline  # noqa: E402
 
 PROMPT = "a red circle moving left on a black background"
 SPLITS = ("seen", "held-out")
 COLUMNS = ("color", "shape", "motion", "all")
-
-
-def without_guidance(teacher: TinyDiTPipeline, scheduler) -> TinyDiTPipeline:
-    """The teacher's own weights, one pass a step (guidance 1), with `scheduler`: a student before any training."""
-    return TinyDiTPipeline(**{**teacher.components, "scheduler": scheduler,
-                              "guider": ClassifierFreeGuidance(guidance_scale=1.0)})
 
 
 def time_four_clips(pipe: TinyDiTPipeline, steps: int, dtype: str, repeats: int) -> float:
@@ -60,13 +51,17 @@ def time_four_clips(pipe: TinyDiTPipeline, steps: int, dtype: str, repeats: int)
     return min(times[1:])
 
 
-def quality(pipe: TinyDiTPipeline, clip: CLIPEncoder, steps: int, num_prompts: int | None) -> dict:
-    """The evaluation's figures per split: the frame judge's shares, stray pixels, an object in every frame."""
-    pipe.set_dtype("auto")
-    with torch.no_grad():
-        results = evaluate_pipeline(pipe, clip, num_prompts, steps, progress=False)
+def per_split(results: dict) -> dict:
+    """An evaluation's figures per split: the frame judge's shares, stray pixels, an object in every frame."""
     return {split: {**results[split]["frame_judge"], "stray_pixels": results[split]["stray_pixels"],
                     "object_in_every_frame": results[split]["object_in_every_frame"]} for split in SPLITS}
+
+
+def quality(pipe: TinyDiTPipeline, clip: CLIPEncoder, steps: int, num_prompts: int | None) -> dict:
+    """per_split of the evaluation of `pipe` at `steps` steps, in the faster dtype."""
+    pipe.set_dtype("auto")
+    with torch.no_grad():
+        return per_split(evaluate_pipeline(pipe, clip, num_prompts, steps, progress=False))
 
 
 def teacher_quality(teacher: TinyDiTPipeline, folder: str, clip: CLIPEncoder, num_prompts: int | None) -> dict:
@@ -75,8 +70,7 @@ def teacher_quality(teacher: TinyDiTPipeline, folder: str, clip: CLIPEncoder, nu
     if num_prompts is None and path.exists():
         saved = json.loads(path.read_text())
         if saved.get("prompt_set") == "full" and saved.get("steps") == teacher.default_num_inference_steps:
-            return {split: {**saved[split]["frame_judge"], "stray_pixels": saved[split]["stray_pixels"],
-                            "object_in_every_frame": saved[split]["object_in_every_frame"]} for split in SPLITS}
+            return per_split(saved)
     return quality(teacher, clip, teacher.default_num_inference_steps, num_prompts)
 
 
@@ -119,17 +113,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     clip = CLIPEncoder.from_pretrained(args.clip)
 
     teacher = TinyDiTPipeline.from_pretrained(args.teacher)
-    shift = config_shift(teacher.scheduler.config)
     arms = []  # (name, sampler, pipeline, step counts)
     if args.student:
         student = TinyDiTPipeline.from_pretrained(args.student)
         arms.append(("student", type(student.scheduler).__name__.removesuffix("Scheduler"), student, args.steps))
     if args.baselines:
         steps = args.baseline_steps or args.steps
-        arms += [("teacher, guidance off", "FlowMatchEuler", without_guidance(
-                      teacher, FlowMatchEulerDiscreteScheduler(shift=shift)), steps),
-                 ("teacher, guidance off", "FlowMatchLCM", without_guidance(
-                      teacher, FlowMatchLCMScheduler(shift=shift)), steps)]
+        # The teacher's own weights as a student before any training: distill's fast pipeline around them,
+        # with reflow's sampler (Euler) and consistency's (LCM).
+        arms += [("teacher, guidance off", sampler, fast_pipeline(teacher.transformer, teacher, method, steps[0]), steps)
+                 for sampler, method in (("FlowMatchEuler", "reflow"), ("FlowMatchLCM", "consistency"))]
     for _, _, pipe, _ in arms:
         pipe.set_progress_bar_config(disable=True)
     teacher.set_progress_bar_config(disable=True)
