@@ -6,6 +6,7 @@ test_train.py and test_sample.py import the builders below.
 """
 
 import importlib
+import copy
 import json
 import shutil
 
@@ -470,6 +471,28 @@ def test_dtype_auto_keeps_one_it_measured():
     assert chosen in (torch.float32, torch.bfloat16) and pipe.transformer.dtype == pipe.vae.dtype == chosen
     with pytest.raises(ValueError, match="dtype"):
         pipe.set_dtype("float16")
+
+
+def test_dtype_round_trip_keeps_the_float32_weights():
+    pipe = tiny_pipeline()
+    pipe.set_dtype("float32")
+    before = {name: copy.deepcopy(getattr(pipe, name).state_dict()) for name in ("transformer", "vae")}
+    pipe.set_dtype("bfloat16")
+    rounded = pipe.transformer.patch_embed.weight.float()
+    assert not torch.equal(rounded, before["transformer"]["patch_embed.weight"])  # bfloat16 really rounds
+    pipe.set_dtype("float32")  # as "auto" does on a CPU where float32 is faster
+    for name, weights in before.items():
+        after = getattr(pipe, name).state_dict()
+        assert all(torch.equal(after[k], v) for k, v in weights.items()), name
+    # weights changed while in bfloat16 are what comes back, not the float32 ones kept aside
+    pipe.set_dtype("bfloat16")
+    with torch.no_grad():
+        pipe.transformer.patch_embed.weight.add_(1.0)
+    pipe.set_dtype("float32")
+    changed = pipe.transformer.patch_embed.weight
+    assert changed.dtype == torch.float32
+    assert torch.allclose(changed, before["transformer"]["patch_embed.weight"] + 1.0, atol=0.05)
+    assert not pipe._float32_weights  # nothing kept aside in float32: memory does not grow
 
 
 # --- driving it like any diffusers pipeline ---------------------------------------------

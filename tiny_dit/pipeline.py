@@ -189,6 +189,7 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         # Saved in model_index.json (as SDXL saves force_zeros_for_empty_prompt): a distilled folder samples in
         # its few steps by default, as sd-turbo's users expect of theirs.
         self.register_to_config(default_num_inference_steps=default_num_inference_steps)
+        self._float32_weights: dict[str, dict[str, torch.Tensor]] = {}  # see _cast
 
     # -- building and loading ---------------------------------------------------
 
@@ -291,6 +292,7 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         and decoding their 64 frames 0.06 s instead of 0.09-0.12 s. On older CPUs it is slower,
         so "auto" times one pass of a 4-clip guided batch (the app's default request) in each dtype.
         The sampler's latents stay float32, and so does the text encoder (it runs once per prompt).
+        Back to float32 after bfloat16, the weights are the float32 ones again, not bfloat16's rounding.
         Returns the dtype set.
         """
         if dtype != "auto":
@@ -315,10 +317,25 @@ class TinyDiTPipeline(PromptEncodingMixin, InputChecksMixin, DiffusionPipeline):
         return self._cast(min(seconds, key=seconds.get))
 
     def _cast(self, dtype: torch.dtype) -> torch.dtype:
-        # nn.Module.to, not ModelMixin.to: diffusers' version warns about modules "that should be
-        # kept in float32: []" on every cast, even when there are none (diffusers 0.42).
-        for model in (self.transformer, self.vae):
+        # Casting to bfloat16 rounds the weights, and casting back cannot undo the rounding: so a model's
+        # float32 weights are kept aside while it runs in bfloat16 and put back when it returns to float32
+        # ("auto" tries both). Weights changed in the meantime (trained, edited) are cast instead: they win.
+        # nn.Module.to, not ModelMixin.to: diffusers' version warns about modules "that should be kept in
+        # float32: []" on every cast, even when there are none (diffusers 0.42).
+        for name in ("transformer", "vae"):
+            model = getattr(self, name)
+            if model.dtype == dtype:
+                continue
+            if model.dtype == torch.float32:
+                self._float32_weights[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                torch.nn.Module.to(model, dtype)
+                continue
+            kept = self._float32_weights.pop(name, None) if dtype == torch.float32 else None
+            unchanged = kept is not None and all(
+                torch.equal(kept[k].to(v.dtype), v) for k, v in model.state_dict().items())
             torch.nn.Module.to(model, dtype)
+            if unchanged:
+                model.load_state_dict(kept)
         return dtype
 
     # -- latents --------------------------------------------------------------------
