@@ -14,8 +14,9 @@ Rows, each at 1, 2 and 4 steps (--steps) unless named:
 
 Quality: the project's evaluation (tiny_dit.training.evaluate; the full one by default, --num-prompts N for the
 small set), per split: colour, shape, motion, all four, stray pixels, an object in every frame.
-Time: 4 clips of one prompt end to end through the pipeline, best of --repeats after a warm-up, in bfloat16 and
-float32, every row in this one process, and each row's share of the teacher's time at the same precision.
+Time: 4 clips of one prompt end to end through the pipeline, in bfloat16 and float32, every row in this one
+process in interleaved rounds (a warm-up, then --repeats rounds of every row once: the machine's drift touches
+every row alike), the best round of each, and each row's share of the teacher's time at the same precision.
 """
 
 from __future__ import annotations
@@ -39,16 +40,19 @@ SPLITS = ("seen", "held-out")
 COLUMNS = ("color", "shape", "motion", "all")
 
 
-def time_four_clips(pipe: TinyDiTPipeline, steps: int, dtype: str, repeats: int) -> float:
-    """Seconds for 4 clips of PROMPT at `steps` steps in `dtype`: the best of `repeats` after a warm-up."""
-    pipe.set_dtype(dtype)
+def time_four_clips(pipes: list[tuple[TinyDiTPipeline, int]], dtype: str, repeats: int) -> list[float]:
+    """Seconds for 4 clips of PROMPT per (pipeline, steps) in `dtype`: the best of `repeats` rounds after a
+    warm-up, each round timing every pipeline once, so that the machine's drift touches them all alike."""
+    for pipe, _ in pipes:
+        pipe.set_dtype(dtype)
     generator = torch.Generator()
-    times = []
+    times = [[] for _ in pipes]
     for _ in range(repeats + 1):
-        start = time.perf_counter()
-        pipe(PROMPT, num_videos_per_prompt=4, num_inference_steps=steps, generator=generator.manual_seed(0))
-        times.append(time.perf_counter() - start)
-    return min(times[1:])
+        for (pipe, steps), seconds in zip(pipes, times):
+            start = time.perf_counter()
+            pipe(PROMPT, num_videos_per_prompt=4, num_inference_steps=steps, generator=generator.manual_seed(0))
+            seconds.append(time.perf_counter() - start)
+    return [min(seconds[1:]) for seconds in times]
 
 
 def per_split(results: dict) -> dict:
@@ -85,7 +89,7 @@ def markdown(rows: list[dict]) -> str:
         times = [f"{row[k]:.3f} s ({row[k + '_share']:.2f}x)" if k in row else "-" for k in ("bf16_s", "fp32_s")]
         lines.append(f"| {row['model']} | {row['sampler']} | {row['steps']} | {row['passes']} | "
                      + " | ".join(cells) + f" | {stray} | " + " | ".join(times) + " |")
-    return "\n".join(lines) + "\n\n(seen / held-out pairs; times: best of the runs, share of the teacher's)\n"
+    return "\n".join(lines) + "\n\n(seen / held-out pairs; times: best of interleaved rounds, share of the teacher's)\n"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--num-prompts", type=int, default=None,
                         help="the small set of N prompts per split, one seed (default: the full evaluation)")
     parser.add_argument("--clip", default="assets/tiny-clip", help="the CLIP the evaluation judges with")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row and precision (default 3)")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed rounds per precision, every row once a round (default 10)")
     parser.add_argument("--skip-timing", action="store_true", help="quality only")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", type=Path, help="write the rows here")
@@ -141,12 +146,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "quality": quality(pipe, clip, n, args.num_prompts)})
             print(f"{name}, {sampler}, {n} steps: {rows[-1]['quality']} ({time.time() - started:.0f} s)", flush=True)
 
-    if not args.skip_timing:  # every row in this one process, the teacher first and last (the machine drifts)
+    if not args.skip_timing:  # every row in this one process, in interleaved rounds
         for dtype, key in (("bfloat16", "bf16_s"), ("float32", "fp32_s")):
-            for row, pipe in zip(rows, timed):
-                if pipe is not None:
-                    row[key] = time_four_clips(pipe, row["steps"], dtype, args.repeats)
-            rows[0][key] = min(rows[0][key], time_four_clips(teacher, rows[0]["steps"], dtype, args.repeats))
+            measured = [(row, pipe) for row, pipe in zip(rows, timed) if pipe is not None]
+            seconds = time_four_clips([(pipe, row["steps"]) for row, pipe in measured], dtype, args.repeats)
+            for (row, _), value in zip(measured, seconds):
+                row[key] = value
             for row in rows:
                 if key in row:
                     row[key + "_share"] = row[key] / rows[0][key]
