@@ -5,8 +5,8 @@ AutoencoderTiny (32 x 32 frames -> 4 x 8 x 8 latents) and a 2-block TinyDiT.
 test_train.py and test_sample.py import the builders below.
 """
 
-import importlib
 import copy
+import importlib
 import json
 import shutil
 
