@@ -178,15 +178,13 @@ def fast_pipeline(student, teacher: TinyDiTPipeline, method: str, default_steps:
     return pipe
 
 
-def save_fast_pipeline(pipe: TinyDiTPipeline, folder: Path, vae=None) -> None:
+def save_fast_pipeline(pipe: TinyDiTPipeline, folder: Path) -> None:
     """save_pretrained with the transformer's weights in float16 (half the bytes; TinyDiTPipeline.from_pretrained
-    loads them as float32, and set_dtype picks the compute precision), and `vae` (default the pipeline's) in
-    float32, as the teacher's folder holds it. Pass the teacher's own float32 autoencoder when the pipeline's was
-    cast to bfloat16 for speed: casting it back does not restore the bits, and the same bits let git store the
-    file once for both folders."""
+    loads them as float32, and set_dtype picks the compute precision) and the autoencoder in float32, as the
+    teacher's folder holds it."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    half, vae = copy.deepcopy(pipe.transformer), copy.deepcopy(pipe.vae if vae is None else vae)
+    half, vae = copy.deepcopy(pipe.transformer), copy.deepcopy(pipe.vae)
     torch.nn.Module.to(half, torch.float16)
     torch.nn.Module.to(vae, torch.float32)
     TinyDiTPipeline(**{**pipe.components, "transformer": half, "vae": vae},
@@ -224,7 +222,6 @@ def distill(args: argparse.Namespace) -> dict:
     teacher = TinyDiTPipeline.from_pretrained(args.teacher)
     teacher.set_progress_bar_config(disable=True)
     student = copy.deepcopy(teacher.transformer).float().requires_grad_(True)  # float32, before the cast below
-    vae = copy.deepcopy(teacher.vae)  # float32 as in the teacher's folder, for the fast folder: a cast back is lossy
     precision = resolve_precision(args.precision)
     teacher.set_dtype("bfloat16" if precision == "bf16" else "float32")  # its sampling, and its passes below
     cache = LatentCache.load(args.cache)
@@ -287,7 +284,10 @@ def distill(args: argparse.Namespace) -> dict:
                ema=ema, ema_decay=args.ema_decay, checkpoint_every=args.checkpoint_every,
                every=[(args.eval_every, evaluate)], desc=f"distil ({args.method})", precision=precision,
                stop=(lambda: time.time() - started > 60 * args.max_minutes) if args.max_minutes else None)
-    save_fast_pipeline(fast_pipeline(ema, teacher, args.method, args.default_steps), out / "pipeline", vae)
+    # Back in float32, the teacher's autoencoder is its file's weights bit for bit (set_dtype kept them aside), so
+    # the fast folder shares that file and git stores it once.
+    teacher.set_dtype("float32")
+    save_fast_pipeline(fast_pipeline(ema, teacher, args.method, args.default_steps), out / "pipeline")
     print(f"saved the fast pipeline (EMA weights, {args.default_steps} steps by default) to {out / 'pipeline'}/")
     return {"pipeline": out / "pipeline", "checkpoint": ckpt_path}
 
